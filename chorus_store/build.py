@@ -1,0 +1,617 @@
+"""The build: run the oracle over every plan row not yet done, write, mark done.
+
+Work is cut into *tasks*: one row shard of ``baselines`` or ``variants`` and the tracks
+of it still pending. A task's rows are read from the FASTA and one-hot encoded in a
+background thread, run through the oracle in fixed-size batches, reduced to records
+(:mod:`chorus_store.stats`), and handed to a writer thread that writes the data arrays
+and only then the ``done_rows`` marks. A killed build therefore leaves every finished task
+readable and every unfinished one pending; re-running computes exactly the pending ones.
+
+Writers claim their shards (:mod:`chorus_store.locks`) before starting, so two builds of
+disjoint parts run side by side and a second build of the same part is refused.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+import multiprocessing as mp
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import locks
+from .errors import (
+    IncompleteStageError,
+    OracleMismatchError,
+    StoreLockedError,
+    TrackTableMismatchError,
+)
+from .genome import Genome, one_hot
+from .oracles.base import Oracle
+from .recipes import Recipe
+from .stats import TrackStats
+from .store import DATA_GROUPS, ChorusStore
+
+__all__ = ["Task", "BuildReport", "build", "plan_tasks", "pending_summary"]
+
+log = logging.getLogger(__name__)
+
+_DATA_ARRAYS = {"baselines": ("summary", "perbin"),
+                "variants": ("ref_summary", "alt_summary", "effect")}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Task:
+    """Rows ``start:stop`` of row shard ``shard`` of ``group``, for the ``tracks`` pending."""
+
+    group: str
+    shard: int
+    start: int
+    stop: int
+    shard_stop: int
+    tracks: tuple[int, ...]
+
+    def claims(self, track_shard: int) -> list[str]:
+        shards = sorted({t // track_shard for t in self.tracks})
+        return [f"build/{self.group}/s{self.shard:06d}-t{ts:04d}" for ts in shards]
+
+    @property
+    def n_rows(self) -> int:
+        return self.stop - self.start
+
+
+@dataclass
+class BuildReport:
+    """What one :func:`build` call did."""
+
+    rows_built: dict[str, int] = field(default_factory=lambda: {g: 0 for g in DATA_GROUPS})
+    tasks: int = 0
+    oracle_calls: int = 0
+    seconds: float = 0.0
+    oracle_seconds: float = 0.0
+    sequences: int = 0
+
+    def merge(self, other: BuildReport) -> None:
+        for g, n in other.rows_built.items():
+            self.rows_built[g] += n
+        self.tasks += other.tasks
+        self.oracle_calls += other.oracle_calls
+        self.oracle_seconds += other.oracle_seconds
+        self.sequences += other.sequences
+
+
+# --------------------------------------------------------------------------------------
+# what is pending
+# --------------------------------------------------------------------------------------
+
+
+def _selected_groups(part: str) -> tuple[str, ...]:
+    if part == "all":
+        return DATA_GROUPS
+    if part in DATA_GROUPS:
+        return (part,)
+    raise ValueError(f"part must be 'all', 'baselines' or 'variants', not {part!r}")
+
+
+def plan_tasks(
+    store: ChorusStore, *, part: str = "all", shard: tuple[int, int] | None = None
+) -> list[Task]:
+    """The tasks still to do, for ``part`` and (``k``, ``n``) = every n-th row shard from k."""
+    tasks = []
+    n_tracks = len(store.tracks)
+    for group in _selected_groups(part):
+        done = store.read(f"{group}/done_rows")
+        for s, start, stop in store.iter_shards(group):
+            if shard is not None and s % shard[1] != shard[0]:
+                continue
+            pending = np.flatnonzero(done[s, :n_tracks] < stop - start) if n_tracks else []
+            if len(pending) == 0:
+                continue
+            first = int(done[s, pending].min())
+            tasks.append(Task(group, s, start + first, stop, stop,
+                              tuple(int(t) for t in pending)))  # fmt: skip
+    return tasks
+
+
+def pending_summary(store: ChorusStore) -> dict[str, dict[str, int]]:
+    """Per group: shards, shards complete, rows × tracks done (for ``status``)."""
+    out = {}
+    n_tracks = len(store.tracks)
+    for group in DATA_GROUPS:
+        done = store.read(f"{group}/done_rows")[:, :n_tracks]
+        lengths = np.asarray([stop - start for _, start, stop in store.iter_shards(group)])
+        complete = (done >= lengths[:, None]).all(axis=1) if n_tracks else np.ones(len(lengths), bool)
+        out[group] = {
+            "shards": int(len(lengths)),
+            "shards_done": int(complete.sum()),
+            "cells": int(lengths.sum()) * n_tracks,
+            "cells_done": int(np.minimum(done, lengths[:, None]).sum()),
+        }
+    return out
+
+
+def require_complete(store: ChorusStore, groups: tuple[str, ...] = DATA_GROUPS) -> None:
+    """Raise :class:`IncompleteStageError` unless every row of ``groups`` is built."""
+    status = pending_summary(store)
+    todo = {g: s for g, s in status.items() if g in groups and s["cells_done"] < s["cells"]}
+    if todo:
+        what = ", ".join(f"{g} {s['shards'] - s['shards_done']} of {s['shards']} shards"
+                         for g, s in todo.items())  # fmt: skip
+        raise IncompleteStageError(
+            f"{store.path}: the build is not finished ({what} pending). Run "
+            f"`chorus-store build {store.path}` (it resumes where it stopped)."
+        )
+
+
+# --------------------------------------------------------------------------------------
+# running tasks
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Batch:
+    task: int
+    rows: np.ndarray  # local row of each sequence in its task
+    allele: np.ndarray  # 0 = ref/position window, 1 = alt
+    onehot: np.ndarray
+    labels: list[str]
+
+
+_END = object()
+
+
+class _Context:
+    """What a process needs to run tasks: store, oracle, genome, statistics."""
+
+    def __init__(self, store: ChorusStore, oracle: Oracle, genome: Genome) -> None:
+        self.store = store
+        self.oracle = oracle
+        self.genome = genome
+        self.table = store.tracks
+        self._stats: dict[tuple[int, ...], TrackStats] = {}
+
+    def stats(self, tracks: tuple[int, ...]) -> TrackStats:
+        if tracks not in self._stats:
+            self._stats[tracks] = TrackStats(self.table, np.asarray(tracks), self.oracle.heads)
+        return self._stats[tracks]
+
+
+def _sequences(ctx: _Context, tasks: list[Task]) -> Iterator[_Batch | tuple[object, int]]:
+    """Batches of one-hot windows for every usable row of every task, then an end mark."""
+    L = ctx.oracle.input_length
+    B = ctx.oracle.batch_size
+    for ti, task in enumerate(tasks):
+        rows = ctx.store.plan_table(task.group).iloc[task.start : task.stop]
+        pending: list[tuple[int, int, bytes, str]] = []
+        usable = rows["usable"].to_numpy()
+        for local, rec in enumerate(rows.itertuples(index=False)):
+            if not usable[local]:
+                continue
+            label = f"{rec.chrom}:{rec.pos}"
+            seq = ctx.genome.window(rec.chrom, int(rec.pos), L)
+            pending.append((local, 0, seq, label))
+            if task.group == "variants":
+                i = L // 2 - 1
+                alt = seq[:i] + str(rec.alt).encode() + seq[i + 1 :]
+                pending.append((local, 1, alt, f"{label}{rec.ref}>{rec.alt}"))
+            while len(pending) >= B:
+                yield _make_batch(ti, pending[:B])
+                pending = pending[B:]
+        if pending:
+            yield _make_batch(ti, pending)
+        yield (_END, ti)
+
+
+def _make_batch(ti: int, items: list[tuple[int, int, bytes, str]]) -> _Batch:
+    return _Batch(
+        task=ti,
+        rows=np.asarray([it[0] for it in items]),
+        allele=np.asarray([it[1] for it in items]),
+        onehot=one_hot([it[2] for it in items]),
+        labels=[it[3] for it in items],
+    )
+
+
+def _background(gen: Iterator[Any], depth: int) -> Iterator[Any]:
+    """Run ``gen`` in a thread, ``depth`` items ahead; re-raise its exception here."""
+    q: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    failure: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            for item in gen:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
+            failure.append(exc)
+        finally:
+            q.put(_END)
+
+    thread = threading.Thread(target=produce, name="chorus-store-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _END:
+                if failure:
+                    raise failure[0]
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(timeout=0.05)
+
+
+class _Writer:
+    """Writes finished tasks in a background thread: data arrays first, done marks last."""
+
+    def __init__(self, store: ChorusStore) -> None:
+        self.store = store
+        self.q: queue.Queue[Any] = queue.Queue(maxsize=2)
+        self.failure: list[BaseException] = []
+        self.thread = threading.Thread(target=self._run, name="chorus-store-writer", daemon=True)
+        self.thread.start()
+
+    def put(self, task: Task, arrays: dict[str, np.ndarray]) -> None:
+        self._raise()
+        self.q.put((task, arrays))
+
+    def close(self) -> None:
+        self.q.put(None)
+        self.thread.join()
+        self._raise()
+
+    def _raise(self) -> None:
+        if self.failure:
+            raise self.failure[0]
+
+    def _run(self) -> None:
+        while True:
+            item = self.q.get()
+            if item is None:
+                return
+            if self.failure:
+                continue
+            try:
+                write_task(self.store, *item)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
+                self.failure.append(exc)
+
+
+def _runs(tracks: tuple[int, ...]) -> list[tuple[int, int, int]]:
+    """Contiguous runs of track indices: (first position in ``tracks``, start, stop)."""
+    out = []
+    i = 0
+    while i < len(tracks):
+        j = i
+        while j + 1 < len(tracks) and tracks[j + 1] == tracks[j] + 1:
+            j += 1
+        out.append((i, tracks[i], tracks[j] + 1))
+        i = j + 1
+    return out
+
+
+def write_task(store: ChorusStore, task: Task, arrays: dict[str, np.ndarray]) -> None:
+    """Write a finished task's records, then mark its rows done for its tracks."""
+    r0, r1 = task.start, task.stop
+    for name, values in arrays.items():
+        arr = store.array(f"{task.group}/{name}")
+        for i, t0, t1 in _runs(task.tracks):
+            block = values[..., i : i + (t1 - t0)]
+            if arr.ndim == 2:
+                arr[r0:r1, t0:t1] = block
+            else:
+                arr[r0:r1, :, t0:t1] = block
+    done = store.array(f"{task.group}/done_rows")
+    shard_len = task.shard_stop - task.shard * store.layout.shard_rows(task.group)
+    for _, t0, t1 in _runs(task.tracks):
+        done[task.shard, t0:t1] = shard_len
+
+
+def _finish(ctx: _Context, task: Task, buf: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    stats = ctx.stats(task.tracks)
+    rows = ctx.store.plan_table(task.group).iloc[task.start : task.stop]
+    if task.group == "baselines":
+        summary = buf["summary"]
+        summary[stats.summary_mask(rows["stratum"].tolist())] = np.nan
+        return {"summary": summary.astype(np.float32), "perbin": buf["perbin"]}
+    ref, alt = buf["ref"], buf["alt"]
+    effect = np.full_like(ref, np.nan)
+    ok = rows["usable"].to_numpy()
+    labels = [f"{c}:{p}{r}>{a}" for c, p, r, a in
+              zip(rows["chrom"], rows["pos"], rows["ref"], rows["alt"], strict=True)]  # fmt: skip
+    if ok.any():
+        effect[ok] = stats.effects(ref[ok], alt[ok], [lab for lab, o in zip(labels, ok, strict=True) if o])
+    return {"ref_summary": ref.astype(np.float32), "alt_summary": alt.astype(np.float32),
+            "effect": effect.astype(np.float32)}  # fmt: skip
+
+
+def _new_buffers(ctx: _Context, task: Task) -> dict[str, np.ndarray]:
+    n, t = task.n_rows, len(task.tracks)
+    if task.group == "baselines":
+        k = ctx.store.layout.bin_samples
+        return {"summary": np.full((n, t), np.nan), "perbin": np.full((n, k, t), np.nan, np.float32)}
+    return {"ref": np.full((n, t), np.nan), "alt": np.full((n, t), np.nan)}
+
+
+def run_tasks(
+    ctx: _Context, tasks: list[Task], *, on_rows: Callable[[int], None] | None = None,
+    prefetch: int = 4,
+) -> BuildReport:  # fmt: skip
+    """Run ``tasks`` in this process: prefetch thread → oracle → writer thread."""
+    report = BuildReport()
+    t_start = time.perf_counter()
+    writer = _Writer(ctx.store)
+    buffers: dict[int, dict[str, np.ndarray]] = {}
+    bins_cache: dict[int, np.ndarray] = {}
+    calls_before = ctx.oracle.calls
+    try:
+        for item in _background(_sequences(ctx, tasks), prefetch):
+            if isinstance(item, tuple):  # end of a task
+                ti = item[1]
+                task = tasks[ti]
+                buf = buffers.pop(ti, None) or _new_buffers(ctx, task)
+                writer.put(task, _finish(ctx, task, buf))
+                bins_cache.pop(ti, None)
+                report.rows_built[task.group] += task.n_rows
+                report.tasks += 1
+                if on_rows:
+                    on_rows(task.n_rows)
+                continue
+            batch: _Batch = item
+            task = tasks[batch.task]
+            stats = ctx.stats(task.tracks)
+            buf = buffers.setdefault(batch.task, _new_buffers(ctx, task))
+            t0 = time.perf_counter()
+            preds = ctx.oracle.predict(batch.onehot)
+            report.oracle_seconds += time.perf_counter() - t0
+            report.sequences += len(batch.rows)
+            stats.check_finite(preds, batch.labels)
+            summaries = stats.summaries(preds)
+            if task.group == "baselines":
+                buf["summary"][batch.rows] = summaries
+                if stats.has_bins:
+                    if batch.task not in bins_cache:
+                        bins_cache[batch.task] = ctx.store.read(
+                            "plan/positions/bin_index", slice(task.start, task.stop))
+                    bins = bins_cache[batch.task][batch.rows]
+                    buf["perbin"][batch.rows] = stats.perbin(preds, bins)
+            else:
+                ref = batch.allele == 0
+                buf["ref"][batch.rows[ref]] = summaries[ref]
+                buf["alt"][batch.rows[~ref]] = summaries[~ref]
+    finally:
+        try:
+            writer.close()
+        finally:
+            report.oracle_calls = ctx.oracle.calls - calls_before
+            report.seconds = time.perf_counter() - t_start
+    return report
+
+
+# --------------------------------------------------------------------------------------
+# worker processes
+# --------------------------------------------------------------------------------------
+
+_WORKER: _Context | None = None
+
+
+def _worker_init(store_path: str, recipe: dict[str, Any], fasta: str, weights: str | None,
+                 device: str) -> None:  # fmt: skip
+    global _WORKER
+    store = ChorusStore.open(store_path, mode="r+")
+    oracle = Recipe.from_stored(recipe).load_oracle(weights=weights, device=device)
+    genome = Genome(fasta, assembly=store.attrs["genome"].get("assembly"))
+    _WORKER = _Context(store, oracle, genome)
+
+
+def _worker_run(task: Task) -> BuildReport:
+    assert _WORKER is not None
+    return run_tasks(_WORKER, [task])
+
+
+# --------------------------------------------------------------------------------------
+# the stage
+# --------------------------------------------------------------------------------------
+
+
+def _check_oracle(store: ChorusStore, oracle: Oracle) -> None:
+    """Pin the oracle's fingerprint at the first build; refuse a different one later."""
+    info = dict(store.attrs["oracle"])
+    if info.get("fingerprint") is None:
+        with store.claim(["oracle-pin"], command="pin oracle fingerprint"):
+            fresh = ChorusStore.open(store.path, mode="r+")
+            info = dict(fresh.attrs["oracle"])
+            if info.get("fingerprint") is None:
+                info["fingerprint"] = oracle.fingerprint
+                info["description"] = oracle.describe()
+                attrs = dict(fresh.attrs)
+                attrs["oracle"] = info
+                fresh.set_attrs(attrs)
+                fresh.consolidate()
+                store.attrs = attrs
+                return
+    if info["fingerprint"] != oracle.fingerprint:
+        old = info.get("description") or {}
+        new = oracle.describe()
+        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        detail = "; ".join(f"{k}: store {old.get(k)!r} vs now {new.get(k)!r}" for k in diff[:4])
+        raise OracleMismatchError(
+            f"{store.path} was built with another oracle ({detail or 'batch shape or heads differ'}). "
+            f"Mixing predictions of two models (or two numerics: device, framework version, "
+            f"batch size) would make the background depend on when the build was "
+            f"interrupted. Use the original weights/settings, or build a new store."
+        )
+
+
+def _check_tracks(store: ChorusStore, recipe: Recipe) -> None:
+    stored = store.tracks
+    given = recipe.track_table()
+    if given.sha256() == stored.sha256():
+        return
+    if stored.is_prefix_of(given):
+        raise TrackTableMismatchError(
+            f"the recipe's track table has {len(given) - len(stored)} track(s) more than "
+            f"{store.path}; add them with `chorus-store add-tracks {store.path}` (only the "
+            f"new tracks are computed), then build"
+        )
+    old, new = stored.frame, given.frame
+    n = min(len(old), len(new))
+    differing = [
+        (i, c) for i in range(n) for c in old.columns if str(old[c].iat[i]) != str(new[c].iat[i])
+    ]
+    where = (f"row {differing[0][0]} ({old['track_id'].iat[differing[0][0]]}), column "
+             f"{differing[0][1]!r}") if differing else f"length {len(old)} vs {len(new)}"  # fmt: skip
+    raise TrackTableMismatchError(
+        f"the recipe's track table differs from {store.path}'s at {where}; a store holds one "
+        f"track table. Build a new store for the new table."
+    )
+
+
+def build(
+    store_path: str | Path,
+    *,
+    part: str = "all",
+    shard: tuple[int, int] | None = None,
+    workers: int = 1,
+    fasta: str | Path | None = None,
+    recipe: Recipe | None = None,
+    weights: str | None = None,
+    device: str = "auto",
+    oracle: Oracle | None = None,
+    progress: bool = True,
+) -> BuildReport:
+    """Build every pending row of ``store_path`` (resumable, idempotent).
+
+    Parameters
+    ----------
+    part
+        ``"all"``, ``"baselines"`` or ``"variants"``.
+    shard
+        ``(k, n)``: only row shards ``s`` with ``s % n == k``, to split a build over
+        machines or GPUs without a merge step.
+    workers
+        Processes running tasks at once on this machine (each loads the model once).
+    fasta, recipe, weights, device
+        Override the FASTA path, recipe and weights recorded in the store; each must
+        match what the store was planned with (refused otherwise, naming what differs).
+    oracle
+        An already-loaded oracle (Python API); its fingerprint is checked like any other.
+
+    Returns
+    -------
+    BuildReport
+        Rows built, tasks, oracle calls and time spent in the oracle.
+    """
+    store = ChorusStore.open(store_path, mode="r+")
+    store.validate()
+    stored_recipe = Recipe.from_stored(store.attrs["recipe"])
+    if recipe is not None:
+        _check_tracks(store, recipe)
+    recipe = recipe or stored_recipe
+    fasta_path = str(fasta or store.attrs["genome"]["fasta_path"])
+    genome = Genome(fasta_path, assembly=store.attrs["genome"].get("assembly"))
+    genome.fingerprint.require_same(store.attrs["genome"], what=f"the store {store.path}",
+                                    fasta=genome.path)  # fmt: skip
+    report = BuildReport()
+    t_start = time.perf_counter()
+    tasks = plan_tasks(store, part=part, shard=shard)
+    if not tasks:
+        report.seconds = time.perf_counter() - t_start
+        return report
+    claims = store.claim(sorted({c for t in tasks for c in t.claims(store.layout.track_shard)}),
+                         command=f"chorus-store build {store.path}")  # fmt: skip
+    try:
+        busy = locks.live_claims(store.path, exclude_run=claims.holder.run_id,
+                                 prefix=locks.STRUCTURE)  # fmt: skip
+        if busy:
+            raise StoreLockedError(
+                f"{store.path} is being restructured by {busy[0]}; build after it finishes"
+            )
+        # claims taken: re-read what is pending, another build may have finished some
+        store = ChorusStore.open(store_path, mode="r+")
+        tasks = plan_tasks(store, part=part, shard=shard)
+        if oracle is None:
+            oracle = recipe.load_oracle(weights=weights, device=device)
+        _check_oracle(store, oracle)
+        with _progress(progress, tasks) as advance:
+            if workers <= 1 or len(tasks) == 1:
+                ctx = _Context(store, oracle, genome)
+                report.merge(run_tasks(ctx, tasks, on_rows=advance))
+            else:
+                report.merge(_run_pool(store, recipe, fasta_path, weights, device, tasks,
+                                       workers, advance))  # fmt: skip
+    finally:
+        claims.release()
+    report.seconds = time.perf_counter() - t_start
+    return report
+
+
+def _run_pool(store: ChorusStore, recipe: Recipe, fasta: str, weights: str | None, device: str,
+              tasks: list[Task], workers: int, advance: Callable[[int], None]) -> BuildReport:  # fmt: skip
+    report = BuildReport()
+    ctx = mp.get_context("spawn")
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=ctx, initializer=_worker_init,
+        initargs=(str(store.path), store.attrs["recipe"], fasta, weights, device),
+    ) as pool:  # fmt: skip
+        futures = {pool.submit(_worker_run, t): t for t in tasks}
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            for fut in done:
+                if fut.exception() is not None:
+                    for other in pending:
+                        other.cancel()
+                    raise fut.exception()  # type: ignore[misc]
+                report.merge(fut.result())
+                advance(futures[fut].n_rows)
+    return report
+
+
+class _progress:
+    """A rich progress bar (rows, rows/s, ETA), or nothing."""
+
+    def __init__(self, enabled: bool, tasks: list[Task]) -> None:
+        self.enabled = enabled
+        self.total = sum(t.n_rows for t in tasks)
+        self.bar: Any = None
+
+    def __enter__(self) -> Callable[[int], None]:
+        if not self.enabled:
+            return lambda n: None
+        from rich.progress import (
+            BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+            TimeRemainingColumn,
+        )  # fmt: skip
+
+        self.bar = Progress(
+            TextColumn("[bold]build[/]"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("rows"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+        )  # fmt: skip
+        self.bar.start()
+        task_id = self.bar.add_task("build", total=self.total)
+        return lambda n: self.bar.advance(task_id, n)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+

@@ -1,0 +1,91 @@
+"""Every error chorus-store raises on purpose.
+
+All derive from :class:`ChorusStoreError`, so ``except ChorusStoreError`` catches the
+ones that describe bad input or a refused operation, and lets programming errors
+through. Each message names what is wrong and the command (or argument) that fixes it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ChorusStoreError",
+    "InputFileError",
+    "GenomeMismatchError",
+    "PlanHashMismatchError",
+    "StoreMismatchError",
+    "PlanMismatchError",
+    "OracleMismatchError",
+    "TrackTableMismatchError",
+    "SchemaError",
+    "StoreLockedError",
+    "PredictionError",
+    "CorruptChunkError",
+    "IncompleteStageError",
+    "ExportValidationError",
+    "RecipeError",
+    "WriteError",
+]
+
+
+class ChorusStoreError(Exception):
+    """Base class of every deliberate chorus-store error."""
+
+
+class InputFileError(ChorusStoreError, ValueError):
+    """A FASTA, BED, GTF, TSV or NPZ input is missing or malformed."""
+
+
+class GenomeMismatchError(ChorusStoreError, ValueError):
+    """The FASTA is not the assembly the plan or store was made from."""
+
+
+class PlanHashMismatchError(ChorusStoreError, ValueError):
+    """A position/variant set does not hash to what its provenance records."""
+
+
+class StoreMismatchError(ChorusStoreError, ValueError):
+    """A resume or append would mix inputs that differ from the store's."""
+
+
+class PlanMismatchError(StoreMismatchError):
+    """The plan (positions, variants, seeds, counts) differs from the store's."""
+
+
+class OracleMismatchError(StoreMismatchError):
+    """The oracle (weights, architecture, numerics) differs from the store's."""
+
+
+class TrackTableMismatchError(StoreMismatchError):
+    """The track table differs from the store's in a way that is not an append."""
+
+
+class SchemaError(ChorusStoreError, ValueError):
+    """A store does not match the schema it claims, or claims an unknown one."""
+
+
+class StoreLockedError(ChorusStoreError, RuntimeError):
+    """Another live process holds the part of the store this one wants to write."""
+
+
+class PredictionError(ChorusStoreError, ValueError):
+    """An oracle returned NaN/inf or wrongly shaped predictions; nothing was written."""
+
+
+class CorruptChunkError(ChorusStoreError, OSError):
+    """A stored chunk fails its checksum or cannot be decoded."""
+
+
+class IncompleteStageError(ChorusStoreError, RuntimeError):
+    """A stage was asked to run before the stage it depends on finished."""
+
+
+class ExportValidationError(ChorusStoreError, ValueError):
+    """The NPZ about to be written would break chorus's loader contract."""
+
+
+class RecipeError(ChorusStoreError, ValueError):
+    """A build recipe is missing, malformed or refers to something that does not exist."""
+
+
+class WriteError(ChorusStoreError, OSError):
+    """Writing failed (full disk, permissions); nothing half-written was kept."""

@@ -1,0 +1,336 @@
+"""Reference genome and annotation readers.
+
+* :class:`Genome` — a FASTA read with pyfaidx: identity (fingerprint), windows, N runs,
+  one-hot encoding.
+* :func:`read_ccre_bed` — ENCODE SCREEN cCRE BED (pandas).
+* :func:`read_gtf` — GENCODE-style GTF features with their attributes (pandas).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyfaidx
+
+from .errors import GenomeMismatchError, InputFileError
+
+__all__ = [
+    "KNOWN_ASSEMBLIES",
+    "GenomeFingerprint",
+    "Genome",
+    "one_hot",
+    "read_ccre_bed",
+    "read_gtf",
+]
+
+#: chr1 length → assembly name, the test chorus's ``require_reference_assembly`` applies.
+KNOWN_ASSEMBLIES: dict[int, str] = {248_956_422: "hg38", 249_250_621: "hg19"}
+
+_PREFIX_BYTES = 64 * 1024 * 1024
+
+# One-hot lookup table: A, C, G, T (either case) → one row; anything else → zeros.
+_ONE_HOT_LUT = np.zeros((256, 4), dtype=np.float32)
+for _i, _b in enumerate("ACGT"):
+    _ONE_HOT_LUT[ord(_b), _i] = 1.0
+    _ONE_HOT_LUT[ord(_b.lower()), _i] = 1.0
+
+
+def one_hot(seqs: list[bytes] | bytes) -> np.ndarray:
+    """One-hot encode sequences as ``(batch, length, 4)`` float32 in A, C, G, T order.
+
+    Bases other than ACGT (N, IUPAC codes) become all-zero rows, as in chorus.
+
+    >>> one_hot(b"ACGN")[0].tolist()
+    [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 0.0]]
+    """
+    if isinstance(seqs, bytes):
+        seqs = [seqs]
+    codes = np.frombuffer(b"".join(seqs), dtype=np.uint8).reshape(len(seqs), -1)
+    return _ONE_HOT_LUT[codes]
+
+
+def _sha256_file(path: Path, limit: int | None = None) -> str:
+    h = hashlib.sha256()
+    remaining = limit
+    with path.open("rb") as fh:
+        while True:
+            size = 1 << 20 if remaining is None else min(1 << 20, remaining)
+            if size == 0:
+                break
+            block = fh.read(size)
+            if not block:
+                break
+            h.update(block)
+            if remaining is not None:
+                remaining -= len(block)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class GenomeFingerprint:
+    """What identifies a reference FASTA (the provenance fields of spec §1.6)."""
+
+    assembly: str
+    chr1_length: int | None
+    fai_sha256: str
+    fasta_sha256_prefix64mb: str
+    contigs_sha256: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "assembly": self.assembly,
+            "chr1_length": self.chr1_length,
+            "fai_sha256": self.fai_sha256,
+            "fasta_sha256_prefix64mb": self.fasta_sha256_prefix64mb,
+            "contigs_sha256": self.contigs_sha256,
+        }
+
+    def describe(self) -> str:
+        chr1 = "no chr1" if self.chr1_length is None else f"chr1 {self.chr1_length:,} bp"
+        return f"{self.assembly} ({chr1}, fai sha256 {self.fai_sha256[:12]}…)"
+
+    def require_same(self, expected: dict[str, Any], *, what: str, fasta: Path) -> None:
+        """Raise :class:`GenomeMismatchError` unless this FASTA is ``expected``."""
+        same = (
+            expected.get("fai_sha256") == self.fai_sha256
+            and expected.get("chr1_length", self.chr1_length) == self.chr1_length
+        )
+        if same:
+            return
+        exp = GenomeFingerprint(
+            assembly=str(expected.get("assembly") or expected.get("genome") or "unknown"),
+            chr1_length=expected.get("chr1_length"),
+            fai_sha256=str(expected.get("fai_sha256", "")),
+            fasta_sha256_prefix64mb=str(expected.get("fasta_sha256_prefix64mb", "")),
+            contigs_sha256=str(expected.get("contigs_sha256", "")),
+        )
+        raise GenomeMismatchError(
+            f"{fasta} is {self.describe()}, but {what} was made on {exp.describe()}. "
+            f"Pass the FASTA {what} was made from (--fasta), or make a new plan for this "
+            f"genome."
+        )
+
+
+class Genome:
+    """A reference FASTA, read through pyfaidx.
+
+    Parameters
+    ----------
+    path
+        FASTA file (plain or bgzip). Its ``.fai`` index is built next to it if absent.
+    assembly
+        Name to record for a genome chorus does not know by its chr1 length (e.g. the
+        bundled synthetic demo genome). hg38/hg19 are recognised by chr1 length.
+    """
+
+    def __init__(self, path: str | Path, *, assembly: str | None = None) -> None:
+        self.path = Path(path).expanduser().resolve()
+        if not self.path.is_file():
+            raise InputFileError(f"FASTA {self.path} does not exist; pass an existing --fasta")
+        try:
+            self._fasta = pyfaidx.Fasta(
+                str(self.path), as_raw=True, sequence_always_upper=True, rebuild=False
+            )
+        except (pyfaidx.FastaIndexingError, pyfaidx.UnsupportedCompressionFormat, ValueError,
+                UnicodeDecodeError) as exc:  # fmt: skip
+            raise InputFileError(
+                f"FASTA {self.path} cannot be indexed ({exc}); it must be plain or bgzip "
+                f"FASTA with '>' headers and equal-length sequence lines"
+            ) from exc
+        self.lengths: dict[str, int] = {k: len(v) for k, v in self._fasta.records.items()}
+        if not self.lengths:
+            raise InputFileError(f"FASTA {self.path} holds no sequences")
+        self._assembly_hint = assembly
+        self._n_runs: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._lock = threading.Lock()
+        self._fingerprint: GenomeFingerprint | None = None
+
+    # -- identity ----------------------------------------------------------------------
+    @property
+    def fai_path(self) -> Path:
+        return Path(str(self.path) + ".fai")
+
+    @property
+    def fingerprint(self) -> GenomeFingerprint:
+        if self._fingerprint is None:
+            chr1 = self.lengths.get("chr1")
+            assembly = KNOWN_ASSEMBLIES.get(chr1 or -1) or self._assembly_hint or "unknown"
+            contigs = "".join(f"{k}\t{v}\n" for k, v in self.lengths.items())
+            self._fingerprint = GenomeFingerprint(
+                assembly=assembly,
+                chr1_length=chr1,
+                fai_sha256=_sha256_file(self.fai_path),
+                fasta_sha256_prefix64mb=_sha256_file(self.path, _PREFIX_BYTES),
+                contigs_sha256=hashlib.sha256(contigs.encode()).hexdigest(),
+            )
+        return self._fingerprint
+
+    def require_contigs(self, chroms: list[str] | set[str], *, what: str) -> None:
+        missing = sorted(set(chroms) - set(self.lengths))
+        if missing:
+            raise GenomeMismatchError(
+                f"{what} uses contig(s) {missing[:5]} that {self.path} does not have "
+                f"({len(self.lengths)} contigs, e.g. {list(self.lengths)[:3]}); is this the "
+                f"right genome?"
+            )
+
+    # -- sequence ----------------------------------------------------------------------
+    def fetch(self, chrom: str, start: int, end: int) -> bytes:
+        """Upper-case bases of 0-based half-open ``[start, end)`` as ASCII bytes."""
+        with self._lock:
+            seq = self._fasta[chrom][start:end]
+        return str(seq).encode("ascii")
+
+    def window(self, chrom: str, pos: int, length: int) -> bytes:
+        """The ``length`` bp input window of 1-based ``pos`` (spec §1.5).
+
+        0-based ``[pos - length//2, pos + length//2)``: the base at ``pos`` sits at index
+        ``length//2 - 1``, chorus's convention (with its +1 slip at the centre bin).
+        """
+        half = length // 2
+        return self.fetch(chrom, pos - half, pos + half)
+
+    def window_status(self, chrom: str, pos: int, length: int, max_n_fraction: float) -> str:
+        """``""`` if the window is usable, else why not (``off_contig``, ``too_many_n``)."""
+        half = length // 2
+        start, end = pos - half, pos + half
+        if start < 0 or end > self.lengths[chrom]:
+            return "off_contig"
+        if self.n_count(chrom, start, end) > length * max_n_fraction:
+            return "too_many_n"
+        return ""
+
+    def n_count(self, chrom: str, start: int, end: int) -> int:
+        """Number of non-ACGT bases in 0-based ``[start, end)``, from a cached run index."""
+        starts, ends, cum = self._runs(chrom)
+        i = int(np.searchsorted(ends, start, side="right"))  # first run ending after start
+        j = int(np.searchsorted(starts, end, side="left"))  # first run starting at/after end
+        if j <= i:
+            return 0
+        total = int(cum[j] - cum[i])
+        total -= max(0, start - int(starts[i]))
+        total -= max(0, int(ends[j - 1]) - end)
+        return total
+
+    def _runs(self, chrom: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        runs = self._n_runs.get(chrom)
+        if runs is None:
+            starts: list[np.ndarray] = []
+            ends: list[np.ndarray] = []
+            length = self.lengths[chrom]
+            step = 1 << 24
+            for off in range(0, length, step):
+                codes = np.frombuffer(self.fetch(chrom, off, min(off + step, length)), np.uint8)
+                is_acgt = _ONE_HOT_LUT[codes].any(axis=1)
+                edges = np.diff(np.concatenate(([1], is_acgt.view(np.int8), [1])))
+                starts.append(np.flatnonzero(edges == -1) + off)
+                ends.append(np.flatnonzero(edges == 1) + off)
+            s = np.concatenate(starts) if starts else np.zeros(0, np.int64)
+            e = np.concatenate(ends) if ends else np.zeros(0, np.int64)
+            # merge runs split at block boundaries
+            joined = s[1:] == e[:-1]
+            s, e = s[np.r_[True, ~joined]], e[np.r_[~joined, True]]
+            cum = np.concatenate(([0], np.cumsum(e - s)))
+            runs = (s.astype(np.int64), e.astype(np.int64), cum.astype(np.int64))
+            self._n_runs[chrom] = runs
+        return runs
+
+    def base(self, chrom: str, pos: int) -> str:
+        """Reference base at 1-based ``pos``."""
+        return self.fetch(chrom, pos - 1, pos).decode()
+
+    def close(self) -> None:
+        self._fasta.close()
+
+    def __enter__(self) -> Genome:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------------------
+# Annotations
+# --------------------------------------------------------------------------------------
+
+_CCRE_CATEGORIES = {"PLS", "pELS", "dELS", "CA-CTCF", "CA-H3K4me3", "CA-TF", "CA", "TF"}
+
+
+def _require_file(path: str | Path, what: str, flag: str) -> Path:
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise InputFileError(f"{what} {path} does not exist; pass an existing {flag}")
+    return path
+
+
+def read_ccre_bed(path: str | Path) -> pd.DataFrame:
+    """Read an ENCODE SCREEN cCRE BED: ``chrom, start, end, category`` (spec §1.2).
+
+    Columns 1–3 and 6 of the tab-separated, header-less Registry V4 file are used.
+    Rows whose category is not a SCREEN class are refused rather than dropped, because a
+    file with shifted columns would otherwise sample from nothing.
+    """
+    path = _require_file(path, "cCRE BED", "--ccre")
+    try:
+        df = pd.read_csv(
+            path, sep="\t", header=None, comment="#", usecols=[0, 1, 2, 5],
+            names=["chrom", "start", "end", "category"], dtype={0: str, 5: str},
+        )  # fmt: skip
+        df["start"] = pd.to_numeric(df["start"], errors="raise").astype(np.int64)
+        df["end"] = pd.to_numeric(df["end"], errors="raise").astype(np.int64)
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise InputFileError(
+            f"cCRE BED {path} is malformed ({exc}); expected the SCREEN Registry V4 layout: "
+            f"tab-separated chrom, start, end, accession, accession, category"
+        ) from exc
+    if df.empty:
+        raise InputFileError(f"cCRE BED {path} holds no rows")
+    unknown = sorted(set(df["category"].dropna()) - _CCRE_CATEGORIES)
+    if unknown or df["category"].isna().any():
+        raise InputFileError(
+            f"cCRE BED {path}: column 6 must be a SCREEN category "
+            f"({sorted(_CCRE_CATEGORIES)}), found {unknown[:5] or 'empty values'}"
+        )
+    if (df["end"] <= df["start"]).any() or (df["start"] < 0).any():
+        raise InputFileError(f"cCRE BED {path}: rows with end <= start or start < 0")
+    return df.reset_index(drop=True)
+
+
+_GTF_ATTRS = ("gene_name", "gene_id", "gene_type", "transcript_id", "transcript_type")
+
+
+def read_gtf(path: str | Path, features: tuple[str, ...] = ("gene", "exon")) -> pd.DataFrame:
+    """Read GTF rows of the given feature types with chorus's attribute columns.
+
+    Returns ``chrom, start, end`` (1-based, inclusive, as in the file), ``strand``,
+    ``feature`` and the attributes ``gene_name, gene_id, gene_type, transcript_id,
+    transcript_type`` ("" when absent). Gzipped files are read transparently.
+    """
+    path = _require_file(path, "GTF", "--gtf")
+    try:
+        df = pd.read_csv(
+            path, sep="\t", header=None, comment="#", usecols=[0, 2, 3, 4, 6, 8],
+            names=["chrom", "feature", "start", "end", "strand", "attributes"],
+            dtype={0: str, 2: str, 6: str, 8: str},
+        )  # fmt: skip
+        df = df[df["feature"].isin(features)].reset_index(drop=True)
+        df["start"] = pd.to_numeric(df["start"], errors="raise").astype(np.int64)
+        df["end"] = pd.to_numeric(df["end"], errors="raise").astype(np.int64)
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
+        raise InputFileError(
+            f"GTF {path} is malformed ({exc}); expected 9 tab-separated GTF columns"
+        ) from exc
+    if df.empty:
+        raise InputFileError(f"GTF {path} holds no {'/'.join(features)} rows")
+    attrs = df.pop("attributes").fillna("")
+    for key in _GTF_ATTRS:
+        df[key] = attrs.str.extract(rf'(?:^|;)\s*{key} "([^"]*)"', expand=False).fillna("")
+    if (df["gene_name"] == "").all():
+        raise InputFileError(f"GTF {path}: no gene_name attributes; is this a GENCODE GTF?")
+    return df

@@ -1,0 +1,156 @@
+"""PyTorch models: an ``nn.Module`` class, its config, and a state dict on disk.
+
+This is the loading path of every PyTorch oracle (the demo model, and the ports of
+Enformer, Borzoi, Sei, LegNet, ...): import the architecture, build it from its config,
+load the state dict with ``weights_only=True``, switch to eval mode, and run batches under
+``torch.inference_mode`` on CUDA when present.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import RecipeError
+from .base import Oracle, OutputHead, sha256_paths
+
+__all__ = ["TorchOracle", "import_object"]
+
+
+def import_object(spec: str) -> Any:
+    """Import ``"package.module:attribute"``."""
+    module_name, _, attr = spec.partition(":")
+    if not attr:
+        raise RecipeError(f"{spec!r} is not of the form 'package.module:Name'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise RecipeError(f"cannot import {module_name!r} for {spec!r}: {exc}") from exc
+    try:
+        return getattr(module, attr)
+    except AttributeError as exc:
+        raise RecipeError(f"{module_name!r} has no attribute {attr!r}") from exc
+
+
+def _select_device(device: str) -> Any:
+    import torch
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(device)
+
+
+class TorchOracle(Oracle):
+    """A PyTorch model loaded from ``architecture`` + ``config`` + ``weights``.
+
+    Parameters
+    ----------
+    architecture
+        ``"package.module:ClassName"`` of the ``nn.Module``.
+    config
+        Keyword arguments of the class, or the path of a JSON file holding them.
+    weights
+        A state dict saved with ``torch.save(model.state_dict(), path)``.
+    heads
+        The model's outputs. ``output_keys`` maps a head's resolution to the key of a
+        dict-returning model (``None``: the model returns one tensor).
+    input_layout
+        ``"NLC"`` (batch, length, 4) or ``"NCL"`` (batch, 4, length), what the model takes.
+    output_layout
+        ``"NLT"`` (batch, bins, tracks) or ``"NTL"`` (batch, tracks, bins), what it returns.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        architecture: str,
+        config: Mapping[str, Any] | str | Path,
+        weights: str | Path,
+        input_length: int,
+        heads: tuple[OutputHead, ...],
+        batch_size: int,
+        input_layout: str = "NCL",
+        output_layout: str = "NLT",
+        output_keys: Mapping[int, str | None] | None = None,
+        device: str = "auto",
+    ) -> None:
+        import torch
+
+        super().__init__()
+        self.name = name
+        self.input_length = int(input_length)
+        self.heads = tuple(heads)
+        self.batch_size = int(batch_size)
+        if input_layout not in ("NLC", "NCL") or output_layout not in ("NLT", "NTL"):
+            raise RecipeError(
+                f"input_layout must be NLC or NCL and output_layout NLT or NTL, got "
+                f"{input_layout!r}/{output_layout!r}"
+            )
+        self.input_layout, self.output_layout = input_layout, output_layout
+        self.output_keys = dict(output_keys or {h.resolution_bp: None for h in self.heads})
+        self.architecture = architecture
+        if isinstance(config, (str, Path)):
+            config_path = Path(config)
+            if not config_path.is_file():
+                raise RecipeError(f"model config {config_path} does not exist")
+            config = json.loads(config_path.read_text())
+        self.config = dict(config)
+        self.weights = Path(weights).expanduser()
+        if not self.weights.exists():
+            raise RecipeError(
+                f"weights {self.weights} do not exist; download them or point the recipe's "
+                f"'weights' (or --weights) at them"
+            )
+        self._weights_sha256 = sha256_paths(self.weights)
+        self.device = _select_device(device)
+        cls = import_object(architecture)
+        model = cls(**self.config)
+        state = torch.load(self.weights, map_location="cpu", weights_only=True)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise RecipeError(
+                f"weights {self.weights} do not fit {architecture} with config "
+                f"{self.config}: {str(exc)[:400]}"
+            ) from exc
+        self.model = model.to(self.device).eval()
+        torch.backends.cudnn.benchmark = False
+
+    def describe(self) -> dict[str, Any]:
+        import torch
+
+        return {
+            "adapter": "pytorch",
+            "architecture": self.architecture,
+            "config": self.config,
+            "weights_sha256": self._weights_sha256,
+            "layouts": [self.input_layout, self.output_layout],
+            "framework": f"torch {torch.__version__}",
+            "device_type": self.device.type,
+        }
+
+    def _predict_batch(self, onehot: np.ndarray) -> dict[int, np.ndarray]:
+        import torch
+
+        x = torch.from_numpy(onehot)
+        if self.input_layout == "NCL":
+            x = x.transpose(1, 2)
+        with torch.inference_mode():
+            y = self.model(x.contiguous().to(self.device))
+        out: dict[int, np.ndarray] = {}
+        for head in self.heads:
+            key = self.output_keys.get(head.resolution_bp)
+            t = y[key] if key is not None else y
+            if not head.is_scalar and self.output_layout == "NTL":
+                t = t.transpose(1, 2)
+            out[head.resolution_bp] = t.float().cpu().numpy()
+        return out
+
+    def close(self) -> None:
+        del self.model

@@ -1,0 +1,711 @@
+"""The sampling plan: which genomic positions and which SNPs a background is built on.
+
+Two sources, both deterministic:
+
+* :func:`load_reference_set` — chorus's shipped ``chorus_reference_positions_v1.npz``
+  (spec §1.6); every set's content hash is recomputed and checked against its provenance.
+* :func:`generate_positions` / :func:`generate_snps` — chorus's baseline sampler
+  (spec §1.3) and its uniform SNP sampler (spec §2.2 (a)), from a FASTA, a SCREEN cCRE BED
+  and a GENCODE GTF, with chorus's seeds and Python ``random`` streams.
+
+:func:`assess_windows` then marks each row usable or not for an oracle's input window
+(runs off the contig, too many N, spec §1.4). A plan is written into the store before any
+prediction, so every later stage and every worker sees one plan.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .errors import (
+    GenomeMismatchError,
+    InputFileError,
+    PlanHashMismatchError,
+    PlanMismatchError,
+    TrackTableMismatchError,
+)
+from .genome import Genome, read_ccre_bed, read_gtf
+from .recipes import Recipe, load_recipe
+from .store import ChorusStore, Layout
+from .tracks import TrackTable
+
+__all__ = [
+    "SamplingConfig",
+    "ReferenceSet",
+    "rows_sha256",
+    "load_reference_set",
+    "generate_positions",
+    "generate_snps",
+    "assess_windows",
+    "strata_report",
+    "draw_perbin_bins",
+    "POSITION_FIELDS",
+    "VARIANT_FIELDS",
+    "plan_store",
+    "add_tracks",
+    "add_rows",
+    "read_rows_table",
+]
+
+POSITION_FIELDS = ("chrom", "pos", "stratum")
+VARIANT_FIELDS = ("chrom", "pos", "ref", "alt", "stratum")
+
+#: chorus's cCRE quotas for the 31,500-position baseline, in draw order (spec §1.1).
+CHORUS_CCRE_QUOTAS: tuple[tuple[str, int], ...] = (
+    ("PLS", 3000), ("dELS", 2500), ("pELS", 1500), ("CA-CTCF", 1500),
+    ("CA-TF", 1000), ("TF", 500), ("CA-H3K4me3", 1000), ("CA", 500),
+)  # fmt: skip
+
+_AUTOSOMES = tuple(f"chr{i}" for i in range(1, 23))
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Parameters of a generated plan; defaults are chorus's (spec §1.3, §2.2).
+
+    Counts are targets: a stratum with fewer candidates than its count yields them all,
+    as in chorus. Margins are parameters so that small genomes (the demo) can be sampled
+    by the same code as hg38.
+    """
+
+    n_random: int = 15_000
+    n_ccre: int = 11_500
+    ccre_quotas: tuple[tuple[str, int], ...] = CHORUS_CCRE_QUOTAS
+    n_tss: int = 3_000
+    n_gene_body: int = 2_000
+    gene_body_min_bp: int = 10_000
+    n_snps: int = 10_000
+    seed_random: int = 789
+    seed_ccre: int = 456
+    seed_tss: int = 111
+    seed_gene_body: int = 222
+    seed_snps: int = 42
+    seed_perbin: int = 999
+    chromosomes: tuple[str, ...] = _AUTOSOMES  # random / TSS / gene-body strata and SNPs
+    ccre_chromosomes: tuple[str, ...] = (*_AUTOSOMES, "chrX")
+    random_margin_bp: int = 10_000_000
+    random_max_pos: int = 200_000_000
+    random_fallback_margin_bp: int = 1_000_000
+    snp_margin_bp: int = 5_000_000
+    snp_max_pos: int = 200_000_000
+    shuffle: bool = True  # chorus iterates the combined list after one global shuffle
+
+    def quotas(self) -> list[tuple[str, int]]:
+        """Per-category cCRE quotas scaled to ``n_ccre`` (largest remainder, in order)."""
+        base = sum(q for _, q in self.ccre_quotas)
+        if self.n_ccre == base:
+            return list(self.ccre_quotas)
+        raw = [(c, q * self.n_ccre / base) for c, q in self.ccre_quotas]
+        out = [[c, int(x)] for c, x in raw]
+        short = self.n_ccre - sum(q for _, q in out)
+        order = sorted(range(len(raw)), key=lambda i: -(raw[i][1] - int(raw[i][1])))
+        for i in order[:short]:
+            out[i][1] += 1
+        return [(c, q) for c, q in out]
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["ccre_quotas"] = [list(x) for x in self.ccre_quotas]
+        d["chromosomes"] = list(self.chromosomes)
+        d["ccre_chromosomes"] = list(self.ccre_chromosomes)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SamplingConfig:
+        d = dict(d)
+        for key in ("ccre_quotas",):
+            if key in d:
+                d[key] = tuple((str(c), int(q)) for c, q in d[key])
+        for key in ("chromosomes", "ccre_chromosomes"):
+            if key in d:
+                d[key] = tuple(d[key])
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise InputFileError(f"unknown sampling parameter(s) {sorted(unknown)}")
+        return cls(**d)
+
+
+def rows_sha256(rows: Iterable[tuple[Any, ...]]) -> str:
+    """chorus's content hash: sorted rows, ``"|".join(str(field)) + "\\n"``, one sha256.
+
+    Order-independent by design (spec §1.6).
+    """
+    h = hashlib.sha256()
+    for row in sorted(rows):
+        h.update(("|".join(str(x) for x in row) + "\n").encode())
+    return h.hexdigest()
+
+
+def table_sha256(df: pd.DataFrame, fields: tuple[str, ...]) -> str:
+    cols = [df[f].tolist() for f in fields]
+    return rows_sha256(zip(*cols, strict=True))
+
+
+# --------------------------------------------------------------------------------------
+# chorus's shipped reference set
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReferenceSet:
+    """One region set and/or one SNP set out of a reference-positions NPZ."""
+
+    path: Path
+    file_sha256: str
+    provenance: dict[str, Any]
+    positions_name: str | None
+    variants_name: str | None
+    positions: pd.DataFrame | None = field(repr=False)
+    variants: pd.DataFrame | None = field(repr=False)
+
+    @property
+    def genome(self) -> dict[str, Any]:
+        """The genome the set was drawn on, as :meth:`GenomeFingerprint.require_same` wants."""
+        p = self.provenance
+        chr1 = {"hg38": 248_956_422, "hg19": 249_250_621}.get(str(p.get("genome")))
+        return {"assembly": p.get("genome"), "chr1_length": chr1,
+                "fai_sha256": p.get("fai_sha256"),
+                "fasta_sha256_prefix64mb": p.get("fasta_sha256_prefix64mb")}  # fmt: skip
+
+    def set_meta(self, name: str) -> dict[str, Any]:
+        meta: dict[str, Any] = self.provenance["sets"][name]
+        return meta
+
+
+def load_reference_set(
+    path: str | Path, *, positions: str | None = None, variants: str | None = None
+) -> ReferenceSet:
+    """Load named sets from chorus's reference-positions NPZ, verifying their hashes.
+
+    Parameters
+    ----------
+    path
+        ``chorus_reference_positions_v1.npz`` (or a later schema-1 file).
+    positions
+        Name of a region set (``regions_genome_dominated``), or None.
+    variants
+        Name of a SNP set (``snps_gene_anchored``, ``snps_promoter``,
+        ``snps_accessibility``), or None.
+
+    Raises
+    ------
+    InputFileError
+        The file is missing, unreadable, or lacks a named set.
+    PlanHashMismatchError
+        A set's recomputed content hash differs from its provenance.
+    """
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise InputFileError(f"reference position set {path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        provenance = json.loads(str(arrays["provenance"][0]))
+    except (OSError, ValueError, KeyError, IndexError) as exc:
+        raise InputFileError(
+            f"{path} is not a chorus reference position set (needs a 'provenance' JSON "
+            f"array and structured set arrays): {exc}"
+        ) from exc
+    if not isinstance(provenance, dict) or "sets" not in provenance:
+        raise InputFileError(f"{path}: provenance has no 'sets' block")
+
+    def take(name: str | None, kind: str, fields: tuple[str, ...]) -> pd.DataFrame | None:
+        if name is None:
+            return None
+        if name not in arrays or name not in provenance["sets"]:
+            sets = sorted(k for k, v in provenance["sets"].items() if v.get("kind") == kind)
+            raise InputFileError(f"{path} has no {kind} set {name!r}; it has {sets}")
+        arr = arrays[name]
+        if arr.dtype.names is None or tuple(arr.dtype.names) != fields:
+            raise InputFileError(f"{path}: set {name!r} has fields {arr.dtype.names}, "
+                                 f"expected {fields}")  # fmt: skip
+        df = pd.DataFrame({f: arr[f].tolist() for f in fields})
+        got = table_sha256(df, fields)
+        want = provenance["sets"][name].get("sha256")
+        if got != want:
+            raise PlanHashMismatchError(
+                f"{path}: set {name!r} hashes to {got} but its provenance records {want}; "
+                f"the file was modified or truncated. Re-download the reference set (chorus "
+                f"ships it as reference_sets/chorus_reference_positions_v1.npz)."
+            )
+        return df
+
+    return ReferenceSet(
+        path=path.resolve(),
+        file_sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+        provenance=provenance,
+        positions_name=positions,
+        variants_name=variants,
+        positions=take(positions, "region", POSITION_FIELDS),
+        variants=take(variants, "snp", VARIANT_FIELDS),
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Generated plans (chorus's samplers, restated)
+# --------------------------------------------------------------------------------------
+
+
+def _random_positions(genome: Genome, cfg: SamplingConfig, rng: random.Random) -> list[tuple]:
+    out: list[tuple] = []
+    per_chrom = cfg.n_random // len(cfg.chromosomes) + 1
+    for chrom in cfg.chromosomes:
+        clen = genome.lengths[chrom]
+        max_pos = min(clen - cfg.random_margin_bp, cfg.random_max_pos)
+        if max_pos <= cfg.random_margin_bp:
+            max_pos = clen - cfg.random_fallback_margin_bp
+        if max_pos < cfg.random_margin_bp:
+            raise InputFileError(
+                f"{chrom} ({clen:,} bp) is too short for random positions with a "
+                f"{cfg.random_margin_bp:,} bp margin; lower random_margin_bp"
+            )
+        for _ in range(per_chrom):
+            if len(out) >= cfg.n_random:
+                break
+            out.append((chrom, rng.randint(cfg.random_margin_bp, max_pos), "random"))
+    return out
+
+
+def _ccre_positions(ccre: pd.DataFrame, cfg: SamplingConfig) -> list[tuple]:
+    rng = random.Random(cfg.seed_ccre)
+    df = ccre[ccre["chrom"].isin(set(cfg.ccre_chromosomes))]
+    out: list[tuple] = []
+    for category, n in cfg.quotas():
+        cat = df[df["category"] == category]
+        if len(cat) == 0:
+            continue  # chorus logs a warning and skips the category
+        idx = rng.sample(range(len(cat)), min(n, len(cat)))
+        centre = ((cat["start"].to_numpy() + cat["end"].to_numpy()) // 2)[idx]
+        chroms = cat["chrom"].to_numpy()[idx]
+        out.extend((str(c), int(p), "ccre") for c, p in zip(chroms, centre, strict=True))
+    rng.shuffle(out)
+    return out
+
+
+def _protein_coding_genes(genes: pd.DataFrame, cfg: SamplingConfig) -> pd.DataFrame:
+    pc = genes[(genes["feature"] == "gene") & (genes["gene_type"] == "protein_coding")].copy()
+    pc["tss"] = np.where(pc["strand"] == "+", pc["start"], pc["end"])
+    return pc[pc["chrom"].isin(set(cfg.chromosomes))]
+
+
+def _first_per_gene(df: pd.DataFrame, value: str) -> list[tuple[str, int]]:
+    # chorus de-duplicates by gene name with groupby('gene_name').first(): sorted by name
+    first = df.groupby("gene_name").first().reset_index()
+    return [(str(c), int(p)) for c, p in zip(first["chrom"], first[value], strict=True)]
+
+
+def generate_positions(
+    genome: Genome, ccre: pd.DataFrame, genes: pd.DataFrame, cfg: SamplingConfig
+) -> pd.DataFrame:
+    """chorus's baseline positions: random, cCRE, protein-coding TSS, gene-body midpoints.
+
+    Each stratum has its own RNG as in chorus (spec §1.3): ``random`` draws per chromosome
+    from ``Random(seed_random)``; cCREs per category from ``Random(seed_ccre)``; TSS and
+    gene bodies ``Random(seed).sample`` of the per-gene lists. The combined list is
+    shuffled by the random stratum's generator, the order chorus iterates in.
+    """
+    genome.require_contigs(cfg.chromosomes, what="the sampling config's chromosomes")
+    rng = random.Random(cfg.seed_random)
+    rows = _random_positions(genome, cfg, rng)
+    rows += _ccre_positions(ccre, cfg)
+    pc = _protein_coding_genes(genes, cfg)
+    tss = _first_per_gene(pc, "tss")
+    if len(tss) > cfg.n_tss:
+        tss = random.Random(cfg.seed_tss).sample(tss, cfg.n_tss)
+    rows += [(c, p, "tss") for c, p in tss]
+    long_genes = pc[(pc["end"] - pc["start"]) > cfg.gene_body_min_bp].copy()
+    long_genes["midpoint"] = (long_genes["start"] + long_genes["end"]) // 2
+    bodies = _first_per_gene(long_genes, "midpoint")
+    if len(bodies) > cfg.n_gene_body:
+        bodies = random.Random(cfg.seed_gene_body).sample(bodies, cfg.n_gene_body)
+    rows += [(c, p, "gene_body") for c, p in bodies]
+    if cfg.shuffle:
+        rng.shuffle(rows)
+    missing = {r[0] for r in rows} - set(genome.lengths)
+    if missing:
+        raise GenomeMismatchError(
+            f"the annotations place positions on contig(s) {sorted(missing)[:5]} that "
+            f"{genome.path} lacks; are the BED/GTF for the same assembly as the FASTA?"
+        )
+    return pd.DataFrame(rows, columns=list(POSITION_FIELDS))
+
+
+def generate_snps(genome: Genome, cfg: SamplingConfig) -> pd.DataFrame:
+    """chorus's uniform synthetic SNPs (spec §2.2 (a)): ``n_snps`` over ``chromosomes``.
+
+    ``Random(seed_snps)`` draws ``n // n_chrom + 1`` positions per chromosome in
+    ``[margin, min(len - margin, max_pos)]``; a non-ACGT reference base is skipped (its
+    position draw is spent, no allele is drawn); the alt allele is drawn from the same
+    stream among the three other bases; then the list is shuffled and truncated.
+    """
+    genome.require_contigs(cfg.chromosomes, what="the sampling config's chromosomes")
+    rng = random.Random(cfg.seed_snps)
+    rows: list[tuple] = []
+    per_chrom = cfg.n_snps // len(cfg.chromosomes) + 1
+    for chrom in cfg.chromosomes:
+        clen = genome.lengths[chrom]
+        max_pos = min(clen - cfg.snp_margin_bp, cfg.snp_max_pos)
+        if max_pos < cfg.snp_margin_bp:
+            raise InputFileError(
+                f"{chrom} ({clen:,} bp) is too short for SNPs with a {cfg.snp_margin_bp:,} bp "
+                f"margin; lower snp_margin_bp"
+            )
+        for _ in range(per_chrom):
+            if len(rows) >= cfg.n_snps:
+                break
+            pos = rng.randint(cfg.snp_margin_bp, max_pos)
+            ref = genome.base(chrom, pos)
+            if ref not in ("A", "C", "G", "T"):
+                continue
+            alt = rng.choice([b for b in "ACGT" if b != ref])
+            rows.append((chrom, pos, ref, alt, "random"))
+    rng.shuffle(rows)
+    return pd.DataFrame(rows[: cfg.n_snps], columns=list(VARIANT_FIELDS))
+
+
+# --------------------------------------------------------------------------------------
+# Usability for one oracle, and per-bin draws
+# --------------------------------------------------------------------------------------
+
+
+def assess_windows(
+    table: pd.DataFrame, genome: Genome, input_length: int, max_n_fraction: float
+) -> pd.DataFrame:
+    """Add ``usable`` and ``reject_reason`` columns for an oracle's input window.
+
+    ``off_contig``: the window runs off the chromosome; ``too_many_n``: more than
+    ``input_length * max_n_fraction`` non-ACGT bases (spec §1.4). For SNP tables the
+    reference base is also checked against the FASTA; a mismatch is an error (chorus
+    #128: a wrong ref allele scored a synthetic sequence), never a silent skip.
+    """
+    genome.require_contigs(set(table["chrom"]), what="the plan")
+    reasons = [
+        genome.window_status(c, int(p), input_length, max_n_fraction)
+        for c, p in zip(table["chrom"], table["pos"], strict=True)
+    ]
+    out = table.copy()
+    out["reject_reason"] = reasons
+    out["usable"] = out["reject_reason"] == ""
+    if "ref" in out:
+        bad = [
+            (c, int(p), r, b)
+            for c, p, r in zip(out["chrom"], out["pos"], out["ref"], strict=True)
+            if (b := genome.base(c, int(p))) != r
+        ]
+        if bad:
+            ex = ", ".join(f"{c}:{p} plan {r} FASTA {b}" for c, p, r, b in bad[:3])
+            raise GenomeMismatchError(
+                f"{len(bad)} SNP reference allele(s) disagree with {genome.path} ({ex}); the "
+                f"SNP set was drawn on another genome. Use the FASTA it was made from."
+            )
+    return out
+
+
+def strata_report(table: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """Per stratum: rows, usable rows and rejections by reason."""
+    report: dict[str, dict[str, int]] = {}
+    for stratum, grp in table.groupby("stratum", sort=True):
+        entry = {"planned": int(len(grp)), "usable": int(grp["usable"].sum())}
+        for reason, n in grp.loc[~grp["usable"], "reject_reason"].value_counts().items():
+            entry[f"rejected_{reason}"] = int(n)
+        report[str(stratum)] = entry
+    return report
+
+
+def draw_perbin_bins(
+    row_ids: np.ndarray, usable: np.ndarray, n_bins: int, n_samples: int, seed: int, head: int
+) -> np.ndarray:
+    """The bins whose values a position contributes to the per-bin null (spec §4.6).
+
+    chorus draws ``RandomState(999).choice(n_bins, 32, replace=False)`` per position in
+    iteration order, shared by all tracks. Here each row's draw comes from its own stream
+    ``default_rng([seed, row, head])``, so the draw of a row never depends on which other
+    rows exist, were usable, or were built first — appending positions or resuming leaves
+    every earlier draw unchanged. Unusable rows get -1.
+    """
+    k = min(n_samples, n_bins)
+    out = np.full((len(row_ids), n_samples), -1, dtype=np.int32)
+    for i, (row, ok) in enumerate(zip(row_ids, usable, strict=True)):
+        if ok:
+            rng = np.random.default_rng([seed, int(row), head])
+            out[i, :k] = np.sort(rng.choice(n_bins, k, replace=False))
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# The plan stage: write a plan into a new store (or confirm an existing one)
+# --------------------------------------------------------------------------------------
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _bin_draws(recipe: Recipe, positions: pd.DataFrame, first_row: int, seed: int) -> np.ndarray:
+    rows = np.arange(first_row, first_row + len(positions))
+    usable = positions["usable"].to_numpy()
+    draws = [
+        draw_perbin_bins(rows, usable, h.n_bins, BIN_SAMPLES, seed, i)
+        if not h.is_scalar
+        else np.full((len(rows), BIN_SAMPLES), -1, np.int32)
+        for i, h in enumerate(recipe.heads)
+    ]
+    return np.stack(draws, axis=1) if draws else np.zeros((len(rows), 0, BIN_SAMPLES), np.int32)
+
+
+BIN_SAMPLES = 32
+
+
+def _diff_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        out = []
+        for k in sorted(set(old) | set(new)):
+            out += _diff_keys(old.get(k), new.get(k), f"{prefix}{k}.")
+        return out
+    return [] if old == new else [f"{prefix[:-1]}: store {old!r} vs now {new!r}"]
+
+
+def plan_store(
+    store_path: str | Path,
+    recipe: Recipe | str | Path,
+    *,
+    fasta: str | Path,
+    reference_set: str | Path | None = None,
+    positions_set: str | None = None,
+    variants_set: str | None = None,
+    ccre: str | Path | None = None,
+    gtf: str | Path | None = None,
+    sampling: SamplingConfig | None = None,
+    assembly: str | None = None,
+    layout: Layout | None = None,
+) -> ChorusStore:
+    """Write the plan of ``recipe`` into a new store at ``store_path``.
+
+    Positions and SNPs come from chorus's reference set (``reference_set``, with set
+    names defaulting to the recipe's) or are generated from ``fasta`` + ``ccre`` + ``gtf``
+    with ``sampling`` (default: the recipe's ``[plan.sampling]``, else chorus's defaults).
+    Every row is checked against the oracle's input window; the store records which rows
+    are usable and why the others are not.
+
+    If the store already exists, the plan is recomputed and compared: identical → the
+    store is returned untouched (so re-running a pipeline is safe); different → refused
+    with :class:`PlanMismatchError` (or the genome/track-table error) naming what differs.
+    """
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe)
+    plan_cfg = recipe.plan
+    genome = Genome(fasta, assembly=assembly or plan_cfg.get("assembly"))
+    reference_set = reference_set or (
+        plan_cfg.get("reference_set") if plan_cfg.get("source") == "reference" else None
+    )
+    meta: dict[str, Any] = {"name": plan_cfg.get("name", recipe.name)}
+    if reference_set is not None:
+        ref = load_reference_set(
+            reference_set,
+            positions=positions_set or plan_cfg.get("positions_set", "regions_genome_dominated"),
+            variants=variants_set or plan_cfg.get("variants_set", "snps_gene_anchored"),
+        )
+        genome.fingerprint.require_same(ref.genome, what=f"the reference set {ref.path.name}",
+                                        fasta=genome.path)  # fmt: skip
+        assert ref.positions is not None and ref.variants is not None
+        positions, variants = ref.positions, ref.variants
+        region_meta = ref.set_meta(str(ref.positions_name))
+        meta.update(
+            source="reference",
+            reference_set={
+                "artefact": ref.path.name,
+                "artefact_schema": ref.provenance.get("schema_version"),
+                "file_sha256": ref.file_sha256,
+                "positions": ref.positions_name,
+                "variants": ref.variants_name,
+            },
+            effect_family=str(ref.variants_name).removeprefix("snps_"),
+            activity_set=ref.positions_name,
+            activity_derivation=None,
+            seeds={**ref.provenance.get("seeds", {}), **region_meta.get("seeds", {}),
+                   "perbin": 999},  # fmt: skip
+        )
+        seed_perbin = 999
+    else:
+        if ccre is None or gtf is None:
+            raise InputFileError(
+                "a generated plan needs a cCRE BED (--ccre) and a GTF (--gtf); or pass "
+                "chorus's reference set (--reference-set)"
+            )
+        cfg = sampling or SamplingConfig.from_dict(dict(plan_cfg.get("sampling", {})))
+        ccre_df = read_ccre_bed(ccre)
+        genes = read_gtf(gtf, ("gene",))
+        positions = generate_positions(genome, ccre_df, genes, cfg)
+        variants = generate_snps(genome, cfg)
+        meta.update(
+            source="generated",
+            config=cfg.as_dict(),
+            annotations={"ccre_sha256": _file_sha256(Path(ccre)), "gtf_sha256": _file_sha256(Path(gtf))},
+            effect_family="uniform",
+            activity_set="generated",
+            activity_derivation={"sampler": "chorus baseline sampler (spec 1.3)",
+                                 "snps": "chorus uniform SNP sampler (spec 2.2 a)"},  # fmt: skip
+            seeds={"random": cfg.seed_random, "ccre": cfg.seed_ccre, "tss": cfg.seed_tss,
+                   "gene_body": cfg.seed_gene_body, "snps": cfg.seed_snps,
+                   "perbin": cfg.seed_perbin},  # fmt: skip
+        )
+        seed_perbin = cfg.seed_perbin
+    positions = assess_windows(positions, genome, recipe.input_length, recipe.max_n_fraction)
+    variants = assess_windows(variants, genome, recipe.input_length, recipe.max_n_fraction)
+    meta.update(
+        input_length=recipe.input_length,
+        max_n_fraction=recipe.max_n_fraction,
+        positions_sha256=table_sha256(positions, POSITION_FIELDS),
+        variants_sha256=table_sha256(variants, VARIANT_FIELDS),
+        position_strata=strata_report(positions),
+        variant_strata=strata_report(variants),
+        seed_perbin=seed_perbin,
+        additions=[],
+    )
+    tracks = recipe.track_table()
+    genome_attrs = {**genome.fingerprint.as_dict(), "fasta_path": str(genome.path)}
+    path = Path(store_path).expanduser()
+    if (path / "zarr.json").exists():
+        return _confirm_existing(path, genome, meta, tracks)
+    attrs = {
+        "oracle": {"name": recipe.name, "fingerprint": None, "description": None},
+        "genome": genome_attrs,
+        "plan": meta,
+        "recipe": recipe.to_dict(),
+    }
+    return ChorusStore.create(
+        path,
+        attrs=attrs,
+        tracks=tracks,
+        positions=positions,
+        variants=variants,
+        head_resolutions=[h.resolution_bp for h in recipe.heads],
+        bin_index=_bin_draws(recipe, positions, 0, seed_perbin),
+        layout=layout or recipe.layout,
+    )
+
+
+def _confirm_existing(path: Path, genome: Genome, meta: dict[str, Any], tracks: TrackTable) -> ChorusStore:
+    store = ChorusStore.open(path)
+    genome.fingerprint.require_same(store.attrs["genome"], what=f"the store {store.path}",
+                                    fasta=genome.path)  # fmt: skip
+    stored = dict(store.attrs["plan"])
+    stored.update(stored.pop("base", None) or {})  # rows appended later: compare the base plan
+    meta = {**meta, "additions": stored.get("additions", [])}
+    diffs = _diff_keys(stored, meta)
+    if diffs:
+        raise PlanMismatchError(
+            f"{store.path} holds a different plan; refusing to mix plans in one store. "
+            f"Differences: " + "; ".join(diffs[:6]) + ". Build a new store for the new plan."
+        )
+    stored_tracks = store.tracks
+    if stored_tracks.sha256() != tracks.sha256():
+        hint = (f"; it extends the store's table: add the new tracks with `chorus-store "
+                f"add-tracks {store.path}`" if stored_tracks.is_prefix_of(tracks) else "")  # fmt: skip
+        raise TrackTableMismatchError(
+            f"the recipe's track table ({len(tracks)} tracks) differs from the store's "
+            f"({len(stored_tracks)} tracks){hint}"
+        )
+    return store
+
+
+def add_tracks(store_path: str | Path, recipe: Recipe | str | Path) -> int:
+    """Append the tracks ``recipe``'s table has beyond the store's; returns how many.
+
+    Only the new tracks are computed by the next build; nothing built is recomputed.
+    """
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe)
+    tracks = recipe.track_table()
+    store = ChorusStore.open(store_path, mode="r+")
+    if not store.tracks.is_prefix_of(tracks):
+        raise TrackTableMismatchError(
+            f"the recipe's track table does not extend {store.path}'s (its first "
+            f"{len(store.tracks)} rows differ); only appending tracks is supported"
+        )
+    with store.structural_lock(f"chorus-store add-tracks {store.path}"):
+        store = ChorusStore.open(store_path, mode="r+")
+        attrs = dict(store.attrs)
+        added = store.append_tracks(tracks)
+        attrs = dict(store.attrs)
+        recipe_attrs = dict(attrs["recipe"])
+        recipe_attrs["tracks"] = {"table": recipe.tracks_table}
+        attrs["recipe"] = recipe_attrs
+        store.set_attrs(attrs)
+        store.consolidate()
+    return added
+
+
+def read_rows_table(path: str | Path, fields: tuple[str, ...]) -> pd.DataFrame:
+    """A TSV/CSV of plan rows with a header naming at least ``fields``."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise InputFileError(f"{path} does not exist")
+    try:
+        df = pd.read_csv(path, sep=None, engine="python", dtype={"chrom": str})
+    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise InputFileError(f"{path} is not a readable table: {exc}") from exc
+    missing = [f for f in fields if f not in df.columns]
+    if missing:
+        raise InputFileError(f"{path} lacks column(s) {missing}; it needs {list(fields)}")
+    df = df.loc[:, list(fields)].copy()
+    df["pos"] = pd.to_numeric(df["pos"], errors="raise").astype(np.int64)
+    if "ref" in df:
+        bad = ~df["ref"].isin(list("ACGT")) | ~df["alt"].isin(list("ACGT")) | (df["ref"] == df["alt"])
+        if bad.any():
+            raise InputFileError(f"{path}: SNP rows need ref != alt in ACGT (row {int(np.flatnonzero(bad)[0])})")
+    return df
+
+
+def add_rows(
+    store_path: str | Path, group: str, rows: pd.DataFrame, *, fasta: str | Path | None = None
+) -> int:
+    """Append plan rows (``group`` ``"baselines"``: chrom/pos/stratum; ``"variants"``: SNPs).
+
+    The rows are checked against the oracle's window like the original plan; the next
+    build computes only them. Returns the number of rows added.
+    """
+    fields = POSITION_FIELDS if group == "baselines" else VARIANT_FIELDS
+    store = ChorusStore.open(store_path, mode="r+")
+    genome = Genome(fasta or store.attrs["genome"]["fasta_path"],
+                    assembly=store.attrs["genome"].get("assembly"))  # fmt: skip
+    genome.fingerprint.require_same(store.attrs["genome"], what=f"the store {store.path}",
+                                    fasta=genome.path)  # fmt: skip
+    plan = store.attrs["plan"]
+    rows = assess_windows(rows.loc[:, list(fields)].reset_index(drop=True), genome,
+                          int(plan["input_length"]), float(plan["max_n_fraction"]))  # fmt: skip
+    recipe = Recipe.from_stored(store.attrs["recipe"])
+    with store.structural_lock(f"chorus-store add-{group} {store.path}"):
+        store = ChorusStore.open(store_path, mode="r+")
+        first = len(store.plan_table(group))
+        bins = _bin_draws(recipe, rows, first, int(plan["seed_perbin"])) if group == "baselines" else None
+        store.append_rows(group, rows, bins)
+        table = store.plan_table(group)
+        attrs = dict(store.attrs)
+        plan = dict(attrs["plan"])
+        if not plan.get("additions"):
+            plan["base"] = {k: plan[k] for k in ("positions_sha256", "variants_sha256",
+                                                 "position_strata", "variant_strata")}  # fmt: skip
+        key = "positions" if group == "baselines" else "variants"
+        plan[f"{key}_sha256"] = table_sha256(table, fields)
+        plan["position_strata" if group == "baselines" else "variant_strata"] = strata_report(table)
+        plan["additions"] = [*plan.get("additions", []), {
+            "group": group, "rows": len(rows), "first_row": first,
+            "sha256": table_sha256(rows, fields)}]  # fmt: skip
+        attrs["plan"] = plan
+        store.set_attrs(attrs)
+        store.consolidate()
+    return len(rows)

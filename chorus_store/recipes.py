@@ -1,0 +1,185 @@
+"""Build recipes: one TOML file per oracle under ``builders/<name>/recipe.toml``.
+
+A recipe is data, not code: which adapter loads the model and from where, the input
+length and output heads, the track table, the plan (reference set or generated, with its
+sampling parameters) and the store layout. A new oracle is one new recipe.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import RecipeError
+from .oracles.base import Oracle, OutputHead
+from .resources import data_dir
+from .store import Layout
+from .tracks import TrackTable
+
+__all__ = ["Recipe", "load_recipe", "list_recipes"]
+
+
+def list_recipes() -> list[str]:
+    """Names of the recipes shipped in ``builders/``."""
+    return sorted(p.parent.name for p in data_dir("builders").glob("*/recipe.toml"))
+
+
+def _resolve(base: Path, value: str) -> str:
+    expanded = os.path.expandvars(os.path.expanduser(value))
+    if "$" in expanded:
+        raise RecipeError(f"recipe path {value!r} uses an unset environment variable")
+    p = Path(expanded)
+    return str(p if p.is_absolute() else (base / p).resolve())
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A parsed recipe. Paths in it are absolute (resolved against the recipe's folder)."""
+
+    name: str
+    oracle: dict[str, Any]
+    heads: tuple[OutputHead, ...]
+    tracks_table: str
+    plan: dict[str, Any]
+    layout: Layout
+    source: str = ""
+    description: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    # ---------------------------------------------------------------- parsing
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, base: Path, source: str = "") -> Recipe:
+        try:
+            name = str(data["name"])
+            oracle = dict(data["oracle"])
+            tracks = dict(data["tracks"])
+        except KeyError as exc:
+            raise RecipeError(f"recipe {source or name!r} lacks the {exc} section") from exc
+        for key in ("adapter", "input_length"):
+            if key not in oracle:
+                raise RecipeError(f"recipe {name!r}: [oracle] needs '{key}'")
+        for key in ("config", "weights"):
+            if isinstance(oracle.get(key), str):
+                oracle[key] = _resolve(base, oracle[key])
+        heads_raw = oracle.pop("heads", None)
+        if not heads_raw:
+            raise RecipeError(f"recipe {name!r}: declare the model's outputs as [[oracle.heads]]")
+        table = _resolve(base, str(tracks["table"]))
+        plan = dict(data.get("plan", {}))
+        if isinstance(plan.get("reference_set"), str):
+            plan["reference_set"] = _resolve(base, plan["reference_set"])
+        recipe = cls(
+            name=name,
+            oracle=oracle,
+            heads=tuple(
+                OutputHead(int(h["resolution_bp"]), int(h.get("n_bins", 1)), int(h.get("n_columns", 0)))
+                for h in heads_raw
+            ),
+            tracks_table=table,
+            plan=plan,
+            layout=Layout.from_dict(data.get("layout", {})),
+            source=source,
+            description=str(data.get("description", "")),
+        )
+        return recipe.with_columns()
+
+    def with_columns(self) -> Recipe:
+        """Fill each head's n_columns from the track table when the recipe leaves it out."""
+        if all(h.n_columns for h in self.heads):
+            return self
+        frame = self.track_table().frame
+        heads = []
+        for h in self.heads:
+            cols = frame.loc[frame["resolution_bp"] == h.resolution_bp, "column"]
+            n = h.n_columns or (int(cols.max()) + 1 if len(cols) else 0)
+            heads.append(OutputHead(h.resolution_bp, h.n_bins, n))
+        return Recipe(self.name, self.oracle, tuple(heads), self.tracks_table, self.plan,
+                      self.layout, self.source, self.description)  # fmt: skip
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved recipe, as recorded in a store's attributes."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "source": self.source,
+            "oracle": {**self.oracle, "heads": [h.as_dict() for h in self.heads]},
+            "tracks": {"table": self.tracks_table},
+            "plan": self.plan,
+            "layout": self.layout.as_dict(),
+        }
+
+    @classmethod
+    def from_stored(cls, data: dict[str, Any]) -> Recipe:
+        return cls.from_dict(data, base=Path("/"), source=str(data.get("source", "")))
+
+    # ---------------------------------------------------------------- parts
+    @property
+    def input_length(self) -> int:
+        return int(self.oracle["input_length"])
+
+    @property
+    def max_n_fraction(self) -> float:
+        return float(self.oracle.get("max_n_fraction", 0.5))
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.oracle.get("batch_size", 8))
+
+    def track_table(self) -> TrackTable:
+        res = self.heads[0].resolution_bp if len(self.heads) == 1 else None
+        return TrackTable.read_tsv(self.tracks_table, resolution_bp=res,
+                                   tss_routing=bool(self.plan.get("tss_routing", True)))  # fmt: skip
+
+    def load_oracle(self, *, weights: str | None = None, device: str = "auto") -> Oracle:
+        """Load the model the recipe names, through its adapter."""
+        adapter = self.oracle["adapter"]
+        if adapter == "pytorch":
+            from .oracles.torch_adapter import TorchOracle
+
+            return TorchOracle(
+                name=self.name,
+                architecture=str(self.oracle["architecture"]),
+                config=self.oracle.get("config", {}),
+                weights=weights or str(self.oracle["weights"]),
+                input_length=self.input_length,
+                heads=self.heads,
+                batch_size=self.batch_size,
+                input_layout=str(self.oracle.get("input_layout", "NCL")),
+                output_layout=str(self.oracle.get("output_layout", "NLT")),
+                device=device,
+            )
+        if adapter == "callable":
+            from .oracles.callable_adapter import CallableOracle
+            from .oracles.torch_adapter import import_object
+
+            fn = import_object(str(self.oracle["callable"]))
+            return CallableOracle(
+                fn, name=self.name, input_length=self.input_length, heads=self.heads,
+                batch_size=self.batch_size, identity=self.oracle.get("identity"),
+            )  # fmt: skip
+        raise RecipeError(
+            f"recipe {self.name!r}: unknown adapter {adapter!r}; known: pytorch, callable"
+        )
+
+
+def load_recipe(name_or_path: str | Path) -> Recipe:
+    """Load ``builders/<name>/recipe.toml`` by name, or a recipe file by path."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        candidate = data_dir("builders") / str(name_or_path) / "recipe.toml"
+        if not candidate.is_file():
+            raise RecipeError(
+                f"no recipe named {str(name_or_path)!r}; shipped recipes: {list_recipes()}, "
+                f"or pass the path of a recipe.toml"
+            )
+        path = candidate
+    if not path.is_file():
+        raise RecipeError(f"recipe file {path} does not exist")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise RecipeError(f"recipe {path} is not valid TOML: {exc}") from exc
+    return Recipe.from_dict(data, base=path.parent.resolve(), source=str(path.resolve()))

@@ -1,0 +1,532 @@
+"""The Zarr v3 store: create, open, validate, grow, and view through xarray.
+
+The layout is declared once, in ``schemas/store-v<N>.json``; this module creates stores
+from that declaration and checks stores against it. Data arrays are sharded so that one
+writer owns a whole shard (``position_shard_rows`` rows × ``track_shard`` tracks), and every
+chunk carries a CRC32C checksum, so a corrupted chunk is an error rather than a value.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import warnings
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import zarr
+from zarr.codecs import BloscCodec, Crc32cCodec
+
+from . import locks
+from ._version import __version__
+from .errors import CorruptChunkError, SchemaError, StoreMismatchError
+from .resources import data_dir
+from .tracks import TRACK_COLUMNS, TrackTable
+
+__all__ = ["SCHEMA_VERSION", "Layout", "ChorusStore", "open_store", "load_schema"]
+
+SCHEMA_VERSION = 1
+ROOT_KEY = "chorus_store"
+DATA_GROUPS = ("baselines", "variants")
+LAYERS = ("effect", "summary", "perbin")
+#: which plan table and which data group each reduction layer reads
+LAYER_SOURCES = {"effect": ("variants", "effect"), "summary": ("baselines", "summary"),
+                 "perbin": ("baselines", "perbin")}  # fmt: skip
+
+warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+
+
+@cache
+def load_schema(version: int = SCHEMA_VERSION) -> dict[str, Any]:
+    """The store schema ``schemas/store-v<version>.json``, with templates expanded."""
+    path = data_dir("schemas") / f"store-v{version}.json"
+    if not path.is_file():
+        raise SchemaError(f"chorus-store {__version__} has no store schema v{version}")
+    schema: dict[str, Any] = json.loads(path.read_text())
+    for name, group in list(schema["groups"].items()):
+        if "template" in group:
+            schema["groups"][name] = {**schema["templates"][group["template"]], **group}
+    return schema
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Chunking of a store. Fixed when the store is created.
+
+    ``position_shard_rows`` / ``variant_shard_rows`` rows × ``track_shard`` tracks is one
+    shard: the unit one writer owns and the build's unit of work and resume.
+    ``track_chunk`` tracks is the inner chunk and the reduce's block.
+    """
+
+    position_shard_rows: int = 256
+    variant_shard_rows: int = 256
+    track_shard: int = 512
+    track_chunk: int = 64
+    bin_samples: int = 32
+    n_points: int = 10_000
+    coord_chunk: int = 65_536
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if int(value) < 1:
+                raise ValueError(f"layout {name} must be >= 1, got {value}")
+        if self.track_shard % self.track_chunk:
+            raise ValueError(
+                f"track_shard ({self.track_shard}) must be a multiple of track_chunk "
+                f"({self.track_chunk})"
+            )
+
+    def shard_rows(self, group: str) -> int:
+        return self.position_shard_rows if group == "baselines" else self.variant_shard_rows
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Layout:
+        return cls(**{k: int(v) for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _compressors() -> list[Any]:
+    return [BloscCodec(cname="zstd", clevel=3, shuffle="shuffle"), Crc32cCodec()]
+
+
+def _as_str_list(values: Any) -> list[str]:
+    return [str(v) for v in np.asarray(values).tolist()]
+
+
+class ChorusStore:
+    """An open chorus-store.
+
+    Use :meth:`create` for a new store and :meth:`open` (or :func:`open_store` for the
+    xarray view) for an existing one.
+    """
+
+    def __init__(self, path: Path, root: zarr.Group, *, writable: bool) -> None:
+        self.path = path
+        self.root = root
+        self.writable = writable
+        self.attrs: dict[str, Any] = dict(root.attrs.get(ROOT_KEY, {}))
+        self.layout = Layout.from_dict(self.attrs.get("layout", {}))
+        self._cache: dict[str, Any] = {}
+
+    # ---------------------------------------------------------------- create / open
+    @classmethod
+    def create(
+        cls,
+        path: str | Path,
+        *,
+        attrs: dict[str, Any],
+        tracks: TrackTable,
+        positions: pd.DataFrame,
+        variants: pd.DataFrame,
+        head_resolutions: list[int],
+        bin_index: np.ndarray,
+        layout: Layout,
+    ) -> ChorusStore:
+        """Write a new store: its metadata, track table and plan; no predictions.
+
+        ``attrs`` are the root attributes (oracle, genome, plan, ...); schema version,
+        software version, creation time, layout and the track-table hash are added here.
+        ``positions`` and ``variants`` carry ``usable``/``reject_reason`` columns;
+        ``bin_index`` is ``(positions, heads, bin_samples)``.
+        """
+        path = Path(path).expanduser().resolve()
+        if path.exists() and any(path.iterdir()):
+            raise StoreMismatchError(
+                f"{path} already exists and is not empty; choose a new store path, or "
+                f"resume the existing store with `chorus-store build {path}`"
+            )
+        root = zarr.open_group(str(path), mode="w", zarr_format=3)
+        store = cls(path, root, writable=True)
+        full = {
+            "schema_version": SCHEMA_VERSION,
+            "software_version": __version__,
+            "created_at": _now(),
+            **attrs,
+            "layout": layout.as_dict(),
+        }
+        store.layout = layout
+        store.attrs = full
+        sizes = store._sizes(len(tracks), len(positions), len(variants), len(head_resolutions))
+        for gname, gspec in load_schema()["groups"].items():
+            group = root.require_group(gname)
+            group.attrs["doc"] = gspec.get("doc", "")
+            coord_names = [c for c in gspec.get("coords", {}) if c not in gspec["arrays"]]
+            for aname, aspec in gspec["arrays"].items():
+                store._create_array(group, gname, aname, aspec, sizes, coord_names)
+            for cname, source in gspec.get("coords", {}).items():
+                src_group, src_name = source.rsplit("/", 1)
+                sspec = load_schema()["groups"][src_group]["arrays"][src_name]
+                store._create_array(group, gname, cname, sspec, sizes, [])
+        store._write_tracks(tracks, 0)
+        store._write_table("plan/positions", positions, 0)
+        store._write_table("plan/variants", variants, 0)
+        root["plan/positions/resolution_bp"][:] = np.asarray(head_resolutions, dtype=np.int64)
+        if len(positions):
+            root["plan/positions/bin_index"][:] = bin_index
+        q = root["reductions/effect/quantile"]
+        for layer in LAYERS:
+            root[f"reductions/{layer}/quantile"][:] = np.linspace(0.0, 1.0, q.shape[0])
+        store._sync_coords()
+        full["tracks"] = {"n_tracks": len(tracks), "sha256": tracks.sha256()}
+        store.set_attrs(full)
+        store.consolidate()
+        return store
+
+    @classmethod
+    def open(cls, path: str | Path, *, mode: str = "r") -> ChorusStore:
+        """Open an existing store (``mode="r"`` or ``"r+"``) and check its schema version."""
+        path = Path(path).expanduser().resolve()
+        if not (path / "zarr.json").is_file():
+            raise SchemaError(
+                f"{path} is not a chorus-store (no zarr.json); create one with "
+                f"`chorus-store plan {path} ...`"
+            )
+        try:
+            root = zarr.open_group(str(path), mode=mode, zarr_format=3)
+        except Exception as exc:  # noqa: BLE001 - zarr raises many types for bad metadata
+            raise SchemaError(f"{path}: cannot open as a Zarr v3 group: {exc}") from exc
+        if ROOT_KEY not in root.attrs:
+            raise SchemaError(f"{path} is a Zarr group but not a chorus-store (no "
+                              f"'{ROOT_KEY}' attributes)")  # fmt: skip
+        store = cls(path, root, writable=mode != "r")
+        version = store.attrs.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise SchemaError(
+                f"{path} has store schema v{version}; chorus-store {__version__} reads "
+                f"v{SCHEMA_VERSION}. Open it with the chorus-store version that wrote it "
+                f"({store.attrs.get('software_version')}), or rebuild it with this one."
+            )
+        return store
+
+    # ---------------------------------------------------------------- sizes and arrays
+    def _sizes(self, n_tracks: int, n_pos: int, n_var: int, n_heads: int) -> dict[str, int]:
+        lay = self.layout
+        return {
+            "track": n_tracks,
+            "position": n_pos,
+            "variant": n_var,
+            "bin_sample": lay.bin_samples,
+            "head": n_heads,
+            "position_shard": math.ceil(n_pos / lay.position_shard_rows),
+            "variant_shard": math.ceil(n_var / lay.variant_shard_rows),
+            "track_block": math.ceil(n_tracks / lay.track_chunk),
+            "quantile": lay.n_points,
+        }
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        return self._sizes(
+            self.root["tracks/track"].shape[0],
+            self.root["plan/positions/pos"].shape[0],
+            self.root["plan/variants/pos"].shape[0],
+            self.root["plan/positions/resolution_bp"].shape[0],
+        )
+
+    def _chunking(self, dims: list[str], role: str) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
+        lay = self.layout
+        if role == "data":
+            rows = lay.position_shard_rows if dims[0] == "position" else lay.variant_shard_rows
+            inner = tuple(rows if d in ("position", "variant") else lay.track_chunk if d == "track"
+                          else lay.bin_samples for d in dims)  # fmt: skip
+            shard = tuple(lay.track_shard if d == "track" else c for d, c in zip(dims, inner, strict=True))
+            return inner, shard
+        if role == "done":
+            return (1, lay.track_shard), None
+        if dims == ["track", "quantile"]:
+            return (lay.track_chunk, lay.n_points), None
+        if dims == ["track"] and role != "index":
+            return (lay.track_chunk,), None
+        if dims == ["track_block"]:
+            return (1,), None
+        if dims == ["quantile"]:
+            return (lay.n_points,), None
+        return tuple(lay.coord_chunk if d in ("position", "variant", "track") else
+                     lay.bin_samples if d == "bin_sample" else 8 for d in dims), None  # fmt: skip
+
+    def _create_array(
+        self, group: zarr.Group, gname: str, aname: str, spec: dict[str, Any],
+        sizes: dict[str, int], coord_names: list[str],
+    ) -> None:  # fmt: skip
+        dims = spec["dims"]
+        role = spec.get("role", "")
+        chunks, shards = self._chunking(dims, role)
+        dtype = str if spec["dtype"] == "str" else spec["dtype"]
+        fill = spec.get("fill")
+        if fill == "NaN":
+            fill = float("nan")
+        elif fill is None:
+            fill = "" if dtype is str else False if dtype == "bool" else 0
+        attributes: dict[str, Any] = {}
+        if role == "data" and coord_names:
+            attributes["coordinates"] = " ".join(coord_names)
+        if "doc" in spec:
+            attributes["doc"] = spec["doc"]
+        group.create_array(
+            aname,
+            shape=tuple(sizes[d] for d in dims),
+            chunks=tuple(max(1, c) for c in chunks),
+            shards=shards,
+            dtype=dtype,
+            fill_value=fill,
+            compressors=_compressors(),
+            dimension_names=dims,
+            attributes=attributes,
+        )
+
+    def array(self, name: str) -> zarr.Array:
+        """The Zarr array ``group/name``, e.g. ``store.array("baselines/summary")``."""
+        arr = self.root[name]
+        assert isinstance(arr, zarr.Array)
+        return arr
+
+    def read(self, name: str, selection: Any = slice(None)) -> np.ndarray:
+        """Read ``array[selection]``; a chunk failing its checksum raises CorruptChunkError."""
+        try:
+            return np.asarray(self.array(name)[selection])
+        except ValueError as exc:
+            if "checksum" not in str(exc).lower():
+                raise
+            raise CorruptChunkError(
+                f"{self.path}/{name}: a stored chunk in {selection!r} fails its CRC32C checksum "
+                f"({exc}). The data on disk is damaged. Run `chorus-store verify {self.path} "
+                f"--repair` to find the damaged chunks and mark them for rebuilding, then "
+                f"`chorus-store build {self.path}`."
+            ) from exc
+
+    # ---------------------------------------------------------------- attrs
+    def set_attrs(self, attrs: dict[str, Any]) -> None:
+        self.attrs = attrs
+        self.root.attrs[ROOT_KEY] = attrs
+
+    def consolidate(self) -> None:
+        """Refresh consolidated metadata (after any change of shape or attributes)."""
+        with warnings.catch_warnings():
+            # the claims folder (.chorus-locks) is not a Zarr node; zarr says so when listing
+            warnings.filterwarnings("ignore", message="Object at .chorus-locks")
+            zarr.consolidate_metadata(str(self.path))
+
+    # ---------------------------------------------------------------- tables
+    def _write_table(self, gname: str, df: pd.DataFrame, start: int) -> None:
+        group = self.root[gname]
+        for col in df.columns:
+            if col in group:
+                arr = group[col]
+                values = df[col].to_numpy()
+                if arr.dtype.kind in ("T", "U", "O"):
+                    values = np.asarray([str(v) for v in values], dtype=object)
+                arr[start : start + len(df)] = values
+
+    def _write_tracks(self, tracks: TrackTable, start: int) -> None:
+        frame = tracks.frame.iloc[start:].rename(columns={"track_id": "track"})
+        self._write_table("tracks", frame, start)
+
+    def _sync_coords(self) -> None:
+        for gname, gspec in load_schema()["groups"].items():
+            for cname, source in gspec.get("coords", {}).items():
+                src = self.array(source)
+                self.array(f"{gname}/{cname}")[:] = src[:]
+
+    def _read_table(self, gname: str, columns: list[str]) -> pd.DataFrame:
+        group = self.root[gname]
+        out = {}
+        for col in columns:
+            values = np.asarray(group[col][:])
+            out[col] = _as_str_list(values) if values.dtype.kind in ("T", "U", "O") else values
+        return pd.DataFrame(out)
+
+    @property
+    def tracks(self) -> TrackTable:
+        if "tracks" not in self._cache:
+            cols = ["track" if c == "track_id" else c for c in TRACK_COLUMNS]
+            frame = self._read_table("tracks", cols).rename(columns={"track": "track_id"})
+            self._cache["tracks"] = TrackTable.from_frame(frame)
+        table: TrackTable = self._cache["tracks"]
+        return table
+
+    @property
+    def positions(self) -> pd.DataFrame:
+        if "positions" not in self._cache:
+            self._cache["positions"] = self._read_table(
+                "plan/positions", ["chrom", "pos", "stratum", "usable", "reject_reason"])  # fmt: skip
+        df: pd.DataFrame = self._cache["positions"]
+        return df
+
+    @property
+    def variants(self) -> pd.DataFrame:
+        if "variants" not in self._cache:
+            self._cache["variants"] = self._read_table(
+                "plan/variants", ["chrom", "pos", "ref", "alt", "stratum", "usable", "reject_reason"])  # fmt: skip
+        df: pd.DataFrame = self._cache["variants"]
+        return df
+
+    def plan_table(self, group: str) -> pd.DataFrame:
+        """The plan rows a data group is built over (``baselines`` → positions)."""
+        return self.positions if group == "baselines" else self.variants
+
+    @property
+    def head_resolutions(self) -> list[int]:
+        return [int(r) for r in self.array("plan/positions/resolution_bp")[:]]
+
+    # ---------------------------------------------------------------- growth
+    def _resize_all(self, sizes: dict[str, int]) -> None:
+        for gname, gspec in load_schema()["groups"].items():
+            names = dict(gspec["arrays"])
+            for cname, source in gspec.get("coords", {}).items():
+                src_group, src_name = source.rsplit("/", 1)
+                names.setdefault(cname, load_schema()["groups"][src_group]["arrays"][src_name])
+            for aname, aspec in names.items():
+                arr = self.array(f"{gname}/{aname}")
+                shape = tuple(sizes[d] for d in aspec["dims"])
+                if arr.shape != shape:
+                    arr.resize(shape)
+
+    def append_tracks(self, tracks: TrackTable) -> int:
+        """Grow the store to ``tracks``, which must extend its track table; returns how many
+        tracks were added. New tracks start unbuilt; nothing already built is touched."""
+        old = self.tracks
+        if not old.is_prefix_of(tracks):
+            raise StoreMismatchError("internal: append_tracks needs an extension")
+        n_new = len(tracks) - len(old)
+        if n_new:
+            sizes = self.sizes
+            sizes.update(self._sizes(len(tracks), sizes["position"], sizes["variant"],
+                                     sizes["head"]))  # fmt: skip
+            self._resize_all(sizes)
+            self._write_tracks(tracks, len(old))
+            self._sync_coords()
+            attrs = dict(self.attrs)
+            attrs["tracks"] = {"n_tracks": len(tracks), "sha256": tracks.sha256()}
+            self.set_attrs(attrs)
+            self.consolidate()
+            self._cache.pop("tracks", None)
+        return n_new
+
+    def append_rows(self, group: str, rows: pd.DataFrame, bin_index: np.ndarray | None) -> None:
+        """Append plan rows (``group`` = ``baselines`` or ``variants``); new rows start unbuilt."""
+        gname = "plan/positions" if group == "baselines" else "plan/variants"
+        sizes = self.sizes
+        start = sizes["position" if group == "baselines" else "variant"]
+        n_pos = sizes["position"] + (len(rows) if group == "baselines" else 0)
+        n_var = sizes["variant"] + (len(rows) if group == "variants" else 0)
+        self._resize_all(self._sizes(sizes["track"], n_pos, n_var, sizes["head"]))
+        self._write_table(gname, rows, start)
+        if bin_index is not None and len(rows):
+            self.array("plan/positions/bin_index")[start : start + len(rows)] = bin_index
+        self._sync_coords()
+        self._cache.pop("positions", None)
+        self._cache.pop("variants", None)
+
+    # ---------------------------------------------------------------- claims
+    def claim(self, names: list[str], *, command: str | None = None) -> locks.LockSet:
+        """Take claims on parts of this store (see :mod:`chorus_store.locks`)."""
+        return locks.acquire(self.path, names, store=str(self.path), command=command)
+
+    def structural_lock(self, command: str) -> locks.LockSet:
+        """Claim the whole store's shape; refused while any build holds a part of it."""
+        held = self.claim([locks.STRUCTURE], command=command)
+        busy = locks.live_claims(self.path, exclude_run=held.holder.run_id, prefix="build/")
+        if busy:
+            held.release()
+            raise locks_error(self.path, busy, command)
+        return held
+
+    # ---------------------------------------------------------------- validation
+    def validate(self) -> None:
+        """Check every group and array of the schema: presence, dims, dtype, shape.
+
+        Raises :class:`SchemaError` listing every problem found.
+        """
+        schema = load_schema()
+        missing = [k for k in schema["root_attrs"]["required"] if k not in self.attrs]
+        problems = [f"root attribute '{ROOT_KEY}.{k}' missing" for k in missing]
+        try:
+            sizes = self.sizes
+        except KeyError as exc:
+            raise SchemaError(f"{self.path}: core array missing ({exc}); not a valid store") from exc
+        for gname, gspec in schema["groups"].items():
+            if gname not in self.root:
+                problems.append(f"group '{gname}' missing")
+                continue
+            names = dict(gspec["arrays"])
+            for cname, source in gspec.get("coords", {}).items():
+                src_group, src_name = source.rsplit("/", 1)
+                names.setdefault(cname, schema["groups"][src_group]["arrays"][src_name])
+            for aname, aspec in names.items():
+                key = f"{gname}/{aname}"
+                if key not in self.root:
+                    problems.append(f"array '{key}' missing")
+                    continue
+                arr = self.array(key)
+                dims = list(arr.metadata.dimension_names or [])  # type: ignore[union-attr]
+                if dims != aspec["dims"]:
+                    problems.append(f"'{key}' has dims {dims}, schema says {aspec['dims']}")
+                want_shape = tuple(sizes[d] for d in aspec["dims"])
+                if arr.shape != want_shape:
+                    problems.append(f"'{key}' has shape {arr.shape}, expected {want_shape}")
+                kind = arr.dtype.kind
+                want = aspec["dtype"]
+                ok = (kind in ("T", "U", "O") if want == "str" else np.dtype(want) == arr.dtype)
+                if not ok:
+                    problems.append(f"'{key}' has dtype {arr.dtype}, schema says {want}")
+        if problems:
+            raise SchemaError(
+                f"{self.path} does not match store schema v{SCHEMA_VERSION}:\n  - "
+                + "\n  - ".join(problems)
+            )
+
+    # ---------------------------------------------------------------- xarray
+    def datasets(self) -> dict[str, Any]:
+        """Every group as an ``xarray.Dataset`` with named dims and coordinates."""
+        import xarray as xr
+
+        out = {}
+        for gname in load_schema()["groups"]:
+            out[gname] = xr.open_zarr(str(self.path), group=gname, consolidated=False,
+                                      zarr_format=3)  # fmt: skip
+        return out
+
+    def iter_shards(self, group: str) -> Iterator[tuple[int, int, int]]:
+        """``(shard, start_row, stop_row)`` of every row shard of ``baselines``/``variants``."""
+        n = len(self.plan_table(group))
+        rows = self.layout.shard_rows(group)
+        for s in range(math.ceil(n / rows)):
+            yield s, s * rows, min(n, (s + 1) * rows)
+
+
+def locks_error(path: Path, busy: list[str], command: str) -> Exception:
+    from .errors import StoreLockedError
+
+    return StoreLockedError(
+        f"{path}: cannot run {command!r} while parts of the store are being built by "
+        f"{busy[0]}{f' and {len(busy) - 1} more' if len(busy) > 1 else ''}. Wait for the "
+        f"build to finish (or stop it); stale claims of killed processes on other machines "
+        f"are cleared with `chorus-store unlock {path}`."
+    )
+
+
+def open_store(path: str | Path) -> dict[str, Any]:
+    """Open a store read-only as xarray datasets, one per group.
+
+    Returns a dict with keys ``tracks``, ``plan/positions``, ``plan/variants``,
+    ``baselines``, ``variants`` and ``reductions/{effect,summary,perbin}``.
+
+    Examples
+    --------
+    >>> ds = open_store("demo-out/demo.zarr")  # doctest: +SKIP
+    >>> ds["baselines"].summary.sel(track="DNASE:demo-liver").mean().item()  # doctest: +SKIP
+    """
+    store = ChorusStore.open(path)
+    store.validate()
+    return store.datasets()
