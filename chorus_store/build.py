@@ -13,6 +13,7 @@ disjoint parts run side by side and a second build of the same part is refused.
 
 from __future__ import annotations
 
+import errno
 import logging
 import queue
 import threading
@@ -32,12 +33,13 @@ from .errors import (
     OracleMismatchError,
     StoreLockedError,
     TrackTableMismatchError,
+    WriteError,
 )
 from .genome import Genome, one_hot
 from .oracles.base import Oracle
 from .recipes import Recipe
 from .stats import TrackStats
-from .store import DATA_GROUPS, ChorusStore
+from .store import DATA_GROUPS, ChorusStore, as_corruption, is_checksum_error
 
 __all__ = ["Task", "BuildReport", "build", "plan_tasks", "pending_summary"]
 
@@ -170,10 +172,12 @@ _END = object()
 class _Context:
     """What a process needs to run tasks: store, oracle, genome, statistics."""
 
-    def __init__(self, store: ChorusStore, oracle: Oracle, genome: Genome) -> None:
+    def __init__(self, store: ChorusStore, oracle: Oracle, genome: Genome,
+                 batch_size: int | None = None) -> None:  # fmt: skip
         self.store = store
         self.oracle = oracle
         self.genome = genome
+        self.batch_size = batch_size or oracle.batch_size
         self.table = store.tracks
         self._stats: dict[tuple[int, ...], TrackStats] = {}
 
@@ -186,7 +190,7 @@ class _Context:
 def _sequences(ctx: _Context, tasks: list[Task]) -> Iterator[_Batch | tuple[object, int]]:
     """Batches of one-hot windows for every usable row of every task, then an end mark."""
     L = ctx.oracle.input_length
-    B = ctx.oracle.batch_size
+    B = ctx.batch_size
     for ti, task in enumerate(tasks):
         rows = ctx.store.plan_table(task.group).iloc[task.start : task.stop]
         pending: list[tuple[int, int, bytes, str]] = []
@@ -310,7 +314,26 @@ def _runs(tracks: tuple[int, ...]) -> list[tuple[int, int, int]]:
 
 
 def write_task(store: ChorusStore, task: Task, arrays: dict[str, np.ndarray]) -> None:
-    """Write a finished task's records, then mark its rows done for its tracks."""
+    """Write a finished task's records, then mark its rows done for its tracks.
+
+    A failure (full disk, damaged shard) leaves the task unmarked: the next build redoes it.
+    """
+    try:
+        _write_task(store, task, arrays)
+    except ValueError as exc:
+        if is_checksum_error(exc):
+            raise as_corruption(store.path, f"{task.group} shard {task.shard}", exc) from exc
+        raise
+    except OSError as exc:
+        reason = "the disk is full" if exc.errno == errno.ENOSPC else str(exc)
+        raise WriteError(
+            f"{store.path}: writing {task.group} shard {task.shard} failed: {reason}. That "
+            f"shard was not marked done and everything written before is intact; fix it and "
+            f"re-run `chorus-store build {store.path}` to resume."
+        ) from exc
+
+
+def _write_task(store: ChorusStore, task: Task, arrays: dict[str, np.ndarray]) -> None:
     r0, r1 = task.start, task.stop
     for name, values in arrays.items():
         arr = store.array(f"{task.group}/{name}")
@@ -415,12 +438,12 @@ _WORKER: _Context | None = None
 
 
 def _worker_init(store_path: str, recipe: dict[str, Any], fasta: str, weights: str | None,
-                 device: str) -> None:  # fmt: skip
+                 device: str, batch_size: int | None) -> None:  # fmt: skip
     global _WORKER
     store = ChorusStore.open(store_path, mode="r+")
     oracle = Recipe.from_stored(recipe).load_oracle(weights=weights, device=device)
     genome = Genome(fasta, assembly=store.attrs["genome"].get("assembly"))
-    _WORKER = _Context(store, oracle, genome)
+    _WORKER = _Context(store, oracle, genome, batch_size)
 
 
 def _worker_run(task: Task) -> BuildReport:
@@ -497,6 +520,7 @@ def build(
     weights: str | None = None,
     device: str = "auto",
     oracle: Oracle | None = None,
+    batch_size: int | None = None,
     progress: bool = True,
 ) -> BuildReport:
     """Build every pending row of ``store_path`` (resumable, idempotent).
@@ -515,12 +539,19 @@ def build(
         match what the store was planned with (refused otherwise, naming what differs).
     oracle
         An already-loaded oracle (Python API); its fingerprint is checked like any other.
+    batch_size
+        Sequences read, encoded and passed to the oracle per step (default: the model's
+        batch size). The model itself always runs on batches of the recipe's
+        ``batch_size`` (part of its numerics), so this changes throughput, not results.
 
     Returns
     -------
     BuildReport
         Rows built, tasks, oracle calls and time spent in the oracle.
     """
+    if oracle is not None and workers > 1:
+        raise ValueError("workers > 1 load the oracle from the recipe in each process; "
+                         "pass either oracle= or workers=, not both")  # fmt: skip
     store = ChorusStore.open(store_path, mode="r+")
     store.validate()
     stored_recipe = Recipe.from_stored(store.attrs["recipe"])
@@ -554,11 +585,11 @@ def build(
         _check_oracle(store, oracle)
         with _progress(progress, tasks) as advance:
             if workers <= 1 or len(tasks) == 1:
-                ctx = _Context(store, oracle, genome)
+                ctx = _Context(store, oracle, genome, batch_size)
                 report.merge(run_tasks(ctx, tasks, on_rows=advance))
             else:
-                report.merge(_run_pool(store, recipe, fasta_path, weights, device, tasks,
-                                       workers, advance))  # fmt: skip
+                report.merge(_run_pool(store, recipe, fasta_path, weights, device, batch_size,
+                                       tasks, workers, advance))  # fmt: skip
     finally:
         claims.release()
     report.seconds = time.perf_counter() - t_start
@@ -566,12 +597,13 @@ def build(
 
 
 def _run_pool(store: ChorusStore, recipe: Recipe, fasta: str, weights: str | None, device: str,
-              tasks: list[Task], workers: int, advance: Callable[[int], None]) -> BuildReport:  # fmt: skip
+              batch_size: int | None, tasks: list[Task], workers: int,
+              advance: Callable[[int], None]) -> BuildReport:  # fmt: skip
     report = BuildReport()
     ctx = mp.get_context("spawn")
     with ProcessPoolExecutor(
         max_workers=workers, mp_context=ctx, initializer=_worker_init,
-        initargs=(str(store.path), store.attrs["recipe"], fasta, weights, device),
+        initargs=(str(store.path), recipe.to_dict(), fasta, weights, device, batch_size),
     ) as pool:  # fmt: skip
         futures = {pool.submit(_worker_run, t): t for t in tasks}
         pending = set(futures)

@@ -129,6 +129,9 @@ class Genome:
         bundled synthetic demo genome). hg38/hg19 are recognised by chr1 length.
     """
 
+    #: bases read at a time when indexing a chromosome's N runs
+    run_block_bp = 1 << 24
+
     def __init__(self, path: str | Path, *, assembly: str | None = None) -> None:
         self.path = Path(path).expanduser().resolve()
         if not self.path.is_file():
@@ -224,7 +227,7 @@ class Genome:
             starts: list[np.ndarray] = []
             ends: list[np.ndarray] = []
             length = self.lengths[chrom]
-            step = 1 << 24
+            step = self.run_block_bp
             for off in range(0, length, step):
                 codes = np.frombuffer(self.fetch(chrom, off, min(off + step, length)), np.uint8)
                 is_acgt = _ONE_HOT_LUT[codes].any(axis=1)
@@ -234,8 +237,9 @@ class Genome:
             s = np.concatenate(starts) if starts else np.zeros(0, np.int64)
             e = np.concatenate(ends) if ends else np.zeros(0, np.int64)
             # merge runs split at block boundaries
-            joined = s[1:] == e[:-1]
-            s, e = s[np.r_[True, ~joined]], e[np.r_[~joined, True]]
+            if len(s) > 1:
+                joined = s[1:] == e[:-1]
+                s, e = s[np.r_[True, ~joined]], e[np.r_[~joined, True]]
             cum = np.concatenate(([0], np.cumsum(e - s)))
             runs = (s.astype(np.int64), e.astype(np.int64), cum.astype(np.int64))
             self._n_runs[chrom] = runs

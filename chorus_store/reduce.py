@@ -30,7 +30,7 @@ import numpy as np
 from . import locks
 from .build import require_complete
 from .errors import IncompleteStageError
-from .store import LAYER_SOURCES, LAYERS, ChorusStore
+from .store import LAYER_SOURCES, LAYERS, ChorusStore, as_corruption, is_checksum_error
 
 __all__ = ["GRID_RULES", "grid_row", "grid_block", "reduce", "ReduceReport", "layer_fingerprints",
            "active_layers", "require_reduced"]  # fmt: skip
@@ -188,13 +188,18 @@ def reduce(
                     store.layout.n_points, want[b]))  # fmt: skip
         if tasks:
             kwargs = {} if num_workers is None else {"num_workers": num_workers}
-            if progress and not hasattr(scheduler, "submit"):
-                from dask.diagnostics import ProgressBar
+            try:
+                if progress and not hasattr(scheduler, "submit"):
+                    from dask.diagnostics import ProgressBar
 
-                with ProgressBar(minimum=1.0):
+                    with ProgressBar(minimum=1.0):
+                        counts = dask.compute(*tasks, scheduler=scheduler, **kwargs)
+                else:
                     counts = dask.compute(*tasks, scheduler=scheduler, **kwargs)
-            else:
-                counts = dask.compute(*tasks, scheduler=scheduler, **kwargs)
+            except ValueError as exc:
+                if is_checksum_error(exc):
+                    raise as_corruption(store.path, "a reduced layer's source", exc) from exc
+                raise
             report.values_reduced = int(sum(counts))
     report.seconds = time.perf_counter() - t_start
     return report

@@ -296,14 +296,9 @@ class ChorusStore:
         try:
             return np.asarray(self.array(name)[selection])
         except ValueError as exc:
-            if "checksum" not in str(exc).lower():
-                raise
-            raise CorruptChunkError(
-                f"{self.path}/{name}: a stored chunk in {selection!r} fails its CRC32C checksum "
-                f"({exc}). The data on disk is damaged. Run `chorus-store verify {self.path} "
-                f"--repair` to find the damaged chunks and mark them for rebuilding, then "
-                f"`chorus-store build {self.path}`."
-            ) from exc
+            if is_checksum_error(exc):
+                raise as_corruption(self.path, name, exc) from exc
+            raise
 
     # ---------------------------------------------------------------- attrs
     def set_attrs(self, attrs: dict[str, Any]) -> None:
@@ -503,6 +498,19 @@ class ChorusStore:
         rows = self.layout.shard_rows(group)
         for s in range(math.ceil(n / rows)):
             yield s, s * rows, min(n, (s + 1) * rows)
+
+
+def is_checksum_error(exc: BaseException) -> bool:
+    return isinstance(exc, ValueError) and "checksum" in str(exc).lower()
+
+
+def as_corruption(path: Path, name: str, exc: BaseException) -> CorruptChunkError:
+    """The error to raise for a chunk of ``name`` failing its checksum."""
+    return CorruptChunkError(
+        f"{path}: a stored chunk of '{name}' fails its CRC32C checksum ({exc}); the data on "
+        f"disk is damaged. Run `chorus-store verify {path} --repair` to find the damaged "
+        f"chunks and mark them for rebuilding, then `chorus-store build {path}`."
+    )
 
 
 def locks_error(path: Path, busy: list[str], command: str) -> Exception:

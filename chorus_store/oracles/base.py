@@ -60,10 +60,12 @@ class Oracle(ABC):
     """A sequence-to-function model, loaded and ready to predict.
 
     Subclasses set :attr:`name`, :attr:`input_length`, :attr:`heads` and
-    :attr:`batch_size`, and implement :meth:`_predict_batch`. :meth:`predict` pads every
-    call to exactly ``batch_size`` sequences, because most frameworks' numerics depend in
-    the last bit on the batch shape: with a fixed shape, a sequence's prediction does not
-    depend on how the build chunked the plan, how many workers ran, or its neighbours.
+    :attr:`batch_size`, and implement :meth:`_predict_batch`. :meth:`predict` calls the
+    model on blocks of exactly ``batch_size`` sequences (zero-padding the last), because
+    most frameworks' numerics depend in the last bit on the batch shape: with a fixed
+    shape, a sequence's prediction does not depend on how many sequences the build passed
+    at once, how it chunked the plan, how many workers ran, or its neighbours. The model
+    batch size is therefore part of the oracle's fingerprint.
     """
 
     name: str
@@ -97,24 +99,33 @@ class Oracle(ABC):
         raise KeyError(f"{self.name} has no {resolution_bp} bp output head")
 
     def predict(self, onehot: np.ndarray) -> dict[int, np.ndarray]:
-        """Predict up to ``batch_size`` sequences; returns float32 arrays per head.
+        """Predict any number of sequences ``(n, L, 4)``; float32 arrays per head.
 
-        Raises :class:`PredictionError` when the model returns a head of the wrong shape.
-        Non-finite values are left for the caller to locate and report by position.
+        The model is called on consecutive blocks of exactly ``batch_size`` sequences, the
+        last one zero-padded, so a sequence's prediction never depends on how many were
+        passed at once. Raises :class:`PredictionError` when the model returns a head of
+        the wrong shape; non-finite values are left for the caller to locate by position.
         """
-        n = onehot.shape[0]
-        if n > self.batch_size:
-            raise ValueError(f"batch of {n} exceeds batch_size {self.batch_size}")
-        if onehot.shape[1:] != (self.input_length, 4):
+        if onehot.ndim != 3 or onehot.shape[1:] != (self.input_length, 4):
             raise ValueError(
                 f"{self.name} takes (batch, {self.input_length}, 4) one-hot input, "
                 f"got {onehot.shape}"
             )
-        if n < self.batch_size:
-            pad = np.zeros((self.batch_size - n, *onehot.shape[1:]), dtype=onehot.dtype)
-            onehot = np.concatenate([onehot, pad])
+        n = onehot.shape[0]
+        parts: dict[int, list[np.ndarray]] = {h.resolution_bp: [] for h in self.heads}
+        for start in range(0, n, self.batch_size):
+            block = onehot[start : start + self.batch_size]
+            m = block.shape[0]
+            if m < self.batch_size:
+                pad = np.zeros((self.batch_size - m, *block.shape[1:]), dtype=block.dtype)
+                block = np.concatenate([block, pad])
+            for r, arr in self._checked(np.ascontiguousarray(block, dtype=np.float32)).items():
+                parts[r].append(arr[:m])
+        return {r: np.concatenate(p) if p else np.zeros((0,), np.float32) for r, p in parts.items()}
+
+    def _checked(self, block: np.ndarray) -> dict[int, np.ndarray]:
         self.calls += 1
-        raw = self._predict_batch(np.ascontiguousarray(onehot, dtype=np.float32))
+        raw = self._predict_batch(block)
         out: dict[int, np.ndarray] = {}
         for head in self.heads:
             if head.resolution_bp not in raw:
@@ -135,7 +146,7 @@ class Oracle(ABC):
                     f"n_bins/n_columns or the model's output layout is wrong. Nothing was "
                     f"written for this chunk."
                 )
-            out[head.resolution_bp] = arr[:n]
+            out[head.resolution_bp] = arr
         return out
 
     def close(self) -> None:  # noqa: B027 - optional hook

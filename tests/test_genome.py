@@ -1,0 +1,112 @@
+"""FASTA, annotations and one-hot encoding."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from chorus_store import Genome
+from chorus_store.errors import GenomeMismatchError, InputFileError
+from chorus_store.genome import one_hot, read_ccre_bed, read_gtf
+
+
+def write_fasta(path: Path, seqs: dict[str, str], width: int = 60) -> Path:
+    lines = []
+    for name, seq in seqs.items():
+        lines.append(f">{name}")
+        lines += [seq[i : i + width] for i in range(0, len(seq), width)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_one_hot_is_acgt_and_zero_for_others() -> None:
+    x = one_hot([b"ACGTN", b"acgtR"])
+    assert x.shape == (2, 5, 4) and x.dtype == np.float32
+    assert (x[:, :4].argmax(axis=2) == [0, 1, 2, 3]).all()
+    assert (x[:, 4] == 0).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_n_count_equals_brute_force(tmp_path_factory: pytest.TempPathFactory, data: st.DataObject) -> None:
+    length = data.draw(st.integers(50, 400))
+    seq = data.draw(st.lists(st.sampled_from("ACGTNNn"), min_size=length, max_size=length))
+    seq = "".join(seq)
+    path = write_fasta(tmp_path_factory.mktemp("fa") / "g.fa", {"c": seq}, width=17)
+    g = Genome(path)
+    g.run_block_bp = data.draw(st.integers(1, 64))  # runs cross read blocks
+    start = data.draw(st.integers(0, length))
+    end = data.draw(st.integers(start, length))
+    expected = sum(1 for b in seq[start:end].upper() if b not in "ACGT")
+    assert g.n_count("c", start, end) == expected
+
+
+def test_window_convention_and_rejections(tmp_path: Path) -> None:
+    seq = "ACGT" * 25 + "N" * 60 + "ACGT" * 25
+    g = Genome(write_fasta(tmp_path / "g.fa", {"c": seq}))
+    w = g.window("c", 50, 20)  # 0-based [40, 60): the 1-based position 50 is index 9
+    assert w == seq[40:60].encode() and w[9:10] == seq[49].encode()
+    assert g.window_status("c", 50, 20, 0.5) == ""
+    assert g.window_status("c", 5, 20, 0.5) == "off_contig"
+    assert g.window_status("c", 251, 20, 0.5) == "off_contig"
+    assert g.window_status("c", 130, 20, 0.5) == "too_many_n"
+
+
+def test_fingerprint_and_assembly_guess(tmp_path: Path) -> None:
+    g = Genome(write_fasta(tmp_path / "g.fa", {"chr1": "ACGT" * 100}), assembly="toy")
+    fp = g.fingerprint
+    assert fp.assembly == "toy" and fp.chr1_length == 400
+    other = Genome(write_fasta(tmp_path / "h.fa", {"chr1": "ACGT" * 101}))
+    with pytest.raises(GenomeMismatchError, match="was made on toy"):
+        other.fingerprint.require_same(fp.as_dict(), what="the plan", fasta=other.path)
+    fp.require_same(fp.as_dict(), what="the plan", fasta=g.path)
+
+
+def test_missing_and_malformed_fasta(tmp_path: Path) -> None:
+    with pytest.raises(InputFileError, match="does not exist"):
+        Genome(tmp_path / "absent.fa")
+    bad = tmp_path / "bad.fa"
+    bad.write_text(">c\nACGT\nAC\nACGT\n")  # ragged lines: cannot be indexed
+    with pytest.raises(InputFileError, match="cannot be indexed"):
+        Genome(bad)
+
+
+def test_ccre_bed_reader(tmp_path: Path) -> None:
+    p = tmp_path / "c.bed"
+    p.write_text("chr1\t100\t300\tEH38D1\tEH38E1\tPLS\nchr2\t5\t50\tEH38D2\tEH38E2\tCA-CTCF\n")
+    df = read_ccre_bed(p)
+    assert df["category"].tolist() == ["PLS", "CA-CTCF"] and df["start"].dtype == np.int64
+    p.write_text("chr1\t100\t300\tPLS\n")  # four columns: no category column
+    with pytest.raises(InputFileError, match="malformed"):
+        read_ccre_bed(p)
+    p.write_text("chr1\t100\t300\tEH\tEH\tenhancer\n")
+    with pytest.raises(InputFileError, match="SCREEN category"):
+        read_ccre_bed(p)
+    p.write_text("chr1\tx\t300\tEH\tEH\tPLS\n")
+    with pytest.raises(InputFileError, match="malformed"):
+        read_ccre_bed(p)
+    with pytest.raises(InputFileError, match="does not exist"):
+        read_ccre_bed(tmp_path / "none.bed")
+
+
+def test_gtf_reader(tmp_path: Path) -> None:
+    p = tmp_path / "g.gtf"
+    p.write_text(
+        "#!header\n"
+        'chr1\tX\tgene\t11\t200\t.\t-\t.\tgene_id "G1"; gene_type "protein_coding"; gene_name "A";\n'
+        'chr1\tX\texon\t11\t50\t.\t-\t.\tgene_id "G1"; transcript_id "T1"; gene_name "A";\n'
+    )
+    df = read_gtf(p)
+    assert df["feature"].tolist() == ["gene", "exon"]
+    assert df["gene_type"].tolist() == ["protein_coding", ""]
+    assert df["transcript_id"].tolist() == ["", "T1"]
+    p.write_text("chr1\tX\tgene\n")
+    with pytest.raises(InputFileError):
+        read_gtf(p)
+    p.write_text('chr1\tX\tgene\t1\t5\t.\t+\t.\tgene_id "G1";\n')
+    with pytest.raises(InputFileError, match="gene_name"):
+        read_gtf(p)
