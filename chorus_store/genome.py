@@ -96,10 +96,17 @@ class GenomeFingerprint:
         return f"{self.assembly} ({chr1}, fai sha256 {self.fai_sha256[:12]}…)"
 
     def require_same(self, expected: dict[str, Any], *, what: str, fasta: Path) -> None:
-        """Raise :class:`GenomeMismatchError` unless this FASTA is ``expected``."""
+        """Raise :class:`GenomeMismatchError` unless this FASTA is ``expected``.
+
+        Compared: the ``.fai`` (names, lengths, layout), chr1's length and the sha256 of the
+        first 64 MiB of the file (chorus's provenance fields). A change past the first
+        64 MiB with identical lengths is not detected (hashing 3 GB per build would be).
+        """
         same = (
             expected.get("fai_sha256") == self.fai_sha256
             and expected.get("chr1_length", self.chr1_length) == self.chr1_length
+            and expected.get("fasta_sha256_prefix64mb", self.fasta_sha256_prefix64mb)
+            == self.fasta_sha256_prefix64mb
         )
         if same:
             return

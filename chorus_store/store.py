@@ -386,6 +386,10 @@ class ChorusStore:
                 shape = tuple(sizes[d] for d in aspec["dims"])
                 if arr.shape != shape:
                     arr.resize(shape)
+        # array handles come from the consolidated metadata: refresh it, then reopen
+        self.consolidate()
+        self.root = zarr.open_group(str(self.path), mode="r+" if self.writable else "r",
+                                    zarr_format=3)  # fmt: skip
 
     def append_tracks(self, tracks: TrackTable) -> int:
         """Grow the store to ``tracks``, which must extend its track table; returns how many
@@ -488,8 +492,9 @@ class ChorusStore:
 
         out = {}
         for gname in load_schema()["groups"]:
-            out[gname] = xr.open_zarr(str(self.path), group=gname, consolidated=False,
-                                      zarr_format=3)  # fmt: skip
+            ds = xr.open_zarr(str(self.path), group=gname, zarr_format=3)
+            # coordinates are small and used for selection: load them, keep data lazy
+            out[gname] = ds.assign_coords({k: ds[k].load() for k in ds.coords})
         return out
 
     def iter_shards(self, group: str) -> Iterator[tuple[int, int, int]]:

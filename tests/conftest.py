@@ -20,3 +20,26 @@ def demo_inputs(tmp_path_factory: pytest.TempPathFactory) -> DemoInputs:
 @pytest.fixture(scope="session")
 def session_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("session")
+
+
+@pytest.fixture(scope="session")
+def small_build(session_dir: Path, demo_inputs: DemoInputs) -> tuple[Path, Path]:
+    """A finished small demo build (store, NPZ), made once; tests must not modify it."""
+    from .helpers import run_all, small_recipe
+
+    root = session_dir / "small"
+    root.mkdir()
+    store = root / "demo.zarr"
+    npz = root / "demo_pertrack.npz"
+    run_all(store, demo_inputs, small_recipe(root), npz)
+    return store, npz
+
+
+@pytest.fixture()
+def small_copy(small_build: tuple[Path, Path], tmp_path: Path) -> Path:
+    """A private copy of the finished small store, free to modify."""
+    import shutil
+
+    dst = tmp_path / "demo.zarr"
+    shutil.copytree(small_build[0], dst)
+    return dst

@@ -42,12 +42,12 @@ class CallableOracle(Oracle):
                 src = inspect.getsource(fn)
             except (OSError, TypeError):
                 src = repr(fn)
-            identity = hashlib.sha256(src.encode()).hexdigest()
+            name_and_source = f"{getattr(fn, '__qualname__', '')}\n{src}"
+            identity = hashlib.sha256(name_and_source.encode()).hexdigest()
         self.identity = identity
 
     def describe(self) -> dict[str, Any]:
-        return {"adapter": "callable", "callable": getattr(self.fn, "__qualname__", repr(self.fn)),
-                "identity": self.identity}  # fmt: skip
+        return {"adapter": "callable", "identity": self.identity}
 
     def _predict_batch(self, onehot: np.ndarray) -> dict[int, np.ndarray]:
         out = self.fn(onehot)

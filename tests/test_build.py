@@ -1,0 +1,290 @@
+"""The build: resume, idempotence, appends, refusals, concurrency, faults."""
+
+from __future__ import annotations
+
+import errno
+import importlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from chorus_store import (
+    CallableOracle,
+    ChorusStore,
+    OutputHead,
+    add_rows,
+    add_tracks,
+    build,
+    export,
+    reduce,
+    status,
+)
+from chorus_store.demo import DemoInputs
+from chorus_store.errors import (
+    GenomeMismatchError,
+    IncompleteStageError,
+    OracleMismatchError,
+    PredictionError,
+    StoreLockedError,
+    TrackTableMismatchError,
+    WriteError,
+)
+from chorus_store.plan import read_rows_table
+
+from .helpers import composition_oracle, composition_oracle_fn, plan_small, small_recipe
+
+CLI = [sys.executable, "-m", "chorus_store.cli"]
+
+
+def _records(store: Path, group: str) -> dict[str, np.ndarray]:
+    s = ChorusStore.open(store)
+    names = ("summary", "perbin") if group == "baselines" else ("ref_summary", "alt_summary", "effect")
+    return {n: s.read(f"{group}/{n}") for n in names}
+
+
+def test_rerun_of_a_finished_build_calls_the_oracle_zero_times(small_copy: Path) -> None:
+    oracle = small_recipe(small_copy.parent).load_oracle()
+    report = build(small_copy, oracle=oracle, progress=False)
+    assert oracle.calls == 0 and report.oracle_calls == 0
+    assert report.rows_built == {"baselines": 0, "variants": 0} and report.tasks == 0
+
+
+def _faulty(after_calls: int, *, nan: bool = True, shape: tuple[int, ...] | None = None) -> CallableOracle:
+    """The composition oracle, failing after some calls (a transient fault, same identity)."""
+    state = {"calls": 0}
+
+    def fn(onehot: np.ndarray) -> dict[int, np.ndarray]:
+        state["calls"] += 1
+        out = composition_oracle_fn(onehot)
+        if state["calls"] > after_calls:
+            if shape is not None:
+                return {128: np.zeros(shape, np.float32)}
+            out[128][1, 5, 3] = np.nan if nan else np.inf
+        return out
+
+    return CallableOracle(fn, name="demo", input_length=16384, heads=(OutputHead(128, 64, 36),),
+                          identity=composition_oracle().identity)  # fmt: skip
+
+
+def test_nan_predictions_are_refused_and_nothing_written_is_lost(
+    tmp_path: Path, demo_inputs: DemoInputs
+) -> None:
+    recipe = small_recipe(tmp_path)
+    store = tmp_path / "s.zarr"
+    plan_small(store, demo_inputs, recipe)
+    with pytest.raises(PredictionError, match=r"returned nan for track .* at chr\d:\d+"):
+        build(store, oracle=_faulty(after_calls=9), part="baselines", progress=False)
+    done = ChorusStore.open(store).read("baselines/done_rows")
+    finished = (done == 32).all(axis=1)
+    assert finished[:2].all() and not finished.all()  # 2 shards of 32 rows = 8 calls of 8
+    before = _records(store, "baselines")
+    # a clean oracle with the same identity resumes and touches only what was pending
+    build(store, oracle=composition_oracle(), progress=False)
+    after = _records(store, "baselines")
+    np.testing.assert_array_equal(after["summary"][:64], before["summary"][:64])
+    assert not np.isnan(after["summary"][finished.repeat(32)[: len(after["summary"])]]).all()
+
+    fresh = tmp_path / "fresh.zarr"
+    plan_small(fresh, demo_inputs, recipe)
+    build(fresh, oracle=composition_oracle(), progress=False)
+    for name, values in _records(fresh, "baselines").items():
+        np.testing.assert_array_equal(values, after[name])
+
+
+def test_inf_and_wrongly_shaped_predictions_are_refused(tmp_path: Path, demo_inputs: DemoInputs) -> None:
+    store = tmp_path / "s.zarr"
+    plan_small(store, demo_inputs, small_recipe(tmp_path))
+    with pytest.raises(PredictionError, match="returned inf"):
+        build(store, oracle=_faulty(0, nan=False), progress=False)
+    with pytest.raises(PredictionError, match=r"shape \(8, 32, 36\).*expected \(8, 64, 36\)"):
+        build(store, oracle=_faulty(0, shape=(8, 32, 36)), progress=False)
+    assert (ChorusStore.open(store).read("baselines/done_rows") == 0).all()
+    assert status(store)["claims"] == []  # a refused build leaves no claims behind
+
+
+def test_resume_with_other_weights_fasta_or_tracks_is_refused(
+    tmp_path: Path, demo_inputs: DemoInputs
+) -> None:
+    recipe = small_recipe(tmp_path)
+    store = tmp_path / "s.zarr"
+    plan_small(store, demo_inputs, recipe)
+    build(store, part="variants", progress=False)
+    weights = tmp_path / "weights.pt"
+    import torch
+
+    state = torch.load(recipe.oracle["weights"], weights_only=True)
+    state["head.2.bias"] += 0.01
+    torch.save(state, weights)
+    with pytest.raises(OracleMismatchError, match="weights_sha256"):
+        build(store, weights=str(weights), progress=False)
+    fasta = tmp_path / "g.fa"
+    shutil.copy(demo_inputs.fasta, fasta)
+    with fasta.open("r+b") as fh:  # same lengths, one base changed: the FAI still matches
+        fh.seek(200)
+        base = fh.read(1)
+        fh.seek(200)
+        fh.write(b"A" if base != b"A" else b"C")
+    Path(str(fasta) + ".fai").unlink(missing_ok=True)
+    with pytest.raises(GenomeMismatchError, match="Pass the FASTA"):
+        build(store, fasta=fasta, progress=False)
+    other = small_recipe(tmp_path, n_tracks=30)
+    with pytest.raises(TrackTableMismatchError, match="differs"):
+        build(store, recipe=other, progress=False)
+    with pytest.raises(IncompleteStageError, match="chorus-store build"):
+        reduce(store, progress=False)
+    assert build(store, progress=False).rows_built["baselines"] > 0  # the original inputs resume
+
+
+def test_a_second_writer_is_refused_and_a_dead_ones_claims_are_taken_over(
+    tmp_path: Path, demo_inputs: DemoInputs
+) -> None:
+    store = tmp_path / "s.zarr"
+    plan_small(store, demo_inputs, small_recipe(tmp_path))
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sys, time, pathlib; from chorus_store.locks import acquire;"
+         "acquire(pathlib.Path(sys.argv[1]), ['build/baselines/s000001-t0001'], store='s',"
+         " command='another build'); print('held', flush=True); time.sleep(120)",
+         str(store)],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(StoreLockedError, match=f"pid {holder.pid} .*another build.*unlock"):
+            build(store, oracle=composition_oracle(), progress=False)
+        assert (ChorusStore.open(store).read("baselines/done_rows") == 0).all()
+        # a disjoint part is not blocked
+        build(store, oracle=composition_oracle(), part="variants", progress=False)
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    report = build(store, oracle=composition_oracle(), progress=False)  # stale claim taken over
+    assert report.rows_built["baselines"] == len(ChorusStore.open(store).positions)
+
+
+def _wait_for(predicate, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > end:
+            raise TimeoutError
+        time.sleep(0.05)
+
+
+def test_two_processes_build_disjoint_parts_and_overlap_is_refused(
+    tmp_path: Path, demo_inputs: DemoInputs, small_build: tuple[Path, Path]
+) -> None:
+    store = tmp_path / "demo.zarr"
+    plan_small(store, demo_inputs, small_recipe(tmp_path))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    a = subprocess.Popen([*CLI, "build", str(store), "--part", "baselines", "--no-progress"],
+                         env=env, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    locks = store / ".chorus-locks" / "build" / "baselines"
+    _wait_for(lambda: locks.is_dir() and any(locks.iterdir()) or a.poll() is not None)
+    b = subprocess.run([*CLI, "build", str(store), "--part", "variants", "--no-progress"],
+                       env=env, capture_output=True, text=True)  # fmt: skip
+    overlap = subprocess.run([*CLI, "build", str(store), "--no-progress"], env=env,
+                             capture_output=True, text=True)  # fmt: skip
+    a_err = a.communicate()[1]
+    assert a.returncode == 0, a_err
+    assert b.returncode == 0, b.stderr
+    if ChorusStore.open(store).read("baselines/done_rows").min() == 0 or overlap.returncode:
+        assert overlap.returncode == 2 and "StoreLockedError" in overlap.stderr
+    reduce(store, progress=False)
+    npz = export(store, out=tmp_path / "out.npz")
+    assert npz.read_bytes() == small_build[1].read_bytes()
+
+
+def test_adding_tracks_computes_only_the_new_tracks(
+    tmp_path: Path, demo_inputs: DemoInputs, small_build: tuple[Path, Path]
+) -> None:
+    store = tmp_path / "demo.zarr"
+    plan_small(store, demo_inputs, small_recipe(tmp_path, n_tracks=20))
+    build(store, progress=False)
+    before = _records(store, "variants")
+    touched = []
+    build_module = importlib.import_module("chorus_store.build")  # the module, not the function
+    original = build_module._write_task
+
+    def spy(s, task, arrays):  # type: ignore[no-untyped-def]
+        touched.append(task.tracks)
+        original(s, task, arrays)
+
+    added = add_tracks(store, small_recipe(tmp_path))
+    assert added == 16
+    build_module._write_task = spy
+    try:
+        build(store, progress=False)
+    finally:
+        build_module._write_task = original
+    assert touched and all(min(t) >= 20 for t in touched)  # old tracks never rewritten
+    after = _records(store, "variants")
+    for name, values in before.items():
+        np.testing.assert_array_equal(after[name][:, :20], values)
+    reduce(store, progress=False)
+    assert export(store, out=tmp_path / "o.npz").read_bytes() == small_build[1].read_bytes()
+
+
+def test_adding_positions_and_snps_computes_only_them(small_copy: Path, tmp_path: Path) -> None:
+    before = {g: _records(small_copy, g) for g in ("baselines", "variants")}
+    n_pos = len(ChorusStore.open(small_copy).positions)
+    table = tmp_path / "extra.tsv"
+    table.write_text("chrom\tpos\tstratum\n" + "".join(
+        f"chr2\t{300_000 + 7_919 * i}\textra\n" for i in range(10)))  # fmt: skip
+    assert add_rows(small_copy, "baselines", read_rows_table(table, ("chrom", "pos", "stratum"))) == 10
+    snps = tmp_path / "snps.tsv"
+    s = ChorusStore.open(small_copy)
+    from chorus_store import Genome
+
+    g = Genome(s.attrs["genome"]["fasta_path"])
+    rows = [(p, g.base("chr3", p)) for p in range(500_001, 500_200, 37)]
+    snps.write_text("chrom\tpos\tref\talt\tstratum\n" + "".join(
+        f"chr3\t{p}\t{r}\t{'A' if r != 'A' else 'G'}\textra\n" for p, r in rows))  # fmt: skip
+    add_rows(small_copy, "variants", read_rows_table(snps, ("chrom", "pos", "ref", "alt", "stratum")))
+    oracle = small_recipe(tmp_path).load_oracle()
+    report = build(small_copy, oracle=oracle, progress=False)
+    assert report.rows_built == {"baselines": 10, "variants": len(rows)}
+    assert report.sequences == 10 + 2 * len(rows)  # nothing else went through the model
+    for group, records in before.items():
+        after = _records(small_copy, group)
+        for name, values in records.items():
+            np.testing.assert_array_equal(after[name][: len(values)], values)
+    st = status(small_copy)
+    assert st["plan"]["positions"]["extra"] == {"planned": 10, "usable": 10}
+    assert len(ChorusStore.open(small_copy).positions) == n_pos + 10
+    reduce(small_copy, progress=False)
+    export(small_copy, out=tmp_path / "o.npz")
+
+
+def test_a_full_disk_fails_cleanly_and_the_build_resumes(
+    tmp_path: Path, demo_inputs: DemoInputs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = tmp_path / "s.zarr"
+    plan_small(store, demo_inputs, small_recipe(tmp_path))
+    import zarr.storage._local as local
+
+    real_put = local._put
+    calls = {"n": 0}
+
+    def full_disk(path, value, exclusive=False):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] > 12 and "/c/" in str(path):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_put(path, value, exclusive=exclusive)
+
+    monkeypatch.setattr(local, "_put", full_disk)
+    with pytest.raises(WriteError, match="disk is full.*re-run `chorus-store build"):
+        build(store, oracle=composition_oracle(), progress=False)
+    monkeypatch.setattr(local, "_put", real_put)
+    done_before = ChorusStore.open(store).read("baselines/done_rows")
+    assert 0 < (done_before > 0).sum() < done_before.size
+    assert not list(store.rglob("*.partial"))
+    build(store, oracle=composition_oracle(), progress=False)
+    reduce(store, progress=False)
+    export(store, out=tmp_path / "o.npz")

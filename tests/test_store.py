@@ -1,0 +1,115 @@
+"""The Zarr store: schema, attributes, xarray views, checksums."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+import zarr
+
+from chorus_store import ChorusStore, open_store, reduce, verify
+from chorus_store.build import build
+from chorus_store.errors import CorruptChunkError, SchemaError
+from chorus_store.export import export
+
+
+def test_root_attributes_record_provenance(small_build: tuple[Path, Path]) -> None:
+    attrs = ChorusStore.open(small_build[0]).attrs
+    assert attrs["schema_version"] == 1
+    assert attrs["software_version"]
+    assert len(attrs["oracle"]["fingerprint"]) == 64
+    assert attrs["oracle"]["description"]["weights_sha256"]
+    assert attrs["genome"]["assembly"] == "chorus-store-demo-v1"
+    assert len(attrs["genome"]["fai_sha256"]) == 64
+    assert attrs["plan"]["seeds"] == {"random": 789, "ccre": 456, "tss": 111, "gene_body": 222,
+                                      "snps": 42, "perbin": 999}  # fmt: skip
+    assert attrs["plan"]["config"]["n_random"] == 96
+    assert len(attrs["tracks"]["sha256"]) == 64 and attrs["tracks"]["n_tracks"] == 36
+    assert attrs["layout"]["position_shard_rows"] == 32
+
+
+def test_arrays_are_sharded_with_checksums(small_build: tuple[Path, Path]) -> None:
+    arr = zarr.open_array(str(small_build[0] / "baselines" / "perbin"))
+    assert arr.shards == (32, 32, 16) and arr.chunks == (32, 32, 8)
+    codecs = json.dumps(arr.metadata.to_dict()["codecs"])
+    assert "sharding_indexed" in codecs and codecs.count("crc32c") == 2  # chunks and index
+
+
+def test_open_store_gives_named_dims_and_coords(small_build: tuple[Path, Path]) -> None:
+    ds = open_store(small_build[0])
+    base = ds["baselines"]
+    assert base.summary.dims == ("position", "track")
+    assert base.perbin.dims == ("position", "bin_sample", "track")
+    assert {"chrom", "pos", "stratum", "track"} <= set(base.coords)
+    liver = base.summary.sel(track="DEMO-DNASE-liver")
+    assert liver.dims == ("position",) and np.isfinite(liver.values).sum() > 100
+    cage_at_ccre = base.summary.sel(track="CNhsDEMO01").where(base.stratum == "ccre", drop=True)
+    assert np.isnan(cage_at_ccre.values).all()  # CAGE routing (spec 4.4)
+    var = ds["variants"]
+    assert {"chrom", "pos", "ref", "alt", "stratum"} <= set(var.coords)
+    assert ds["reductions/effect"].grid.dims == ("track", "quantile")
+    assert ds["plan/positions"].bin_index.dims == ("position", "head", "bin_sample")
+
+
+def test_raw_xarray_open_zarr_works_without_warnings(small_build: tuple[Path, Path]) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = xr.open_zarr(small_build[0], group="variants")
+    assert ds.effect.sel(track="K562").dims == ("variant",)
+
+
+def test_validate_names_every_problem(small_copy: Path) -> None:
+    ChorusStore.open(small_copy).validate()
+    shutil.rmtree(small_copy / "variants" / "effect")
+    g = zarr.open_group(str(small_copy), mode="r+")
+    g["baselines/summary"].resize((3, 36))
+    zarr.consolidate_metadata(str(small_copy))
+    with pytest.raises(SchemaError) as err:
+        ChorusStore.open(small_copy).validate()
+    assert "'variants/effect' missing" in str(err.value)
+    assert "'baselines/summary' has shape (3, 36)" in str(err.value)
+
+
+def test_unknown_schema_version_is_refused(small_copy: Path) -> None:
+    g = zarr.open_group(str(small_copy), mode="r+")
+    attrs = dict(g.attrs["chorus_store"])
+    attrs["schema_version"] = 99
+    g.attrs["chorus_store"] = attrs
+    with pytest.raises(SchemaError, match="schema v99"):
+        ChorusStore.open(small_copy)
+    with pytest.raises(SchemaError, match="not a chorus-store"):
+        ChorusStore.open(small_copy / "baselines")
+
+
+def _flip_a_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 3] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_a_corrupted_chunk_is_an_error_and_is_repaired(
+    small_copy: Path, small_build: tuple[Path, Path], tmp_path: Path
+) -> None:
+    shard = small_copy / "baselines" / "summary" / "c" / "2" / "0"
+    _flip_a_byte(shard)
+    store = ChorusStore.open(small_copy)
+    with pytest.raises(CorruptChunkError, match="verify .* --repair"):
+        store.read("baselines/summary", (slice(64, 96), slice(0, 16)))
+    # the reduce reads every value: it refuses rather than ranking against garbage
+    ChorusStore.open(small_copy, mode="r+").array("reductions/summary/fingerprint")[0] = ""
+    with pytest.raises(CorruptChunkError):
+        reduce(small_copy, progress=False)
+    report = verify(small_copy)
+    assert report["damaged_shards"] == ["baselines/summary shard 2 track-shard 0"]
+    verify(small_copy, repair=True)
+    assert verify(small_copy)["damaged_shards"] == []
+    rebuilt = build(small_copy, progress=False)
+    assert rebuilt.rows_built == {"baselines": 32, "variants": 0}  # exactly the damaged shard
+    reduce(small_copy, progress=False)
+    npz = export(small_copy, out=tmp_path / "out.npz")
+    assert npz.read_bytes() == small_build[1].read_bytes()
