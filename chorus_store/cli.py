@@ -49,16 +49,20 @@ def _parse_shard(value: Optional[str]) -> tuple[int, int] | None:
     return k, n
 
 
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"chorus-store {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
-    version: Annotated[bool, typer.Option("--version", help="Print the version.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version.")] = False,  # fmt: skip
 ) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")  # fmt: skip
-    if version:
-        out.print(f"chorus-store {__version__}")
-        raise typer.Exit()
 
 
 @app.command()

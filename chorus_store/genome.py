@@ -9,7 +9,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -144,6 +146,7 @@ class Genome:
         if not self.path.is_file():
             raise InputFileError(f"FASTA {self.path} does not exist; pass an existing --fasta")
         try:
+            self._ensure_index()
             self._fasta = pyfaidx.Fasta(
                 str(self.path), as_raw=True, sequence_always_upper=True, rebuild=False
             )
@@ -160,6 +163,28 @@ class Genome:
         self._n_runs: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._lock = threading.Lock()
         self._fingerprint: GenomeFingerprint | None = None
+
+    def _ensure_index(self) -> None:
+        """Build the ``.fai`` if missing or older than the FASTA, atomically.
+
+        pyfaidx writes an index in place; a process killed meanwhile would leave a
+        truncated index that later reads trust. Building it under a temporary name and
+        renaming it into place leaves either no index or a whole one.
+        """
+        fai = self.fai_path
+        if fai.is_file() and fai.stat().st_mtime >= self.path.stat().st_mtime:
+            return
+        tmp = fai.with_name(f".{fai.name}.{uuid.uuid4().hex}.partial")
+        try:
+            pyfaidx.Faidx(str(self.path), indexname=str(tmp), rebuild=True).close()
+            os.replace(tmp, fai)
+        except PermissionError as exc:
+            raise InputFileError(
+                f"cannot write the index {fai} next to the FASTA ({exc}); index it where it "
+                f"is writable (`samtools faidx {self.path}`) or copy the FASTA"
+            ) from exc
+        finally:
+            tmp.unlink(missing_ok=True)
 
     # -- identity ----------------------------------------------------------------------
     @property

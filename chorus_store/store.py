@@ -11,6 +11,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import os
+import shutil
+import uuid
 import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -141,12 +144,15 @@ class ChorusStore:
         ``positions`` and ``variants`` carry ``usable``/``reject_reason`` columns;
         ``bin_index`` is ``(positions, heads, bin_samples)``.
         """
-        path = Path(path).expanduser().resolve()
-        if path.exists() and any(path.iterdir()):
+        final = Path(path).expanduser().resolve()
+        if final.exists() and any(final.iterdir()):
             raise StoreMismatchError(
-                f"{path} already exists and is not empty; choose a new store path, or "
-                f"resume the existing store with `chorus-store build {path}`"
+                f"{final} already exists and is not empty; choose a new store path, or "
+                f"resume the existing store with `chorus-store build {final}`"
             )
+        # build the store under a temporary name and rename it into place: a process
+        # killed while creating leaves no half-made store behind
+        path = final.with_name(f".{final.name}.creating-{uuid.uuid4().hex[:12]}")
         root = zarr.open_group(str(path), mode="w", zarr_format=3)
         store = cls(path, root, writable=True)
         full = {
@@ -182,7 +188,12 @@ class ChorusStore:
         full["tracks"] = {"n_tracks": len(tracks), "sha256": tracks.sha256()}
         store.set_attrs(full)
         store.consolidate()
-        return store
+        try:
+            os.rename(path, final)  # replaces an empty directory; fails on a non-empty one
+        except OSError as exc:
+            shutil.rmtree(path, ignore_errors=True)
+            raise StoreMismatchError(f"{final} was created by another process meanwhile") from exc
+        return cls.open(final, mode="r+")
 
     @classmethod
     def open(cls, path: str | Path, *, mode: str = "r") -> ChorusStore:

@@ -1,0 +1,119 @@
+"""The reduce: chorus's grid rules, exactness against the stored values, resumption."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from chorus_store import ChorusStore, open_store, reduce
+from chorus_store.reduce import grid_block, grid_row
+
+P = 10_000
+
+
+def chorus_to_cdf_row(arr: np.ndarray, n_points: int = P) -> np.ndarray:
+    """chorus's ReservoirSampler.to_cdf_matrix for one exact (unthinned) track, verbatim rules."""
+    row = np.zeros(n_points, dtype=np.float64)
+    n = len(arr)
+    if n == 0:
+        return row
+    if n >= n_points:
+        return arr[np.linspace(0, n - 1, n_points, dtype=int)]
+    return np.interp(np.linspace(0, 1, n_points), np.arange(n) / n, arr)
+
+
+finite = st.floats(-1e6, 1e6, allow_nan=False, width=32)
+
+
+@settings(max_examples=60, deadline=None)
+@given(values=arrays(np.float32, st.integers(0, 25_000), elements=finite))
+def test_grid_row_is_chorus_grid(values: np.ndarray) -> None:
+    v = np.sort(values).astype(np.float64)
+    ours = grid_row(v)
+    assert np.array_equal(ours, chorus_to_cdf_row(v))
+    n = len(v)
+    if n == 0:
+        assert (ours == 0).all()
+        return
+    assert ours[0] == v[0] and ours[-1] == v[-1]
+    assert (np.diff(ours) >= 0).all()
+    if n >= P:  # every slot is an exact order statistic of the sample
+        assert np.isin(ours, v).all()
+    elif v[0] != v[-1] and len(np.unique(v)) == n:
+        # never padded: the first maximum sits where interpolation puts it (spec 5.4)
+        assert int(np.argmax(ours)) == math.ceil((P - 1) * (n - 1) / n)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    block=arrays(np.float32, st.tuples(st.integers(0, 300), st.integers(1, 12)),
+                 elements=st.one_of(finite, st.just(np.nan))),
+    cut=st.integers(0, 12), data=st.data(),
+)  # fmt: skip
+def test_grid_block_does_not_depend_on_partition(block: np.ndarray, cut: int, data: st.DataObject) -> None:
+    absolute = np.asarray(data.draw(st.lists(st.booleans(), min_size=block.shape[1],
+                                             max_size=block.shape[1])))  # fmt: skip
+    whole_g, whole_n = grid_block(block, absolute, 500)
+    cut = min(cut, block.shape[1])
+    parts = [grid_block(block[:, a:b], absolute[a:b], 500) for a, b in ((0, cut), (cut, block.shape[1]))]
+    assert np.array_equal(whole_g, np.concatenate([p[0] for p in parts]))
+    assert np.array_equal(whole_n, np.concatenate([p[1] for p in parts]))
+    assert (whole_n == (~np.isnan(block)).sum(axis=0)).all()  # NaN = not sampled, not counted
+
+
+def test_every_grid_is_the_exact_order_statistics_of_the_store(small_build: tuple[Path, Path]) -> None:
+    store_path, npz = small_build
+    ds = open_store(store_path)
+    z = np.load(npz, allow_pickle=False)
+    signed = ds["tracks"].signed.values
+    layers = {
+        "effect": ds["variants"].effect.values,
+        "summary": ds["baselines"].summary.values,
+        "perbin": ds["baselines"].perbin.values.reshape(-1, len(signed)),
+    }
+    for layer, values in layers.items():
+        for t in range(values.shape[1]):
+            v = values[:, t]
+            v = v[~np.isnan(v)].astype(np.float64)
+            if layer == "effect" and not signed[t]:
+                v = np.abs(v)
+            expected = chorus_to_cdf_row(np.sort(v)).astype(np.float32)
+            assert np.array_equal(z[f"{layer}_cdfs"][t], expected), (layer, t)
+            assert z[f"{layer}_counts"][t] == len(v) == z[f"{layer}_retained"][t]
+    # the CAGE tracks' summary skips cCRE positions; per-bin does not
+    pos = ds["plan/positions"]
+    usable = pos.usable.values
+    n_ccre = int((usable & (pos.stratum.values == "ccre")).sum())
+    cage = list(ds["tracks"].assay_type.values).index("CAGE")
+    assert z["summary_counts"][cage] == usable.sum() - n_ccre
+    assert z["perbin_counts"][cage] == usable.sum() * 32
+
+
+def test_reduce_resumes_only_stale_blocks(small_copy: Path) -> None:
+    store = ChorusStore.open(small_copy, mode="r+")
+    grid_before = store.read("reductions/perbin/grid")
+    store.array("reductions/perbin/fingerprint")[2] = ""
+    store.array("reductions/perbin/grid")[16:24] = 0.0  # what an interrupted block may leave
+    report = reduce(small_copy, progress=False)
+    assert report.blocks_computed == {"effect": 0, "summary": 0, "perbin": 1}
+    assert np.array_equal(ChorusStore.open(small_copy).read("reductions/perbin/grid"), grid_before)
+    again = reduce(small_copy, progress=False)
+    assert sum(again.blocks_computed.values()) == 0 and again.values_reduced == 0
+
+
+@pytest.mark.parametrize("scheduler", ["sync", "processes"])
+def test_reduce_result_does_not_depend_on_the_dask_scheduler(small_copy: Path, scheduler: str) -> None:
+    store = ChorusStore.open(small_copy, mode="r+")
+    before = {l: store.read(f"reductions/{l}/grid") for l in ("effect", "summary", "perbin")}
+    for layer in before:
+        store.array(f"reductions/{layer}/fingerprint")[:] = ""
+    reduce(small_copy, scheduler=scheduler, num_workers=2, progress=False)
+    after = ChorusStore.open(small_copy)
+    for layer, grid in before.items():
+        assert np.array_equal(after.read(f"reductions/{layer}/grid"), grid)
