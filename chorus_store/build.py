@@ -407,8 +407,7 @@ def run_tasks(
             preds = ctx.oracle.predict(batch.onehot)
             report.oracle_seconds += time.perf_counter() - t0
             report.sequences += len(batch.rows)
-            stats.check_finite(preds, batch.labels)
-            summaries = stats.summaries(preds)
+            summaries = stats.summaries(preds, batch.labels)
             if task.group == "baselines":
                 buf["summary"][batch.rows] = summaries
                 if stats.has_bins:
@@ -416,7 +415,7 @@ def run_tasks(
                         bins_cache[batch.task] = ctx.store.read(
                             "plan/positions/bin_index", slice(task.start, task.stop))
                     bins = bins_cache[batch.task][batch.rows]
-                    buf["perbin"][batch.rows] = stats.perbin(preds, bins)
+                    buf["perbin"][batch.rows] = stats.perbin(preds, bins, batch.labels)
             else:
                 ref = batch.allele == 0
                 buf["ref"][batch.rows[ref]] = summaries[ref]

@@ -71,23 +71,25 @@ class TrackStats:
         self.has_bins = any(not self.heads[r].is_scalar for r in self.head_tracks)
 
     # ------------------------------------------------------------------------------
-    def check_finite(self, preds: dict[int, np.ndarray], labels: list[str]) -> None:
-        """Refuse NaN/inf in any column a selected track reads, naming where it is."""
-        for r, (_, cols) in self.head_tracks.items():
-            used = preds[r][..., cols]
-            finite = np.isfinite(used)
-            if not finite.all():
-                bad = np.argwhere(~finite)[0]
-                which = self.track_ids[int(self.head_tracks[r][0][bad[-1]])]
-                raise PredictionError(
-                    f"the oracle returned {used[tuple(bad)]} for track {which!r} at "
-                    f"{labels[int(bad[0])]} ({r} bp head); NaN/inf predictions are refused "
-                    f"and nothing was written for this chunk. Check the model and its inputs "
-                    f"(weights, dtype, device) and re-run `chorus-store build`."
-                )
+    def _refuse_non_finite(self, values: np.ndarray, labels: list[str], what: str) -> None:
+        """Raise PredictionError naming the first non-finite record (batch, ..., track)."""
+        finite = np.isfinite(values)
+        if finite.all():
+            return
+        bad = np.argwhere(~finite)[0]
+        raise PredictionError(
+            f"the oracle returned {values[tuple(bad)]} in the {what} of track "
+            f"{self.track_ids[int(bad[-1])]!r} at {labels[int(bad[0])]}; NaN/inf predictions are "
+            f"refused and nothing was written for this chunk. Check the model and its inputs "
+            f"(weights, dtype, device) and re-run `chorus-store build`."
+        )
 
-    def summaries(self, preds: dict[int, np.ndarray]) -> np.ndarray:
-        """Window statistic per sequence and selected track, ``(batch, n)`` float64."""
+    def summaries(self, preds: dict[int, np.ndarray], labels: list[str]) -> np.ndarray:
+        """Window statistic per sequence and selected track, ``(batch, n)`` float64.
+
+        Every value that reaches the store is checked: a NaN/inf prediction inside any
+        track's window raises :class:`PredictionError` naming the position and track.
+        """
         batch = next(iter(preds.values())).shape[0]
         out = np.empty((batch, self.n), dtype=np.float64)
         for g in self.span_groups:
@@ -97,9 +99,10 @@ class TrackStats:
                 continue
             window = pred[:, g.start : g.stop][:, :, g.columns].astype(np.float64)
             out[:, g.positions] = window.mean(axis=1) if g.mean else window.sum(axis=1)
+        self._refuse_non_finite(out, labels, "window statistic")
         return out
 
-    def perbin(self, preds: dict[int, np.ndarray], bin_index: np.ndarray) -> np.ndarray:
+    def perbin(self, preds: dict[int, np.ndarray], bin_index: np.ndarray, labels: list[str]) -> np.ndarray:
         """Values at each sequence's sampled bins, ``(batch, bin_samples, n)`` float32.
 
         ``bin_index`` is ``(batch, heads, bin_samples)``; -1 entries (fewer bins than
@@ -115,6 +118,7 @@ class TrackStats:
             valid = idx >= 0
             vals = np.take_along_axis(preds[r], np.where(valid, idx, 0)[:, :, None], axis=1)
             vals = vals[:, :, cols]
+            self._refuse_non_finite(np.where(valid[:, :, None], vals, 0), labels, "sampled bins")
             vals[~valid] = np.nan
             out[:, :, pos] = vals
         return out

@@ -66,7 +66,7 @@ def _faulty(after_calls: int, *, nan: bool = True, shape: tuple[int, ...] | None
         if state["calls"] > after_calls:
             if shape is not None:
                 return {128: np.zeros(shape, np.float32)}
-            out[128][1, 5, 3] = np.nan if nan else np.inf
+            out[128][1, 32, 3] = np.nan if nan else np.inf  # inside the window
         return out
 
     return CallableOracle(fn, name="demo", input_length=16384, heads=(OutputHead(128, 64, 36),),
@@ -79,7 +79,7 @@ def test_nan_predictions_are_refused_and_nothing_written_is_lost(
     recipe = small_recipe(tmp_path)
     store = tmp_path / "s.zarr"
     plan_small(store, demo_inputs, recipe)
-    with pytest.raises(PredictionError, match=r"returned nan for track .* at chr\d:\d+"):
+    with pytest.raises(PredictionError, match=r"returned nan in the .* of track .* at chr\d:\d+"):
         build(store, oracle=_faulty(after_calls=9), part="baselines", progress=False)
     done = ChorusStore.open(store).read("baselines/done_rows")
     finished = (done == 32).all(axis=1)

@@ -121,7 +121,14 @@ class Oracle(ABC):
                 block = np.concatenate([block, pad])
             for r, arr in self._checked(np.ascontiguousarray(block, dtype=np.float32)).items():
                 parts[r].append(arr[:m])
-        return {r: np.concatenate(p) if p else np.zeros((0,), np.float32) for r, p in parts.items()}
+        if n == 0:
+            return {h.resolution_bp: np.zeros((0, *self._shape(h)[1:]), np.float32) for h in self.heads}
+        return {r: p[0] if len(p) == 1 else np.concatenate(p) for r, p in parts.items()}
+
+    def _shape(self, head: OutputHead) -> tuple[int, ...]:
+        if head.is_scalar:
+            return (self.batch_size, head.n_columns)
+        return (self.batch_size, head.n_bins, head.n_columns)
 
     def _checked(self, block: np.ndarray) -> dict[int, np.ndarray]:
         self.calls += 1
@@ -134,11 +141,7 @@ class Oracle(ABC):
                     f"{head.resolution_bp} bp head; fix the recipe's [[oracle.heads]]"
                 )
             arr = np.asarray(raw[head.resolution_bp], dtype=np.float32)
-            want = (
-                (self.batch_size, head.n_columns)
-                if head.is_scalar
-                else (self.batch_size, head.n_bins, head.n_columns)
-            )
+            want = self._shape(head)
             if arr.shape != want:
                 raise PredictionError(
                     f"{self.name} returned shape {arr.shape} for its {head.resolution_bp} bp "
