@@ -49,8 +49,13 @@ class ReservoirSampler:
         return out
 
 
-def baseline_position(pred: np.ndarray, spans: list[tuple[int, int]], bins: np.ndarray,
-                      summary: ReservoirSampler, perbin: ReservoirSampler) -> None:  # fmt: skip
+def baseline_position(
+    pred: np.ndarray,
+    spans: list[tuple[int, int]],
+    bins: np.ndarray,
+    summary: ReservoirSampler,
+    perbin: ReservoirSampler,
+) -> None:
     """chorus's per-position baseline loop over tracks (spec §4.6, builder code shape)."""
     for t, (ws, we) in enumerate(spans):
         summary.add(t, float(np.sum(pred[ws:we, t])))

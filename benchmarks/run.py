@@ -45,12 +45,16 @@ def peak_rss_mb() -> float:
 
 
 def enformer_tracks(tmp: Path) -> Path:
-    meta = pd.read_csv(HERE.parent / "builders" / "enformer" / "enformer_human_targets.txt", sep="\t")
-    table = pd.DataFrame({
-        "track_id": meta["identifier"],
-        "assay_type": meta["description"].str.split(":").str[0],
-        "description": meta["description"],
-    })  # fmt: skip
+    meta = pd.read_csv(
+        HERE.parent / "builders" / "enformer" / "enformer_human_targets.txt", sep="\t"
+    )
+    table = pd.DataFrame(
+        {
+            "track_id": meta["identifier"],
+            "assay_type": meta["description"].str.split(":").str[0],
+            "description": meta["description"],
+        }
+    )
     path = tmp / "enformer_tracks.tsv"
     table.to_csv(path, sep="\t", index=False)
     return path
@@ -73,13 +77,24 @@ def part_build_zero(work: Path, quick: bool) -> dict[str, Any]:
         oracle={"adapter": "callable", "callable": "none:none", "input_length": L, "batch_size": B},
         heads=heads,
         tracks_table=str(enformer_tracks(work)),
-        plan={"source": "generated", "assembly": "demo", "sampling": {
-            "n_random": n, "n_ccre": n // 2, "n_tss": n // 4, "n_gene_body": n // 4,
-            "n_snps": n // 2, "chromosomes": ["chr1", "chr2"], "random_margin_bp": 200_000,
-            "snp_margin_bp": 200_000}},
-        layout=Layout(position_shard_rows=32, variant_shard_rows=32, track_shard=1024,
-                      track_chunk=64),
-    )  # fmt: skip
+        plan={
+            "source": "generated",
+            "assembly": "demo",
+            "sampling": {
+                "n_random": n,
+                "n_ccre": n // 2,
+                "n_tss": n // 4,
+                "n_gene_body": n // 4,
+                "n_snps": n // 2,
+                "chromosomes": ["chr1", "chr2"],
+                "random_margin_bp": 200_000,
+                "snp_margin_bp": 200_000,
+            },
+        },
+        layout=Layout(
+            position_shard_rows=32, variant_shard_rows=32, track_shard=1024, track_chunk=64
+        ),
+    )
     store = work / "zero.zarr"
     plan_store(store, recipe, fasta=inputs.fasta, ccre=inputs.ccre, gtf=inputs.gtf)
     rng = np.random.default_rng(0)
@@ -88,8 +103,14 @@ def part_build_zero(work: Path, quick: bool) -> dict[str, Any]:
     def zero_cost(onehot: np.ndarray) -> dict[int, np.ndarray]:
         return {128: pred}
 
-    oracle = CallableOracle(zero_cost, name="enformer_shaped", input_length=L, heads=heads,
-                            batch_size=B, identity="zero-cost")  # fmt: skip
+    oracle = CallableOracle(
+        zero_cost,
+        name="enformer_shaped",
+        input_length=L,
+        heads=heads,
+        batch_size=B,
+        identity="zero-cost",
+    )
     t0 = time.perf_counter()
     rb = build(store, part="baselines", oracle=oracle, progress=False)
     t_base = time.perf_counter() - t0
@@ -141,8 +162,15 @@ def part_build_demo(work: Path, quick: bool) -> dict[str, Any]:
 
         plan = copy.deepcopy(recipe.plan)
         plan["sampling"].update(n_random=200, n_ccre=100, n_tss=50, n_gene_body=50, n_snps=100)
-        recipe = Recipe(recipe.name, recipe.oracle, recipe.heads, recipe.tracks_table, plan,
-                        recipe.layout, recipe.source)  # fmt: skip
+        recipe = Recipe(
+            recipe.name,
+            recipe.oracle,
+            recipe.heads,
+            recipe.tracks_table,
+            plan,
+            recipe.layout,
+            recipe.source,
+        )
     store = work / "demo.zarr"
     plan_store(store, recipe, fasta=inputs.fasta, ccre=inputs.ccre, gtf=inputs.gtf)
     oracle = recipe.load_oracle(device="cpu")
@@ -181,33 +209,78 @@ def _reduce_store(work: Path, quick: bool) -> Path:
     store = work / "reduce.zarr"
     if (store / "zarr.json").exists():
         return store
-    meta = pd.DataFrame({"track_id": [f"T{i:05d}" for i in range(n_tracks)],
-                         "assay_type": ["DNASE", "CHIP", "CAGE", "LentiMPRA"] * (n_tracks // 4)})  # fmt: skip
+    meta = pd.DataFrame(
+        {
+            "track_id": [f"T{i:05d}" for i in range(n_tracks)],
+            "assay_type": ["DNASE", "CHIP", "CAGE", "LentiMPRA"] * (n_tracks // 4),
+        }
+    )
     tracks = TrackTable.from_metadata(meta, resolution_bp=128)
-    positions = pd.DataFrame({"chrom": "chr1", "pos": np.arange(n_pos) + 1_000, "stratum": "random",
-                              "usable": True, "reject_reason": ""})  # fmt: skip
-    variants = pd.DataFrame({"chrom": "chr1", "pos": np.arange(n_var) + 1_000, "ref": "A",
-                             "alt": "C", "stratum": "random", "usable": True,
-                             "reject_reason": ""})  # fmt: skip
-    layout = Layout(position_shard_rows=512, variant_shard_rows=512, track_shard=512, track_chunk=64)
-    attrs = {"oracle": {"name": "bench", "fingerprint": "bench", "description": {}},
-             "genome": {"assembly": "bench", "fai_sha256": "0", "fasta_sha256_prefix64mb": "0",
-                        "fasta_path": "/dev/null"},
-             "plan": {"positions_sha256": "p", "variants_sha256": "v", "position_strata": {},
-                      "variant_strata": {}},
-             "recipe": {}}  # fmt: skip
+    positions = pd.DataFrame(
+        {
+            "chrom": "chr1",
+            "pos": np.arange(n_pos) + 1_000,
+            "stratum": "random",
+            "usable": True,
+            "reject_reason": "",
+        }
+    )
+    variants = pd.DataFrame(
+        {
+            "chrom": "chr1",
+            "pos": np.arange(n_var) + 1_000,
+            "ref": "A",
+            "alt": "C",
+            "stratum": "random",
+            "usable": True,
+            "reject_reason": "",
+        }
+    )
+    layout = Layout(
+        position_shard_rows=512, variant_shard_rows=512, track_shard=512, track_chunk=64
+    )
+    attrs = {
+        "oracle": {"name": "bench", "fingerprint": "bench", "description": {}},
+        "genome": {
+            "assembly": "bench",
+            "fai_sha256": "0",
+            "fasta_sha256_prefix64mb": "0",
+            "fasta_path": "/dev/null",
+        },
+        "plan": {
+            "positions_sha256": "p",
+            "variants_sha256": "v",
+            "position_strata": {},
+            "variant_strata": {},
+        },
+        "recipe": {},
+    }
     bins = np.zeros((n_pos, 1, 32), np.int32)
-    s = ChorusStore.create(store, attrs=attrs, tracks=tracks, positions=positions, variants=variants,
-                           head_resolutions=[128], bin_index=bins, layout=layout)  # fmt: skip
+    s = ChorusStore.create(
+        store,
+        attrs=attrs,
+        tracks=tracks,
+        positions=positions,
+        variants=variants,
+        head_resolutions=[128],
+        bin_index=bins,
+        layout=layout,
+    )
     rng = np.random.default_rng(1)
     rows = layout.position_shard_rows
     for r0 in range(0, n_pos, rows):
         r1 = min(n_pos, r0 + rows)
-        s.array("baselines/perbin")[r0:r1] = rng.gamma(0.5, 1.0, (r1 - r0, 32, n_tracks)).astype(np.float32)
-        s.array("baselines/summary")[r0:r1] = rng.gamma(2.0, 1.0, (r1 - r0, n_tracks)).astype(np.float32)
+        s.array("baselines/perbin")[r0:r1] = rng.gamma(0.5, 1.0, (r1 - r0, 32, n_tracks)).astype(
+            np.float32
+        )
+        s.array("baselines/summary")[r0:r1] = rng.gamma(2.0, 1.0, (r1 - r0, n_tracks)).astype(
+            np.float32
+        )
     for r0 in range(0, n_var, rows):
         r1 = min(n_var, r0 + rows)
-        s.array("variants/effect")[r0:r1] = rng.normal(0, 0.1, (r1 - r0, n_tracks)).astype(np.float32)
+        s.array("variants/effect")[r0:r1] = rng.normal(0, 0.1, (r1 - r0, n_tracks)).astype(
+            np.float32
+        )
     for group, n in (("baselines", n_pos), ("variants", n_var)):
         lengths = [min(rows, n - r0) for r0 in range(0, n, rows)]
         s.array(f"{group}/done_rows")[:] = np.repeat(np.asarray(lengths)[:, None], n_tracks, axis=1)
@@ -220,8 +293,12 @@ def part_reduce(work: Path, quick: bool) -> dict[str, Any]:
     store = _reduce_store(work, quick)
     t0 = time.perf_counter()
     report = reduce(store, progress=False, num_workers=2)
-    return {"seconds": time.perf_counter() - t0, "values": report.values_reduced,
-            "blocks": report.blocks_total, "peak_rss_mb": peak_rss_mb()}  # fmt: skip
+    return {
+        "seconds": time.perf_counter() - t0,
+        "values": report.values_reduced,
+        "blocks": report.blocks_total,
+        "peak_rss_mb": peak_rss_mb(),
+    }
 
 
 def part_reduce_in_ram(work: Path, quick: bool) -> dict[str, Any]:
@@ -247,7 +324,6 @@ def part_reduce_chorus(work: Path, quick: bool) -> dict[str, Any]:
     """Baseline (b): chorus's reservoir path (perbin capacity 50,000; summary/effect exact),
     timed on a few tracks and scaled to all of them (the path is per-track linear)."""
     import zarr
-
     from chorus_baseline import ReservoirSampler
 
     store = _reduce_store(work, quick)
@@ -264,24 +340,34 @@ def part_reduce_chorus(work: Path, quick: bool) -> dict[str, Any]:
                 r.add(t, float(row[t]))
         r.to_cdf_matrix()
     measured = time.perf_counter() - t0
-    return {"tracks_timed": k, "seconds_timed": measured,
-            "seconds_scaled": measured * n_tracks / k}  # fmt: skip
+    return {"tracks_timed": k, "seconds_timed": measured, "seconds_scaled": measured * n_tracks / k}
 
 
-PARTS = {"build-zero": part_build_zero, "build-demo": part_build_demo, "reduce": part_reduce,
-         "reduce-in-ram": part_reduce_in_ram, "reduce-chorus": part_reduce_chorus}  # fmt: skip
+PARTS = {
+    "build-zero": part_build_zero,
+    "build-demo": part_build_demo,
+    "reduce": part_reduce,
+    "reduce-in-ram": part_reduce_in_ram,
+    "reduce-chorus": part_reduce_chorus,
+}
 
 
 def run_part(name: str, work: Path, quick: bool) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--part", name, "--workdir", str(work)] + (["--quick"] if quick else [])
-    res = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    cmd = [sys.executable, __file__, "--part", name, "--workdir", str(work)] + (
+        ["--quick"] if quick else []
+    )
+    res = subprocess.run(
+        cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"}
+    )
     if res.returncode:
         raise SystemExit(f"{name} failed:\n{res.stderr[-3000:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     ap.add_argument("--part", choices=sorted(PARTS), help=argparse.SUPPRESS)
     ap.add_argument("--only", choices=["build", "reduce"], help="run only these parts")
@@ -293,30 +379,42 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="chorus-bench-") as tmp:
         work = args.workdir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        out: dict[str, Any] = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, "
-                               f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
-                               f"Python {platform.python_version()}", "quick": args.quick}  # fmt: skip
+        out: dict[str, Any] = {
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+            f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
+            f"Python {platform.python_version()}",
+            "quick": args.quick,
+        }
         if args.only in (None, "build"):
             out["build-zero"] = z = run_part("build-zero", work, args.quick)
-            print(f"build, zero-cost Enformer-shaped oracle (896 x 5,313): "
-                  f"{z['baselines_positions_per_s']:.1f} positions/s, {z['variants_snps_per_s']:.1f} SNPs/s; "
-                  f"chorus's per-track loop {z['chorus_loop_positions_per_s']:.2f} positions/s "
-                  f"-> {z['speedup_vs_chorus_loop']:.1f}x; peak RSS {z['peak_rss_mb']:.0f} MB", flush=True)
+            print(
+                f"build, zero-cost Enformer-shaped oracle (896 x 5,313): "
+                f"{z['baselines_positions_per_s']:.1f} positions/s, {z['variants_snps_per_s']:.1f} SNPs/s; "
+                f"chorus's per-track loop {z['chorus_loop_positions_per_s']:.2f} positions/s "
+                f"-> {z['speedup_vs_chorus_loop']:.1f}x; peak RSS {z['peak_rss_mb']:.0f} MB",
+                flush=True,
+            )
             out["build-demo"] = d = run_part("build-demo", work, args.quick)
-            print(f"build, demo model on CPU: bare forward {d['bare_forward_sequences_per_s']:.0f} seq/s, "
-                  f"full build {d['build_sequences_per_s']:.0f} seq/s "
-                  f"(ratio {d['build_sequences_per_s'] / d['bare_forward_sequences_per_s']:.2f}); "
-                  f"{d['share_outside_oracle']:.1%} of build time outside the oracle", flush=True)
+            print(
+                f"build, demo model on CPU: bare forward {d['bare_forward_sequences_per_s']:.0f} seq/s, "
+                f"full build {d['build_sequences_per_s']:.0f} seq/s "
+                f"(ratio {d['build_sequences_per_s'] / d['bare_forward_sequences_per_s']:.2f}); "
+                f"{d['share_outside_oracle']:.1%} of build time outside the oracle",
+                flush=True,
+            )
         if args.only in (None, "reduce"):
             out["reduce"] = r = run_part("reduce", work, args.quick)
             out["reduce-in-ram"] = m = run_part("reduce-in-ram", work, args.quick)
             out["reduce-chorus"] = c = run_part("reduce-chorus", work, args.quick)
-            print(f"reduce, {r['values']:,} values in {r['blocks']} blocks: {r['seconds']:.1f} s, "
-                  f"peak RSS {r['peak_rss_mb']:.0f} MB | in-RAM numpy {m['seconds']:.1f} s, "
-                  f"{m['peak_rss_mb']:.0f} MB (memory ratio {m['peak_rss_mb'] / r['peak_rss_mb']:.1f}x, "
-                  f"time ratio {m['seconds'] / r['seconds']:.2f}x) | chorus reservoir path "
-                  f"~{c['seconds_scaled']:.0f} s scaled from {c['tracks_timed']} tracks "
-                  f"({c['seconds_scaled'] / r['seconds']:.1f}x slower)", flush=True)
+            print(
+                f"reduce, {r['values']:,} values in {r['blocks']} blocks: {r['seconds']:.1f} s, "
+                f"peak RSS {r['peak_rss_mb']:.0f} MB | in-RAM numpy {m['seconds']:.1f} s, "
+                f"{m['peak_rss_mb']:.0f} MB (memory ratio {m['peak_rss_mb'] / r['peak_rss_mb']:.1f}x, "
+                f"time ratio {m['seconds'] / r['seconds']:.2f}x) | chorus reservoir path "
+                f"~{c['seconds_scaled']:.0f} s scaled from {c['tracks_timed']} tracks "
+                f"({c['seconds_scaled'] / r['seconds']:.1f}x slower)",
+                flush=True,
+            )
         print(json.dumps(out, indent=1))
 
 

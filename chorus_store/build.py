@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import errno
 import logging
+import multiprocessing as mp
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-import multiprocessing as mp
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,8 +45,10 @@ __all__ = ["Task", "BuildReport", "build", "plan_tasks", "pending_summary"]
 
 log = logging.getLogger(__name__)
 
-_DATA_ARRAYS = {"baselines": ("summary", "perbin"),
-                "variants": ("ref_summary", "alt_summary", "effect")}  # fmt: skip
+_DATA_ARRAYS = {
+    "baselines": ("summary", "perbin"),
+    "variants": ("ref_summary", "alt_summary", "effect"),
+}
 
 
 @dataclass(frozen=True)
@@ -113,12 +115,11 @@ def plan_tasks(
         for s, start, stop in store.iter_shards(group):
             if shard is not None and s % shard[1] != shard[0]:
                 continue
-            pending = np.flatnonzero(done[s, :n_tracks] < stop - start) if n_tracks else []
+            pending = np.flatnonzero(done[s, :n_tracks] < stop - start)
             if len(pending) == 0:
                 continue
             first = int(done[s, pending].min())
-            tasks.append(Task(group, s, start + first, stop, stop,
-                              tuple(int(t) for t in pending)))  # fmt: skip
+            tasks.append(Task(group, s, start + first, stop, stop, tuple(int(t) for t in pending)))
     return tasks
 
 
@@ -129,7 +130,9 @@ def pending_summary(store: ChorusStore) -> dict[str, dict[str, int]]:
     for group in DATA_GROUPS:
         done = store.read(f"{group}/done_rows")[:, :n_tracks]
         lengths = np.asarray([stop - start for _, start, stop in store.iter_shards(group)])
-        complete = (done >= lengths[:, None]).all(axis=1) if n_tracks else np.ones(len(lengths), bool)
+        complete = (
+            (done >= lengths[:, None]).all(axis=1) if n_tracks else np.ones(len(lengths), bool)
+        )
         out[group] = {
             "shards": int(len(lengths)),
             "shards_done": int(complete.sum()),
@@ -144,8 +147,9 @@ def require_complete(store: ChorusStore, groups: tuple[str, ...] = DATA_GROUPS) 
     status = pending_summary(store)
     todo = {g: s for g, s in status.items() if g in groups and s["cells_done"] < s["cells"]}
     if todo:
-        what = ", ".join(f"{g} {s['shards'] - s['shards_done']} of {s['shards']} shards"
-                         for g, s in todo.items())  # fmt: skip
+        what = ", ".join(
+            f"{g} {s['shards'] - s['shards_done']} of {s['shards']} shards" for g, s in todo.items()
+        )
         raise IncompleteStageError(
             f"{store.path}: the build is not finished ({what} pending). Run "
             f"`chorus-store build {store.path}` (it resumes where it stopped)."
@@ -172,8 +176,9 @@ _END = object()
 class _Context:
     """What a process needs to run tasks: store, oracle, genome, statistics."""
 
-    def __init__(self, store: ChorusStore, oracle: Oracle, genome: Genome,
-                 batch_size: int | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, store: ChorusStore, oracle: Oracle, genome: Genome, batch_size: int | None = None
+    ) -> None:
         self.store = store
         self.oracle = oracle
         self.genome = genome
@@ -359,26 +364,39 @@ def _finish(ctx: _Context, task: Task, buf: dict[str, np.ndarray]) -> dict[str, 
     ref, alt = buf["ref"], buf["alt"]
     effect = np.full_like(ref, np.nan)
     ok = rows["usable"].to_numpy()
-    labels = [f"{c}:{p}{r}>{a}" for c, p, r, a in
-              zip(rows["chrom"], rows["pos"], rows["ref"], rows["alt"], strict=True)]  # fmt: skip
+    labels = [
+        f"{c}:{p}{r}>{a}"
+        for c, p, r, a in zip(rows["chrom"], rows["pos"], rows["ref"], rows["alt"], strict=True)
+    ]
     if ok.any():
-        effect[ok] = stats.effects(ref[ok], alt[ok], [lab for lab, o in zip(labels, ok, strict=True) if o])
-    return {"ref_summary": ref.astype(np.float32), "alt_summary": alt.astype(np.float32),
-            "effect": effect.astype(np.float32)}  # fmt: skip
+        effect[ok] = stats.effects(
+            ref[ok], alt[ok], [lab for lab, o in zip(labels, ok, strict=True) if o]
+        )
+    return {
+        "ref_summary": ref.astype(np.float32),
+        "alt_summary": alt.astype(np.float32),
+        "effect": effect.astype(np.float32),
+    }
 
 
 def _new_buffers(ctx: _Context, task: Task) -> dict[str, np.ndarray]:
     n, t = task.n_rows, len(task.tracks)
     if task.group == "baselines":
         k = ctx.store.layout.bin_samples
-        return {"summary": np.full((n, t), np.nan), "perbin": np.full((n, k, t), np.nan, np.float32)}
+        return {
+            "summary": np.full((n, t), np.nan),
+            "perbin": np.full((n, k, t), np.nan, np.float32),
+        }
     return {"ref": np.full((n, t), np.nan), "alt": np.full((n, t), np.nan)}
 
 
 def run_tasks(
-    ctx: _Context, tasks: list[Task], *, on_rows: Callable[[int], None] | None = None,
+    ctx: _Context,
+    tasks: list[Task],
+    *,
+    on_rows: Callable[[int], None] | None = None,
     prefetch: int = 4,
-) -> BuildReport:  # fmt: skip
+) -> BuildReport:
     """Run ``tasks`` in this process: prefetch thread → oracle → writer thread."""
     report = BuildReport()
     t_start = time.perf_counter()
@@ -413,7 +431,8 @@ def run_tasks(
                 if stats.has_bins:
                     if batch.task not in bins_cache:
                         bins_cache[batch.task] = ctx.store.read(
-                            "plan/positions/bin_index", slice(task.start, task.stop))
+                            "plan/positions/bin_index", slice(task.start, task.stop)
+                        )
                     bins = bins_cache[batch.task][batch.rows]
                     buf["perbin"][batch.rows] = stats.perbin(preds, bins, batch.labels)
             else:
@@ -436,8 +455,14 @@ def run_tasks(
 _WORKER: _Context | None = None
 
 
-def _worker_init(store_path: str, recipe: dict[str, Any], fasta: str, weights: str | None,
-                 device: str, batch_size: int | None) -> None:  # fmt: skip
+def _worker_init(
+    store_path: str,
+    recipe: dict[str, Any],
+    fasta: str,
+    weights: str | None,
+    device: str,
+    batch_size: int | None,
+) -> None:
     global _WORKER
     store = ChorusStore.open(store_path, mode="r+")
     oracle = Recipe.from_stored(recipe).load_oracle(weights=weights, device=device)
@@ -476,8 +501,9 @@ def _check_oracle(store: ChorusStore, oracle: Oracle) -> None:
         new = oracle.describe()
         diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         detail = "; ".join(f"{k}: store {old.get(k)!r} vs now {new.get(k)!r}" for k in diff[:4])
+        detail = detail or "batch shape or heads differ"
         raise OracleMismatchError(
-            f"{store.path} was built with another oracle ({detail or 'batch shape or heads differ'}). "
+            f"{store.path} was built with another oracle ({detail}). "
             f"Mixing predictions of two models (or two numerics: device, framework version, "
             f"batch size) would make the background depend on when the build was "
             f"interrupted. Use the original weights/settings, or build a new store."
@@ -500,8 +526,14 @@ def _check_tracks(store: ChorusStore, recipe: Recipe) -> None:
     differing = [
         (i, c) for i in range(n) for c in old.columns if str(old[c].iat[i]) != str(new[c].iat[i])
     ]
-    where = (f"row {differing[0][0]} ({old['track_id'].iat[differing[0][0]]}), column "
-             f"{differing[0][1]!r}") if differing else f"length {len(old)} vs {len(new)}"  # fmt: skip
+    where = (
+        (
+            f"row {differing[0][0]} ({old['track_id'].iat[differing[0][0]]}), column "
+            f"{differing[0][1]!r}"
+        )
+        if differing
+        else f"length {len(old)} vs {len(new)}"
+    )
     raise TrackTableMismatchError(
         f"the recipe's track table differs from {store.path}'s at {where}; a store holds one "
         f"track table. Build a new store for the new table."
@@ -549,8 +581,10 @@ def build(
         Rows built, tasks, oracle calls and time spent in the oracle.
     """
     if oracle is not None and workers > 1:
-        raise ValueError("workers > 1 load the oracle from the recipe in each process; "
-                         "pass either oracle= or workers=, not both")  # fmt: skip
+        raise ValueError(
+            "workers > 1 load the oracle from the recipe in each process; "
+            "pass either oracle= or workers=, not both"
+        )
     store = ChorusStore.open(store_path, mode="r+")
     store.validate()
     stored_recipe = Recipe.from_stored(store.attrs["recipe"])
@@ -559,19 +593,23 @@ def build(
     recipe = recipe or stored_recipe
     fasta_path = str(fasta or store.attrs["genome"]["fasta_path"])
     genome = Genome(fasta_path, assembly=store.attrs["genome"].get("assembly"))
-    genome.fingerprint.require_same(store.attrs["genome"], what=f"the store {store.path}",
-                                    fasta=genome.path)  # fmt: skip
+    genome.fingerprint.require_same(
+        store.attrs["genome"], what=f"the store {store.path}", fasta=genome.path
+    )
     report = BuildReport()
     t_start = time.perf_counter()
     tasks = plan_tasks(store, part=part, shard=shard)
     if not tasks:
         report.seconds = time.perf_counter() - t_start
         return report
-    claims = store.claim(sorted({c for t in tasks for c in t.claims(store.layout.track_shard)}),
-                         command=f"chorus-store build {store.path}")  # fmt: skip
+    claims = store.claim(
+        sorted({c for t in tasks for c in t.claims(store.layout.track_shard)}),
+        command=f"chorus-store build {store.path}",
+    )
     try:
-        busy = locks.live_claims(store.path, exclude_run=claims.holder.run_id,
-                                 prefix=locks.STRUCTURE)  # fmt: skip
+        busy = locks.live_claims(
+            store.path, exclude_run=claims.holder.run_id, prefix=locks.STRUCTURE
+        )
         if busy:
             raise StoreLockedError(
                 f"{store.path} is being restructured by {busy[0]}; build after it finishes"
@@ -587,23 +625,44 @@ def build(
                 ctx = _Context(store, oracle, genome, batch_size)
                 report.merge(run_tasks(ctx, tasks, on_rows=advance))
             else:
-                report.merge(_run_pool(store, recipe, fasta_path, weights, device, batch_size,
-                                       tasks, workers, advance))  # fmt: skip
+                report.merge(
+                    _run_pool(
+                        store,
+                        recipe,
+                        fasta_path,
+                        weights,
+                        device,
+                        batch_size,
+                        tasks,
+                        workers,
+                        advance,
+                    )
+                )
     finally:
         claims.release()
     report.seconds = time.perf_counter() - t_start
     return report
 
 
-def _run_pool(store: ChorusStore, recipe: Recipe, fasta: str, weights: str | None, device: str,
-              batch_size: int | None, tasks: list[Task], workers: int,
-              advance: Callable[[int], None]) -> BuildReport:  # fmt: skip
+def _run_pool(
+    store: ChorusStore,
+    recipe: Recipe,
+    fasta: str,
+    weights: str | None,
+    device: str,
+    batch_size: int | None,
+    tasks: list[Task],
+    workers: int,
+    advance: Callable[[int], None],
+) -> BuildReport:
     report = BuildReport()
     ctx = mp.get_context("spawn")
     with ProcessPoolExecutor(
-        max_workers=workers, mp_context=ctx, initializer=_worker_init,
+        max_workers=workers,
+        mp_context=ctx,
+        initializer=_worker_init,
         initargs=(str(store.path), recipe.to_dict(), fasta, weights, device, batch_size),
-    ) as pool:  # fmt: skip
+    ) as pool:
         futures = {pool.submit(_worker_run, t): t for t in tasks}
         pending = set(futures)
         while pending:
@@ -630,14 +689,23 @@ class _progress:
         if not self.enabled:
             return lambda n: None
         from rich.progress import (
-            BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
             TimeRemainingColumn,
-        )  # fmt: skip
+        )
 
         self.bar = Progress(
-            TextColumn("[bold]build[/]"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("rows"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-        )  # fmt: skip
+            TextColumn("[bold]build[/]"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("rows"),
+            TimeElapsedColumn(),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+        )
         self.bar.start()
         task_id = self.bar.add_task("build", total=self.total)
         return lambda n: self.bar.advance(task_id, n)
@@ -645,4 +713,3 @@ class _progress:
     def __exit__(self, *exc: object) -> None:
         if self.bar is not None:
             self.bar.stop()
-

@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -37,7 +37,7 @@ def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
         raise typer.Exit(2) from None
 
 
-def _parse_shard(value: Optional[str]) -> tuple[int, int] | None:
+def _parse_shard(value: str | None) -> tuple[int, int] | None:
     if not value:
         return None
     try:
@@ -58,11 +58,14 @@ def _version(value: bool) -> None:
 @app.callback()
 def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="Print the version.")] = False,  # fmt: skip
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
 ) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")  # fmt: skip
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
 
 
 @app.command()
@@ -70,19 +73,32 @@ def plan(
     store: StorePath,
     recipe: Annotated[str, typer.Option(help="Recipe name (builders/<name>) or recipe.toml path.")],
     fasta: Annotated[Path, typer.Option(help="Reference FASTA (indexed with pyfaidx).")],
-    reference_set: Annotated[Optional[Path], typer.Option(help="chorus reference-positions NPZ.")] = None,
-    positions_set: Annotated[Optional[str], typer.Option(help="Region set in it.")] = None,
-    variants_set: Annotated[Optional[str], typer.Option(help="SNP set in it.")] = None,
-    ccre: Annotated[Optional[Path], typer.Option(help="SCREEN cCRE BED (generated plan).")] = None,
-    gtf: Annotated[Optional[Path], typer.Option(help="GENCODE GTF (generated plan).")] = None,
-    assembly: Annotated[Optional[str], typer.Option(help="Name of a genome chorus does not know by chr1 length.")] = None,
+    reference_set: Annotated[
+        Path | None, typer.Option(help="chorus reference-positions NPZ.")
+    ] = None,
+    positions_set: Annotated[str | None, typer.Option(help="Region set in it.")] = None,
+    variants_set: Annotated[str | None, typer.Option(help="SNP set in it.")] = None,
+    ccre: Annotated[Path | None, typer.Option(help="SCREEN cCRE BED (generated plan).")] = None,
+    gtf: Annotated[Path | None, typer.Option(help="GENCODE GTF (generated plan).")] = None,
+    assembly: Annotated[
+        str | None, typer.Option(help="Name of a genome chorus does not know by chr1 length.")
+    ] = None,
 ) -> None:
     """Write the sampling plan into a new store (or confirm it matches an existing one)."""
     from .plan import plan_store
 
-    s = _run(plan_store, store, recipe, fasta=fasta, reference_set=reference_set,
-             positions_set=positions_set, variants_set=variants_set, ccre=ccre, gtf=gtf,
-             assembly=assembly)  # fmt: skip
+    s = _run(
+        plan_store,
+        store,
+        recipe,
+        fasta=fasta,
+        reference_set=reference_set,
+        positions_set=positions_set,
+        variants_set=variants_set,
+        ccre=ccre,
+        gtf=gtf,
+        assembly=assembly,
+    )
     p = s.attrs["plan"]
     table = Table("set", "stratum", "planned", "usable", "rejected", title=f"plan of {s.path}")
     for kind, key in (("positions", "position_strata"), ("variants", "variant_strata")):
@@ -96,13 +112,20 @@ def plan(
 def build(
     store: StorePath,
     part: Annotated[str, typer.Option(help="all, baselines or variants.")] = "all",
-    shard: Annotated[Optional[str], typer.Option(help="K/N: only every N-th row shard from K.")] = None,
+    shard: Annotated[
+        str | None, typer.Option(help="K/N: only every N-th row shard from K.")
+    ] = None,
     workers: Annotated[int, typer.Option(help="Worker processes on this machine.")] = 1,
-    fasta: Annotated[Optional[Path], typer.Option(help="FASTA, if moved since planning.")] = None,
-    recipe: Annotated[Optional[str], typer.Option(help="Recipe to check against the store.")] = None,
-    weights: Annotated[Optional[str], typer.Option(help="Weights path, if moved.")] = None,
+    fasta: Annotated[Path | None, typer.Option(help="FASTA, if moved since planning.")] = None,
+    recipe: Annotated[str | None, typer.Option(help="Recipe to check against the store.")] = None,
+    weights: Annotated[str | None, typer.Option(help="Weights path, if moved.")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, ...")] = "auto",
-    batch_size: Annotated[Optional[int], typer.Option(help="Sequences per pipeline step (the model's own batch shape is fixed by the recipe).")] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            help="Sequences per pipeline step (the model's own batch shape is fixed by the recipe)."
+        ),
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Run the oracle over every pending plan row (resumes; does nothing when done)."""
@@ -110,38 +133,63 @@ def build(
     from .recipes import load_recipe
 
     r = _run(load_recipe, recipe) if recipe else None
-    report = _run(run_build, store, part=part, shard=_parse_shard(shard), workers=workers,
-                  fasta=fasta, recipe=r, weights=weights, device=device, batch_size=batch_size,
-                  progress=progress)  # fmt: skip
+    report = _run(
+        run_build,
+        store,
+        part=part,
+        shard=_parse_shard(shard),
+        workers=workers,
+        fasta=fasta,
+        recipe=r,
+        weights=weights,
+        device=device,
+        batch_size=batch_size,
+        progress=progress,
+    )
     rows = sum(report.rows_built.values())
     share = 1 - report.oracle_seconds / report.seconds if report.seconds and workers <= 1 else None
-    out.print(f"built {rows:,} rows ({report.rows_built}) in {report.tasks} tasks, "
-              f"{report.oracle_calls} oracle calls, {report.seconds:.1f} s"
-              + (f", {share:.0%} of the time outside the oracle" if share is not None and rows else ""))  # fmt: skip
+    out.print(
+        f"built {rows:,} rows ({report.rows_built}) in {report.tasks} tasks, "
+        f"{report.oracle_calls} oracle calls, {report.seconds:.1f} s"
+        + (f", {share:.0%} of the time outside the oracle" if share is not None and rows else "")
+    )
 
 
 @app.command()
 def reduce(
     store: StorePath,
-    layers: Annotated[Optional[str], typer.Option(help="Comma list of effect,summary,perbin.")] = None,
-    scheduler: Annotated[str, typer.Option(help="Dask scheduler: threads, processes or sync.")] = "threads",
-    workers: Annotated[Optional[int], typer.Option(help="Dask workers.")] = None,
+    layers: Annotated[str | None, typer.Option(help="Comma list of effect,summary,perbin.")] = None,
+    scheduler: Annotated[
+        str, typer.Option(help="Dask scheduler: threads, processes or sync.")
+    ] = "threads",
+    workers: Annotated[int | None, typer.Option(help="Dask workers.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Compute exact per-track CDF grids of everything built (only stale blocks)."""
     from .reduce import reduce as run_reduce
 
     chosen = tuple(x.strip() for x in layers.split(",")) if layers else None
-    report = _run(run_reduce, store, layers=chosen, scheduler=scheduler, num_workers=workers,
-                  progress=progress)  # fmt: skip
-    out.print(f"reduced {report.values_reduced:,} values; blocks recomputed "
-              f"{report.blocks_computed} of {report.blocks_total}; {report.seconds:.1f} s")  # fmt: skip
+    report = _run(
+        run_reduce,
+        store,
+        layers=chosen,
+        scheduler=scheduler,
+        num_workers=workers,
+        progress=progress,
+    )
+    out.print(
+        f"reduced {report.values_reduced:,} values; blocks recomputed "
+        f"{report.blocks_computed} of {report.blocks_total}; {report.seconds:.1f} s"
+    )
 
 
 @app.command()
 def export(
     store: StorePath,
-    out_path: Annotated[Optional[Path], typer.Option("--out", help="Directory or .npz path (default: chorus's backgrounds dir).")] = None,
+    out_path: Annotated[
+        Path | None,
+        typer.Option("--out", help="Directory or .npz path (default: chorus's backgrounds dir)."),
+    ] = None,
 ) -> None:
     """Write the validated {oracle}_pertrack.npz that chorus loads (atomically)."""
     from .export import export as run_export
@@ -162,17 +210,24 @@ def status(
     if as_json:
         out.print_json(json.dumps(st))
         return
-    out.print(f"[bold]{st['store']}[/]  oracle {st['oracle']} "
-              f"({'pinned' if st['oracle_pinned'] else 'not yet built'}), genome {st['genome']}, "
-              f"{st['tracks']} tracks {st['layers']}")  # fmt: skip
+    out.print(
+        f"[bold]{st['store']}[/]  oracle {st['oracle']} "
+        f"({'pinned' if st['oracle_pinned'] else 'not yet built'}), genome {st['genome']}, "
+        f"{st['tracks']} tracks {st['layers']}"
+    )
     t = Table("stage", "part", "done", "of", "complete")
     for group, b in st["build"].items():
         pct = b["cells_done"] / b["cells"] if b["cells"] else 1.0
         t.add_row("build", group, f"{b['shards_done']} shards", f"{b['shards']}", f"{pct:.1%}")
     for layer, r in st["reductions"].items():
         done = r["blocks"] - r["stale"]
-        t.add_row("reduce", layer, f"{done} blocks", f"{r['blocks']}",
-                  f"{done / r['blocks']:.1%}" if r["blocks"] else "-")  # fmt: skip
+        t.add_row(
+            "reduce",
+            layer,
+            f"{done} blocks",
+            f"{r['blocks']}",
+            f"{done / r['blocks']:.1%}" if r["blocks"] else "-",
+        )
     out.print(t)
     strata = Table("set", "stratum", "planned", "usable")
     for kind in ("positions", "variants"):
@@ -180,8 +235,10 @@ def status(
             strata.add_row(kind, stratum, str(r["planned"]), str(r["usable"]))
     out.print(strata)
     d = st["disk"]
-    out.print(f"disk: {d['bytes'] / 1e6:,.1f} MB in {d['files']:,} files"
-              + (f", {d['partial_files']} leftover *.partial files" if d["partial_files"] else ""))  # fmt: skip
+    out.print(
+        f"disk: {d['bytes'] / 1e6:,.1f} MB in {d['files']:,} files"
+        + (f", {d['partial_files']} leftover *.partial files" if d["partial_files"] else "")
+    )
     for c in st["claims"]:
         state = {True: "live", False: "stale", None: "unknown (other host)"}[c["alive"]]
         out.print(f"claim {c['name']}: {c['holder']} [{state}]")
@@ -199,7 +256,7 @@ def add_tracks(
     out.print(f"added {n} track(s); run `chorus-store build {store}`")
 
 
-def _add_rows(store: Path, table: Path, group: str, fasta: Optional[Path]) -> None:
+def _add_rows(store: Path, table: Path, group: str, fasta: Path | None) -> None:
     from .plan import POSITION_FIELDS, VARIANT_FIELDS, add_rows, read_rows_table
 
     fields = POSITION_FIELDS if group == "baselines" else VARIANT_FIELDS
@@ -212,7 +269,7 @@ def _add_rows(store: Path, table: Path, group: str, fasta: Optional[Path]) -> No
 def add_positions(
     store: StorePath,
     table: Annotated[Path, typer.Argument(help="TSV with chrom, pos (1-based), stratum.")],
-    fasta: Annotated[Optional[Path], typer.Option(help="FASTA, if moved since planning.")] = None,
+    fasta: Annotated[Path | None, typer.Option(help="FASTA, if moved since planning.")] = None,
 ) -> None:
     """Append baseline positions; the next build computes only them."""
     _add_rows(store, table, "baselines", fasta)
@@ -222,7 +279,7 @@ def add_positions(
 def add_variants(
     store: StorePath,
     table: Annotated[Path, typer.Argument(help="TSV with chrom, pos, ref, alt, stratum.")],
-    fasta: Annotated[Optional[Path], typer.Option(help="FASTA, if moved since planning.")] = None,
+    fasta: Annotated[Path | None, typer.Option(help="FASTA, if moved since planning.")] = None,
 ) -> None:
     """Append SNPs; the next build computes only them."""
     _add_rows(store, table, "variants", fasta)
@@ -253,7 +310,9 @@ def verify(
 @app.command()
 def unlock(
     store: StorePath,
-    force: Annotated[bool, typer.Option(help="Also clear claims of other machines (make sure they are stopped).")] = False,
+    force: Annotated[
+        bool, typer.Option(help="Also clear claims of other machines (make sure they are stopped).")
+    ] = False,
 ) -> None:
     """Clear claims left by killed processes."""
     from .status import unlock as run
@@ -273,9 +332,11 @@ def demo(
 
     result = _run(run_demo, directory, workers=workers, progress=progress)
     rows = sum(result.build.rows_built.values())
-    out.print(f"store {result.store}\nnpz   {result.npz}\n"
-              f"built {rows:,} rows in {result.build.seconds:.1f} s, reduced in "
-              f"{result.reduce.seconds:.1f} s")  # fmt: skip
+    out.print(
+        f"store {result.store}\nnpz   {result.npz}\n"
+        f"built {rows:,} rows in {result.build.seconds:.1f} s, reduced in "
+        f"{result.reduce.seconds:.1f} s"
+    )
 
 
 @app.command()

@@ -29,14 +29,26 @@ __all__ = ["DemoInputs", "make_demo_inputs", "run_demo", "DEMO_CHROMOSOMES"]
 #: chromosome → length of the synthetic genome
 DEMO_CHROMOSOMES = {"chr1": 2_000_000, "chr2": 1_500_000, "chr3": 1_000_000, "chrX": 600_000}
 #: assembly gaps (0-based start, length): windows over them are rejected as too_many_n
-DEMO_GAPS = {"chr1": [(0, 10_000), (950_000, 60_000)], "chr2": [(400_000, 30_000)],
-             "chr3": [(0, 20_000), (700_000, 25_000)], "chrX": [(300_000, 40_000)]}  # fmt: skip
+DEMO_GAPS = {
+    "chr1": [(0, 10_000), (950_000, 60_000)],
+    "chr2": [(400_000, 30_000)],
+    "chr3": [(0, 20_000), (700_000, 25_000)],
+    "chrX": [(300_000, 40_000)],
+}
 _SEED = 20261124
 _GENERATOR_VERSION = "demo-genome/v1"
 _TATA = b"TATAAAAG"
 _CTCF = b"CCGCGAGGGGGCAGC"
-_CCRE_MIX = (("dELS", 0.40), ("pELS", 0.12), ("PLS", 0.10), ("CA-CTCF", 0.10),
-             ("CA-TF", 0.08), ("TF", 0.06), ("CA-H3K4me3", 0.07), ("CA", 0.07))  # fmt: skip
+_CCRE_MIX = (
+    ("dELS", 0.40),
+    ("pELS", 0.12),
+    ("PLS", 0.10),
+    ("CA-CTCF", 0.10),
+    ("CA-TF", 0.08),
+    ("TF", 0.06),
+    ("CA-H3K4me3", 0.07),
+    ("CA", 0.07),
+)
 
 
 @dataclass(frozen=True)
@@ -50,7 +62,7 @@ def _sequence(rng: np.random.Generator, length: int) -> bytearray:
     """Random bases in 50–300 kb isochores of GC content 0.35–0.60."""
     out = bytearray()
     while len(out) < length:
-        seg = int(min(rng.integers(50_000, 300_000), length - len(out)))
+        seg = min(int(rng.integers(50_000, 300_000)), length - len(out))
         gc = rng.uniform(0.35, 0.60)
         p = np.array([(1 - gc) / 2, gc / 2, gc / 2, (1 - gc) / 2])
         out += np.frombuffer(b"ACGT", np.uint8)[rng.choice(4, seg, p=p)].tobytes()
@@ -65,12 +77,20 @@ def _genes(rng: np.random.Generator, chrom: str, length: int, n: int) -> list[di
         n_exons = int(rng.integers(2, 12))
         cuts = np.sort(rng.choice(np.arange(1, glen - 400), n_exons - 1, replace=False))
         starts = np.concatenate(([0], cuts))
-        exons = [(start + int(s), start + int(min(s + rng.integers(100, 400), glen - 1)))
-                 for s in starts]  # fmt: skip
+        exons = [
+            (start + int(s), start + int(min(s + rng.integers(100, 400), glen - 1))) for s in starts
+        ]
         exons[-1] = (exons[-1][0], start + glen - 1)
-        genes.append({"chrom": chrom, "start": start + 1, "end": start + glen,
-                      "strand": "+" if rng.random() < 0.5 else "-", "exons": exons,
-                      "type": "protein_coding" if rng.random() < 0.82 else "lncRNA"})  # fmt: skip
+        genes.append(
+            {
+                "chrom": chrom,
+                "start": start + 1,
+                "end": start + glen,
+                "strand": "+" if rng.random() < 0.5 else "-",
+                "exons": exons,
+                "type": "protein_coding" if rng.random() < 0.82 else "lncRNA",
+            }
+        )
     return genes
 
 
@@ -81,11 +101,15 @@ def make_demo_inputs(directory: str | Path) -> DemoInputs:
     """
     directory = Path(directory).expanduser().resolve()
     directory.mkdir(parents=True, exist_ok=True)
-    inputs = DemoInputs(directory / "demo_genome.fa", directory / "demo_ccres.bed",
-                        directory / "demo_genes.gtf")  # fmt: skip
+    inputs = DemoInputs(
+        directory / "demo_genome.fa", directory / "demo_ccres.bed", directory / "demo_genes.gtf"
+    )
     stamp = directory / "demo_inputs.json"
-    if stamp.is_file() and json.loads(stamp.read_text()).get("generator") == _GENERATOR_VERSION \
-            and all(p.is_file() for p in (inputs.fasta, inputs.ccre, inputs.gtf)):  # fmt: skip
+    if (
+        stamp.is_file()
+        and json.loads(stamp.read_text()).get("generator") == _GENERATOR_VERSION
+        and all(p.is_file() for p in (inputs.fasta, inputs.ccre, inputs.gtf))
+    ):
         return inputs
     rng = np.random.default_rng(_SEED)
     fasta_lines: list[bytes] = []
@@ -105,13 +129,21 @@ def make_demo_inputs(directory: str | Path) -> DemoInputs:
                 if 0 <= at < length - len(_TATA):
                     seq[at : at + len(_TATA)] = _TATA
             attrs = f'gene_id "{gid}"; gene_type "{g["type"]}"; gene_name "{name}"; level 2;'
-            t_attrs = (f'gene_id "{gid}"; transcript_id "{tid}"; gene_type "{g["type"]}"; '
-                       f'gene_name "{name}"; transcript_type "{g["type"]}"; level 2;')  # fmt: skip
-            gtf_lines.append(f"{chrom}\tDEMO\tgene\t{g['start']}\t{g['end']}\t.\t{g['strand']}\t.\t{attrs}")
-            gtf_lines.append(f"{chrom}\tDEMO\ttranscript\t{g['start']}\t{g['end']}\t.\t{g['strand']}\t.\t{t_attrs}")
+            t_attrs = (
+                f'gene_id "{gid}"; transcript_id "{tid}"; gene_type "{g["type"]}"; '
+                f'gene_name "{name}"; transcript_type "{g["type"]}"; level 2;'
+            )
+            gtf_lines.append(
+                f"{chrom}\tDEMO\tgene\t{g['start']}\t{g['end']}\t.\t{g['strand']}\t.\t{attrs}"
+            )
+            gtf_lines.append(
+                f"{chrom}\tDEMO\ttranscript\t{g['start']}\t{g['end']}\t.\t{g['strand']}\t.\t{t_attrs}"
+            )
             for k, (s, e) in enumerate(g["exons"], 1):
-                gtf_lines.append(f"{chrom}\tDEMO\texon\t{s + 1}\t{e + 1}\t.\t{g['strand']}\t.\t"
-                                 f"{t_attrs} exon_number {k};")  # fmt: skip
+                gtf_lines.append(
+                    f"{chrom}\tDEMO\texon\t{s + 1}\t{e + 1}\t.\t{g['strand']}\t.\t"
+                    f"{t_attrs} exon_number {k};"
+                )
             # promoter-like elements at protein-coding TSSs
             if g["type"] == "protein_coding":
                 c = tss0 + int(rng.integers(-150, 150))
@@ -135,11 +167,16 @@ def make_demo_inputs(directory: str | Path) -> DemoInputs:
     header = "##description: chorus-store synthetic demo annotation (GENCODE-style)\n"
     inputs.gtf.write_text(header + "\n".join(gtf_lines) + "\n")
     bed_rows.sort()
-    inputs.ccre.write_text("".join(
-        f"{c}\t{s}\t{e}\tEH38D{i:07d}\tEH38E{i:07d}\t{cat}\n"
-        for i, (c, s, e, cat) in enumerate(bed_rows)))  # fmt: skip
-    digest = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in
-              (inputs.fasta, inputs.ccre, inputs.gtf)}  # fmt: skip
+    inputs.ccre.write_text(
+        "".join(
+            f"{c}\t{s}\t{e}\tEH38D{i:07d}\tEH38E{i:07d}\t{cat}\n"
+            for i, (c, s, e, cat) in enumerate(bed_rows)
+        )
+    )
+    digest = {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in (inputs.fasta, inputs.ccre, inputs.gtf)
+    }
     stamp.write_text(json.dumps({"generator": _GENERATOR_VERSION, "sha256": digest}, indent=1))
     return inputs
 
@@ -169,8 +206,9 @@ def run_demo(
     recipe = load_recipe(recipe) if isinstance(recipe, str) else recipe
     inputs = make_demo_inputs(directory / "inputs")
     store_path = directory / f"{recipe.name}.zarr"
-    plan_store(store_path, recipe, fasta=inputs.fasta, ccre=inputs.ccre, gtf=inputs.gtf,
-               layout=layout)  # fmt: skip
+    plan_store(
+        store_path, recipe, fasta=inputs.fasta, ccre=inputs.ccre, gtf=inputs.gtf, layout=layout
+    )
     build_report = build(store_path, workers=workers, progress=progress)
     reduce_report = reduce(store_path, progress=progress)
     npz = export(store_path, out=directory / f"{recipe.name}_pertrack.npz")

@@ -28,8 +28,13 @@ from .reduce import GRID_RULES, active_layers, require_reduced
 from .store import ChorusStore
 from .tracks import LAYER_CONFIGS
 
-__all__ = ["export", "default_backgrounds_dir", "validate_npz", "write_npz_atomic",
-           "NPZ_SCHEMA_VERSION"]  # fmt: skip
+__all__ = [
+    "export",
+    "default_backgrounds_dir",
+    "validate_npz",
+    "write_npz_atomic",
+    "NPZ_SCHEMA_VERSION",
+]
 
 #: ``build_config.schema_version`` chorus requires (``MIN_ARTEFACT_SCHEMA``).
 NPZ_SCHEMA_VERSION = 4
@@ -43,7 +48,7 @@ def default_backgrounds_dir() -> Path:
     backgrounds``, else ``~/.chorus/backgrounds``.
     """
     try:
-        from chorus.core.globals import CHORUS_BACKGROUNDS_DIR  # type: ignore[import-not-found]
+        from chorus.core.globals import CHORUS_BACKGROUNDS_DIR
 
         return Path(CHORUS_BACKGROUNDS_DIR)
     except Exception:  # noqa: BLE001 - chorus absent or failing to import: use its rules
@@ -53,8 +58,7 @@ def default_backgrounds_dir() -> Path:
 
 def _stamped_at() -> str:
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    when = (dt.datetime.fromtimestamp(int(epoch), dt.UTC) if epoch
-            else dt.datetime.now(dt.UTC))  # fmt: skip
+    when = dt.datetime.fromtimestamp(int(epoch), dt.UTC) if epoch else dt.datetime.now(dt.UTC)
     return when.isoformat()
 
 
@@ -208,7 +212,9 @@ def _sampling_block(arrays: dict[str, np.ndarray], layers: tuple[str, ...]) -> d
     return block
 
 
-def build_config(store: ChorusStore, arrays: dict[str, np.ndarray], layers: tuple[str, ...]) -> dict[str, Any]:
+def build_config(
+    store: ChorusStore, arrays: dict[str, np.ndarray], layers: tuple[str, ...]
+) -> dict[str, Any]:
     """The schema-4 ``build_config`` (spec §6.2) of a store's export."""
     attrs = store.attrs
     genome = attrs["genome"]
@@ -266,8 +272,8 @@ def build_config(store: ChorusStore, arrays: dict[str, np.ndarray], layers: tupl
             "available": True,
             "module": "chorus_store",
             "evidence": "the export depends only on the plan, the model and its numerics "
-                        "(batch shape, device, framework); tested byte-identical across "
-                        "interruptions, chunk sizes, batch sizes and worker counts",
+            "(batch shape, device, framework); tested byte-identical across "
+            "interruptions, chunk sizes, batch sizes and worker counts",
         },
         "unified_build": True,
         "build_campaign": f"chorus-store {attrs['plan'].get('name', '')}".strip(),

@@ -12,6 +12,7 @@ import hashlib
 import os
 import threading
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -150,8 +151,12 @@ class Genome:
             self._fasta = pyfaidx.Fasta(
                 str(self.path), as_raw=True, sequence_always_upper=True, rebuild=False
             )
-        except (pyfaidx.FastaIndexingError, pyfaidx.UnsupportedCompressionFormat, ValueError,
-                UnicodeDecodeError) as exc:  # fmt: skip
+        except (
+            pyfaidx.FastaIndexingError,
+            pyfaidx.UnsupportedCompressionFormat,
+            ValueError,
+            UnicodeDecodeError,
+        ) as exc:
             raise InputFileError(
                 f"FASTA {self.path} cannot be indexed ({exc}); it must be plain or bgzip "
                 f"FASTA with '>' headers and equal-length sequence lines"
@@ -206,7 +211,7 @@ class Genome:
             )
         return self._fingerprint
 
-    def require_contigs(self, chroms: list[str] | set[str], *, what: str) -> None:
+    def require_contigs(self, chroms: Iterable[str], *, what: str) -> None:
         missing = sorted(set(chroms) - set(self.lengths))
         if missing:
             raise GenomeMismatchError(
@@ -315,9 +320,14 @@ def read_ccre_bed(path: str | Path) -> pd.DataFrame:
     path = _require_file(path, "cCRE BED", "--ccre")
     try:
         df = pd.read_csv(
-            path, sep="\t", header=None, comment="#", usecols=[0, 1, 2, 5],
-            names=["chrom", "start", "end", "category"], dtype={0: str, 5: str},
-        )  # fmt: skip
+            path,
+            sep="\t",
+            header=None,
+            comment="#",
+            usecols=[0, 1, 2, 5],
+            names=["chrom", "start", "end", "category"],
+            dtype={0: str, 5: str},
+        )
         df["start"] = pd.to_numeric(df["start"], errors="raise").astype(np.int64)
         df["end"] = pd.to_numeric(df["end"], errors="raise").astype(np.int64)
     except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
@@ -351,10 +361,14 @@ def read_gtf(path: str | Path, features: tuple[str, ...] = ("gene", "exon")) -> 
     path = _require_file(path, "GTF", "--gtf")
     try:
         df = pd.read_csv(
-            path, sep="\t", header=None, comment="#", usecols=[0, 2, 3, 4, 6, 8],
+            path,
+            sep="\t",
+            header=None,
+            comment="#",
+            usecols=[0, 2, 3, 4, 6, 8],
             names=["chrom", "feature", "start", "end", "strand", "attributes"],
             dtype={0: str, 2: str, 6: str, 8: str},
-        )  # fmt: skip
+        )
         df = df[df["feature"].isin(features)].reset_index(drop=True)
         df["start"] = pd.to_numeric(df["start"], errors="raise").astype(np.int64)
         df["end"] = pd.to_numeric(df["end"], errors="raise").astype(np.int64)

@@ -61,11 +61,18 @@ VARIANT_FIELDS = ("chrom", "pos", "ref", "alt", "stratum")
 
 #: chorus's cCRE quotas for the 31,500-position baseline, in draw order (spec §1.1).
 CHORUS_CCRE_QUOTAS: tuple[tuple[str, int], ...] = (
-    ("PLS", 3000), ("dELS", 2500), ("pELS", 1500), ("CA-CTCF", 1500),
-    ("CA-TF", 1000), ("TF", 500), ("CA-H3K4me3", 1000), ("CA", 500),
-)  # fmt: skip
+    ("PLS", 3000),
+    ("dELS", 2500),
+    ("pELS", 1500),
+    ("CA-CTCF", 1500),
+    ("CA-TF", 1000),
+    ("TF", 500),
+    ("CA-H3K4me3", 1000),
+    ("CA", 500),
+)
 
 _AUTOSOMES = tuple(f"chr{i}" for i in range(1, 23))
+Row = tuple[str, int, str]  # (chrom, 1-based pos, stratum)
 
 
 @dataclass(frozen=True)
@@ -104,13 +111,13 @@ class SamplingConfig:
         base = sum(q for _, q in self.ccre_quotas)
         if self.n_ccre == base:
             return list(self.ccre_quotas)
-        raw = [(c, q * self.n_ccre / base) for c, q in self.ccre_quotas]
-        out = [[c, int(x)] for c, x in raw]
-        short = self.n_ccre - sum(q for _, q in out)
-        order = sorted(range(len(raw)), key=lambda i: -(raw[i][1] - int(raw[i][1])))
+        exact = [q * self.n_ccre / base for _, q in self.ccre_quotas]
+        counts = [int(x) for x in exact]
+        short = self.n_ccre - sum(counts)
+        order = sorted(range(len(exact)), key=lambda i: -(exact[i] - counts[i]))
         for i in order[:short]:
-            out[i][1] += 1
-        return [(c, q) for c, q in out]
+            counts[i] += 1
+        return [(c, n) for (c, _), n in zip(self.ccre_quotas, counts, strict=True)]
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -172,9 +179,12 @@ class ReferenceSet:
         """The genome the set was drawn on, as :meth:`GenomeFingerprint.require_same` wants."""
         p = self.provenance
         chr1 = {"hg38": 248_956_422, "hg19": 249_250_621}.get(str(p.get("genome")))
-        return {"assembly": p.get("genome"), "chr1_length": chr1,
-                "fai_sha256": p.get("fai_sha256"),
-                "fasta_sha256_prefix64mb": p.get("fasta_sha256_prefix64mb")}  # fmt: skip
+        return {
+            "assembly": p.get("genome"),
+            "chr1_length": chr1,
+            "fai_sha256": p.get("fai_sha256"),
+            "fasta_sha256_prefix64mb": p.get("fasta_sha256_prefix64mb"),
+        }
 
     def set_meta(self, name: str) -> dict[str, Any]:
         meta: dict[str, Any] = self.provenance["sets"][name]
@@ -226,8 +236,9 @@ def load_reference_set(
             raise InputFileError(f"{path} has no {kind} set {name!r}; it has {sets}")
         arr = arrays[name]
         if arr.dtype.names is None or tuple(arr.dtype.names) != fields:
-            raise InputFileError(f"{path}: set {name!r} has fields {arr.dtype.names}, "
-                                 f"expected {fields}")  # fmt: skip
+            raise InputFileError(
+                f"{path}: set {name!r} has fields {arr.dtype.names}, expected {fields}"
+            )
         df = pd.DataFrame({f: arr[f].tolist() for f in fields})
         got = table_sha256(df, fields)
         want = provenance["sets"][name].get("sha256")
@@ -255,8 +266,8 @@ def load_reference_set(
 # --------------------------------------------------------------------------------------
 
 
-def _random_positions(genome: Genome, cfg: SamplingConfig, rng: random.Random) -> list[tuple]:
-    out: list[tuple] = []
+def _random_positions(genome: Genome, cfg: SamplingConfig, rng: random.Random) -> list[Row]:
+    out: list[Row] = []
     per_chrom = cfg.n_random // len(cfg.chromosomes) + 1
     for chrom in cfg.chromosomes:
         clen = genome.lengths[chrom]
@@ -275,10 +286,10 @@ def _random_positions(genome: Genome, cfg: SamplingConfig, rng: random.Random) -
     return out
 
 
-def _ccre_positions(ccre: pd.DataFrame, cfg: SamplingConfig) -> list[tuple]:
+def _ccre_positions(ccre: pd.DataFrame, cfg: SamplingConfig) -> list[Row]:
     rng = random.Random(cfg.seed_ccre)
     df = ccre[ccre["chrom"].isin(set(cfg.ccre_chromosomes))]
-    out: list[tuple] = []
+    out: list[Row] = []
     for category, n in cfg.quotas():
         cat = df[df["category"] == category]
         if len(cat) == 0:
@@ -349,7 +360,7 @@ def generate_snps(genome: Genome, cfg: SamplingConfig) -> pd.DataFrame:
     """
     genome.require_contigs(cfg.chromosomes, what="the sampling config's chromosomes")
     rng = random.Random(cfg.seed_snps)
-    rows: list[tuple] = []
+    rows: list[tuple[str, int, str, str, str]] = []
     per_chrom = cfg.n_snps // len(cfg.chromosomes) + 1
     for chrom in cfg.chromosomes:
         clen = genome.lengths[chrom]
@@ -518,8 +529,9 @@ def plan_store(
             positions=positions_set or plan_cfg.get("positions_set", "regions_genome_dominated"),
             variants=variants_set or plan_cfg.get("variants_set", "snps_gene_anchored"),
         )
-        genome.fingerprint.require_same(ref.genome, what=f"the reference set {ref.path.name}",
-                                        fasta=genome.path)  # fmt: skip
+        genome.fingerprint.require_same(
+            ref.genome, what=f"the reference set {ref.path.name}", fasta=genome.path
+        )
         assert ref.positions is not None and ref.variants is not None
         positions, variants = ref.positions, ref.variants
         region_meta = ref.set_meta(str(ref.positions_name))
@@ -535,8 +547,11 @@ def plan_store(
             effect_family=str(ref.variants_name).removeprefix("snps_"),
             activity_set=ref.positions_name,
             activity_derivation=None,
-            seeds={**ref.provenance.get("seeds", {}), **region_meta.get("seeds", {}),
-                   "perbin": 999},  # fmt: skip
+            seeds={
+                **ref.provenance.get("seeds", {}),
+                **region_meta.get("seeds", {}),
+                "perbin": 999,
+            },
         )
         seed_perbin = 999
     else:
@@ -553,14 +568,24 @@ def plan_store(
         meta.update(
             source="generated",
             config=cfg.as_dict(),
-            annotations={"ccre_sha256": _file_sha256(Path(ccre)), "gtf_sha256": _file_sha256(Path(gtf))},
+            annotations={
+                "ccre_sha256": _file_sha256(Path(ccre)),
+                "gtf_sha256": _file_sha256(Path(gtf)),
+            },
             effect_family="uniform",
             activity_set="generated",
-            activity_derivation={"sampler": "chorus baseline sampler (spec 1.3)",
-                                 "snps": "chorus uniform SNP sampler (spec 2.2 a)"},  # fmt: skip
-            seeds={"random": cfg.seed_random, "ccre": cfg.seed_ccre, "tss": cfg.seed_tss,
-                   "gene_body": cfg.seed_gene_body, "snps": cfg.seed_snps,
-                   "perbin": cfg.seed_perbin},  # fmt: skip
+            activity_derivation={
+                "sampler": "chorus baseline sampler (spec 1.3)",
+                "snps": "chorus uniform SNP sampler (spec 2.2 a)",
+            },
+            seeds={
+                "random": cfg.seed_random,
+                "ccre": cfg.seed_ccre,
+                "tss": cfg.seed_tss,
+                "gene_body": cfg.seed_gene_body,
+                "snps": cfg.seed_snps,
+                "perbin": cfg.seed_perbin,
+            },
         )
         seed_perbin = cfg.seed_perbin
     positions = assess_windows(positions, genome, recipe.input_length, recipe.max_n_fraction)
@@ -598,10 +623,13 @@ def plan_store(
     )
 
 
-def _confirm_existing(path: Path, genome: Genome, meta: dict[str, Any], tracks: TrackTable) -> ChorusStore:
+def _confirm_existing(
+    path: Path, genome: Genome, meta: dict[str, Any], tracks: TrackTable
+) -> ChorusStore:
     store = ChorusStore.open(path)
-    genome.fingerprint.require_same(store.attrs["genome"], what=f"the store {store.path}",
-                                    fasta=genome.path)  # fmt: skip
+    genome.fingerprint.require_same(
+        store.attrs["genome"], what=f"the store {store.path}", fasta=genome.path
+    )
     stored = dict(store.attrs["plan"])
     stored.update(stored.pop("base", None) or {})  # rows appended later: compare the base plan
     meta = {**meta, "additions": stored.get("additions", [])}
@@ -613,8 +641,12 @@ def _confirm_existing(path: Path, genome: Genome, meta: dict[str, Any], tracks: 
         )
     stored_tracks = store.tracks
     if stored_tracks.sha256() != tracks.sha256():
-        hint = (f"; it extends the store's table: add the new tracks with `chorus-store "
-                f"add-tracks {store.path}`" if stored_tracks.is_prefix_of(tracks) else "")  # fmt: skip
+        hint = (
+            f"; it extends the store's table: add the new tracks with `chorus-store "
+            f"add-tracks {store.path}`"
+            if stored_tracks.is_prefix_of(tracks)
+            else ""
+        )
         raise TrackTableMismatchError(
             f"the recipe's track table ({len(tracks)} tracks) differs from the store's "
             f"({len(stored_tracks)} tracks){hint}"
@@ -664,9 +696,13 @@ def read_rows_table(path: str | Path, fields: tuple[str, ...]) -> pd.DataFrame:
     df = df.loc[:, list(fields)].copy()
     df["pos"] = pd.to_numeric(df["pos"], errors="raise").astype(np.int64)
     if "ref" in df:
-        bad = ~df["ref"].isin(list("ACGT")) | ~df["alt"].isin(list("ACGT")) | (df["ref"] == df["alt"])
+        bad = (
+            ~df["ref"].isin(list("ACGT")) | ~df["alt"].isin(list("ACGT")) | (df["ref"] == df["alt"])
+        )
         if bad.any():
-            raise InputFileError(f"{path}: SNP rows need ref != alt in ACGT (row {int(np.flatnonzero(bad)[0])})")
+            raise InputFileError(
+                f"{path}: SNP rows need ref != alt in ACGT (row {int(np.flatnonzero(bad)[0])})"
+            )
     return df
 
 
@@ -680,31 +716,54 @@ def add_rows(
     """
     fields = POSITION_FIELDS if group == "baselines" else VARIANT_FIELDS
     store = ChorusStore.open(store_path, mode="r+")
-    genome = Genome(fasta or store.attrs["genome"]["fasta_path"],
-                    assembly=store.attrs["genome"].get("assembly"))  # fmt: skip
-    genome.fingerprint.require_same(store.attrs["genome"], what=f"the store {store.path}",
-                                    fasta=genome.path)  # fmt: skip
+    genome = Genome(
+        fasta or store.attrs["genome"]["fasta_path"], assembly=store.attrs["genome"].get("assembly")
+    )
+    genome.fingerprint.require_same(
+        store.attrs["genome"], what=f"the store {store.path}", fasta=genome.path
+    )
     plan = store.attrs["plan"]
-    rows = assess_windows(rows.loc[:, list(fields)].reset_index(drop=True), genome,
-                          int(plan["input_length"]), float(plan["max_n_fraction"]))  # fmt: skip
+    rows = assess_windows(
+        rows.loc[:, list(fields)].reset_index(drop=True),
+        genome,
+        int(plan["input_length"]),
+        float(plan["max_n_fraction"]),
+    )
     recipe = Recipe.from_stored(store.attrs["recipe"])
     with store.structural_lock(f"chorus-store add-{group} {store.path}"):
         store = ChorusStore.open(store_path, mode="r+")
         first = len(store.plan_table(group))
-        bins = _bin_draws(recipe, rows, first, int(plan["seed_perbin"])) if group == "baselines" else None
+        bins = (
+            _bin_draws(recipe, rows, first, int(plan["seed_perbin"]))
+            if group == "baselines"
+            else None
+        )
         store.append_rows(group, rows, bins)
         table = store.plan_table(group)
         attrs = dict(store.attrs)
         plan = dict(attrs["plan"])
         if not plan.get("additions"):
-            plan["base"] = {k: plan[k] for k in ("positions_sha256", "variants_sha256",
-                                                 "position_strata", "variant_strata")}  # fmt: skip
+            plan["base"] = {
+                k: plan[k]
+                for k in (
+                    "positions_sha256",
+                    "variants_sha256",
+                    "position_strata",
+                    "variant_strata",
+                )
+            }
         key = "positions" if group == "baselines" else "variants"
         plan[f"{key}_sha256"] = table_sha256(table, fields)
         plan["position_strata" if group == "baselines" else "variant_strata"] = strata_report(table)
-        plan["additions"] = [*plan.get("additions", []), {
-            "group": group, "rows": len(rows), "first_row": first,
-            "sha256": table_sha256(rows, fields)}]  # fmt: skip
+        plan["additions"] = [
+            *plan.get("additions", []),
+            {
+                "group": group,
+                "rows": len(rows),
+                "first_row": first,
+                "sha256": table_sha256(rows, fields),
+            },
+        ]
         attrs["plan"] = plan
         store.set_attrs(attrs)
         store.consolidate()

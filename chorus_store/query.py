@@ -54,7 +54,9 @@ class Backgrounds:
     def row(self, track_id: str) -> int:
         return self.track_ids.index(track_id)
 
-    def percentile(self, layer: str, track_id: str, value: float, *, signed: bool | None = None) -> float | None:
+    def percentile(
+        self, layer: str, track_id: str, value: float, *, signed: bool | None = None
+    ) -> float | None:
         """Percentile of ``value`` for ``track_id`` (None when the track has no samples).
 
         Effects of unsigned layers are ranked as ``|value|``; ``signed`` defaults to the
@@ -68,5 +70,5 @@ class Backgrounds:
             signed = bool(self.signed[i]) and layer == "effect"
         if layer == "effect" and not signed:
             value = abs(value)
-        q = min(tie_rank(grid, value, track_id) / grid.shape[0], 1.0)
+        q = min(tie_rank(grid, value, track_id) / int(grid.shape[0]), 1.0)
         return 2 * q - 1 if signed else q

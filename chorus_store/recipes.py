@@ -75,7 +75,9 @@ class Recipe:
             name=name,
             oracle=oracle,
             heads=tuple(
-                OutputHead(int(h["resolution_bp"]), int(h.get("n_bins", 1)), int(h.get("n_columns", 0)))
+                OutputHead(
+                    int(h["resolution_bp"]), int(h.get("n_bins", 1)), int(h.get("n_columns", 0))
+                )
                 for h in heads_raw
             ),
             tracks_table=table,
@@ -96,8 +98,16 @@ class Recipe:
             cols = frame.loc[frame["resolution_bp"] == h.resolution_bp, "column"]
             n = h.n_columns or (int(cols.max()) + 1 if len(cols) else 0)
             heads.append(OutputHead(h.resolution_bp, h.n_bins, n))
-        return Recipe(self.name, self.oracle, tuple(heads), self.tracks_table, self.plan,
-                      self.layout, self.source, self.description)  # fmt: skip
+        return Recipe(
+            self.name,
+            self.oracle,
+            tuple(heads),
+            self.tracks_table,
+            self.plan,
+            self.layout,
+            self.source,
+            self.description,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved recipe, as recorded in a store's attributes."""
@@ -130,8 +140,11 @@ class Recipe:
 
     def track_table(self) -> TrackTable:
         res = self.heads[0].resolution_bp if len(self.heads) == 1 else None
-        return TrackTable.read_tsv(self.tracks_table, resolution_bp=res,
-                                   tss_routing=bool(self.plan.get("tss_routing", True)))  # fmt: skip
+        return TrackTable.read_tsv(
+            self.tracks_table,
+            resolution_bp=res,
+            tss_routing=bool(self.plan.get("tss_routing", True)),
+        )
 
     def load_oracle(self, *, weights: str | None = None, device: str = "auto") -> Oracle:
         """Load the model the recipe names, through its adapter."""
@@ -157,9 +170,13 @@ class Recipe:
 
             fn = import_object(str(self.oracle["callable"]))
             return CallableOracle(
-                fn, name=self.name, input_length=self.input_length, heads=self.heads,
-                batch_size=self.batch_size, identity=self.oracle.get("identity"),
-            )  # fmt: skip
+                fn,
+                name=self.name,
+                input_length=self.input_length,
+                heads=self.heads,
+                batch_size=self.batch_size,
+                identity=self.oracle.get("identity"),
+            )
         raise RecipeError(
             f"recipe {self.name!r}: unknown adapter {adapter!r}; known: pytorch, callable"
         )

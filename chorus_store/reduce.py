@@ -32,8 +32,16 @@ from .build import require_complete
 from .errors import IncompleteStageError
 from .store import LAYER_SOURCES, LAYERS, ChorusStore, as_corruption, is_checksum_error
 
-__all__ = ["GRID_RULES", "grid_row", "grid_block", "reduce", "ReduceReport", "layer_fingerprints",
-           "active_layers", "require_reduced"]  # fmt: skip
+__all__ = [
+    "GRID_RULES",
+    "grid_row",
+    "grid_block",
+    "reduce",
+    "ReduceReport",
+    "layer_fingerprints",
+    "active_layers",
+    "require_reduced",
+]
 
 #: Version tag of the grid rules; part of every block fingerprint.
 GRID_RULES = "chorus-spec-5.4/exact/v1"
@@ -49,11 +57,16 @@ def grid_row(sorted_values: np.ndarray, n_points: int = 10_000) -> np.ndarray:
     if n == 0:
         return np.zeros(n_points)
     if n >= n_points:
-        return sorted_values[np.linspace(0, n - 1, n_points, dtype=int)]
-    return np.interp(np.linspace(0, 1, n_points), np.arange(n) / n, sorted_values)
+        picked: np.ndarray = sorted_values[np.linspace(0, n - 1, n_points, dtype=int)]
+        return picked
+    grid = np.linspace(0, 1, n_points)
+    interpolated: np.ndarray = np.interp(grid, np.arange(n) / n, sorted_values)
+    return interpolated
 
 
-def grid_block(values: np.ndarray, absolute: np.ndarray, n_points: int) -> tuple[np.ndarray, np.ndarray]:
+def grid_block(
+    values: np.ndarray, absolute: np.ndarray, n_points: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Grids and offered counts of a ``(rows, tracks)`` block; NaN = not sampled.
 
     ``absolute[j]`` ranks ``|value|`` (unsigned layers' effects).
@@ -125,8 +138,16 @@ class ReduceReport:
     seconds: float = 0.0
 
 
-def _write_block(store_path: str, layer: str, block: int, t0: int, values: np.ndarray,
-                 absolute: np.ndarray, n_points: int, fingerprint: str) -> int:  # fmt: skip
+def _write_block(
+    store_path: str,
+    layer: str,
+    block: int,
+    t0: int,
+    values: np.ndarray,
+    absolute: np.ndarray,
+    n_points: int,
+    fingerprint: str,
+) -> int:
     store = ChorusStore.open(store_path, mode="r+")
     if values.ndim == 3:  # perbin: (rows, bin_samples, tracks) → (rows × bin_samples, tracks)
         values = values.reshape(-1, values.shape[-1])
@@ -183,9 +204,18 @@ def reduce(
             absolute = ~signed if layer == "effect" else np.zeros(len(tracks), bool)
             for b in stale:
                 t0, t1 = b * chunk, min((b + 1) * chunk, len(tracks))
-                tasks.append(dask.delayed(_write_block)(
-                    str(store.path), layer, b, t0, source[..., t0:t1], absolute[t0:t1],
-                    store.layout.n_points, want[b]))  # fmt: skip
+                tasks.append(
+                    dask.delayed(_write_block)(
+                        str(store.path),
+                        layer,
+                        b,
+                        t0,
+                        source[..., t0:t1],
+                        absolute[t0:t1],
+                        store.layout.n_points,
+                        want[b],
+                    )
+                )
         if tasks:
             kwargs = {} if num_workers is None else {"num_workers": num_workers}
             try:

@@ -46,8 +46,9 @@ class TrackStats:
         if unknown:
             raise PredictionError(f"tracks refer to output heads {unknown} the oracle lacks")
         groups: dict[tuple[int, int, int, bool], list[int]] = {}
-        for i, (r, w, agg) in enumerate(zip(res, frame["window_bp"], frame["aggregation"],
-                                            strict=True)):  # fmt: skip
+        for i, (r, w, agg) in enumerate(
+            zip(res, frame["window_bp"], frame["aggregation"], strict=True)
+        ):
             head = self.heads[int(r)]
             if head.is_scalar:
                 start, stop = 0, 1
@@ -102,7 +103,9 @@ class TrackStats:
         self._refuse_non_finite(out, labels, "window statistic")
         return out
 
-    def perbin(self, preds: dict[int, np.ndarray], bin_index: np.ndarray, labels: list[str]) -> np.ndarray:
+    def perbin(
+        self, preds: dict[int, np.ndarray], bin_index: np.ndarray, labels: list[str]
+    ) -> np.ndarray:
         """Values at each sequence's sampled bins, ``(batch, bin_samples, n)`` float32.
 
         ``bin_index`` is ``(batch, heads, bin_samples)``; -1 entries (fewer bins than

@@ -85,8 +85,11 @@ def verify(store_path: str | Path, *, repair: bool = False) -> dict[str, Any]:
     damaged_units: list[tuple[str, int, int]] = []
     damaged_other: list[str] = []
     for group in DATA_GROUPS:
-        names = [n for n in ("summary", "perbin", "ref_summary", "alt_summary", "effect")
-                 if f"{group}/{n}" in store.root]  # fmt: skip
+        names = [
+            n
+            for n in ("summary", "perbin", "ref_summary", "alt_summary", "effect")
+            if f"{group}/{n}" in store.root
+        ]
         for shard, start, stop in store.iter_shards(group):
             for ts in range(0, max(n_tracks, 1), lay.track_shard):
                 for name in names:
@@ -141,4 +144,3 @@ def unlock(store_path: str | Path, *, force: bool = False) -> list[str]:
     """
     store = ChorusStore.open(store_path)
     return locks.clear_claims(store.path, force=force)
-

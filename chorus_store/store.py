@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -39,8 +39,11 @@ ROOT_KEY = "chorus_store"
 DATA_GROUPS = ("baselines", "variants")
 LAYERS = ("effect", "summary", "perbin")
 #: which plan table and which data group each reduction layer reads
-LAYER_SOURCES = {"effect": ("variants", "effect"), "summary": ("baselines", "summary"),
-                 "perbin": ("baselines", "perbin")}  # fmt: skip
+LAYER_SOURCES = {
+    "effect": ("variants", "effect"),
+    "summary": ("baselines", "summary"),
+    "perbin": ("baselines", "perbin"),
+}
 
 warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
 
@@ -119,7 +122,8 @@ class ChorusStore:
         self.path = path
         self.root = root
         self.writable = writable
-        self.attrs: dict[str, Any] = dict(root.attrs.get(ROOT_KEY, {}))
+        stored = root.attrs.get(ROOT_KEY, {})
+        self.attrs: dict[str, Any] = dict(stored) if isinstance(stored, dict) else {}
         self.layout = Layout.from_dict(self.attrs.get("layout", {}))
         self._cache: dict[str, Any] = {}
 
@@ -178,12 +182,11 @@ class ChorusStore:
         store._write_tracks(tracks, 0)
         store._write_table("plan/positions", positions, 0)
         store._write_table("plan/variants", variants, 0)
-        root["plan/positions/resolution_bp"][:] = np.asarray(head_resolutions, dtype=np.int64)
+        store.array("plan/positions/resolution_bp")[:] = np.asarray(head_resolutions, np.int64)
         if len(positions):
-            root["plan/positions/bin_index"][:] = bin_index
-        q = root["reductions/effect/quantile"]
+            store.array("plan/positions/bin_index")[:] = bin_index
         for layer in LAYERS:
-            root[f"reductions/{layer}/quantile"][:] = np.linspace(0.0, 1.0, q.shape[0])
+            store.array(f"reductions/{layer}/quantile")[:] = np.linspace(0.0, 1.0, layout.n_points)
         store._sync_coords()
         full["tracks"] = {"n_tracks": len(tracks), "sha256": tracks.sha256()}
         store.set_attrs(full)
@@ -196,7 +199,7 @@ class ChorusStore:
         return cls.open(final, mode="r+")
 
     @classmethod
-    def open(cls, path: str | Path, *, mode: str = "r") -> ChorusStore:
+    def open(cls, path: str | Path, *, mode: Literal["r", "r+"] = "r") -> ChorusStore:
         """Open an existing store (``mode="r"`` or ``"r+"``) and check its schema version."""
         path = Path(path).expanduser().resolve()
         if not (path / "zarr.json").is_file():
@@ -209,8 +212,9 @@ class ChorusStore:
         except Exception as exc:  # noqa: BLE001 - zarr raises many types for bad metadata
             raise SchemaError(f"{path}: cannot open as a Zarr v3 group: {exc}") from exc
         if ROOT_KEY not in root.attrs:
-            raise SchemaError(f"{path} is a Zarr group but not a chorus-store (no "
-                              f"'{ROOT_KEY}' attributes)")  # fmt: skip
+            raise SchemaError(
+                f"{path} is a Zarr group but not a chorus-store (no '{ROOT_KEY}' attributes)"
+            )
         store = cls(path, root, writable=mode != "r")
         version = store.attrs.get("schema_version")
         if version != SCHEMA_VERSION:
@@ -239,19 +243,29 @@ class ChorusStore:
     @property
     def sizes(self) -> dict[str, int]:
         return self._sizes(
-            self.root["tracks/track"].shape[0],
-            self.root["plan/positions/pos"].shape[0],
-            self.root["plan/variants/pos"].shape[0],
-            self.root["plan/positions/resolution_bp"].shape[0],
+            self.array("tracks/track").shape[0],
+            self.array("plan/positions/pos").shape[0],
+            self.array("plan/variants/pos").shape[0],
+            self.array("plan/positions/resolution_bp").shape[0],
         )
 
-    def _chunking(self, dims: list[str], role: str) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
+    def _chunking(
+        self, dims: list[str], role: str
+    ) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
         lay = self.layout
         if role == "data":
             rows = lay.position_shard_rows if dims[0] == "position" else lay.variant_shard_rows
-            inner = tuple(rows if d in ("position", "variant") else lay.track_chunk if d == "track"
-                          else lay.bin_samples for d in dims)  # fmt: skip
-            shard = tuple(lay.track_shard if d == "track" else c for d, c in zip(dims, inner, strict=True))
+            inner = tuple(
+                rows
+                if d in ("position", "variant")
+                else lay.track_chunk
+                if d == "track"
+                else lay.bin_samples
+                for d in dims
+            )
+            shard = tuple(
+                lay.track_shard if d == "track" else c for d, c in zip(dims, inner, strict=True)
+            )
             return inner, shard
         if role == "done":
             return (1, lay.track_shard), None
@@ -263,13 +277,24 @@ class ChorusStore:
             return (1,), None
         if dims == ["quantile"]:
             return (lay.n_points,), None
-        return tuple(lay.coord_chunk if d in ("position", "variant", "track") else
-                     lay.bin_samples if d == "bin_sample" else 8 for d in dims), None  # fmt: skip
+        return tuple(
+            lay.coord_chunk
+            if d in ("position", "variant", "track")
+            else lay.bin_samples
+            if d == "bin_sample"
+            else 8
+            for d in dims
+        ), None
 
     def _create_array(
-        self, group: zarr.Group, gname: str, aname: str, spec: dict[str, Any],
-        sizes: dict[str, int], coord_names: list[str],
-    ) -> None:  # fmt: skip
+        self,
+        group: zarr.Group,
+        gname: str,
+        aname: str,
+        spec: dict[str, Any],
+        sizes: dict[str, int],
+        coord_names: list[str],
+    ) -> None:
         dims = spec["dims"]
         role = spec.get("role", "")
         chunks, shards = self._chunking(dims, role)
@@ -296,11 +321,18 @@ class ChorusStore:
             attributes=attributes,
         )
 
-    def array(self, name: str) -> zarr.Array:
+    def array(self, name: str) -> zarr.Array[Any]:
         """The Zarr array ``group/name``, e.g. ``store.array("baselines/summary")``."""
         arr = self.root[name]
-        assert isinstance(arr, zarr.Array)
+        if not isinstance(arr, zarr.Array):
+            raise SchemaError(f"{self.path}/{name} is a group, expected an array")
         return arr
+
+    def group(self, name: str) -> zarr.Group:
+        grp = self.root[name]
+        if not isinstance(grp, zarr.Group):
+            raise SchemaError(f"{self.path}/{name} is an array, expected a group")
+        return grp
 
     def read(self, name: str, selection: Any = slice(None)) -> np.ndarray:
         """Read ``array[selection]``; a chunk failing its checksum raises CorruptChunkError."""
@@ -325,10 +357,10 @@ class ChorusStore:
 
     # ---------------------------------------------------------------- tables
     def _write_table(self, gname: str, df: pd.DataFrame, start: int) -> None:
-        group = self.root[gname]
+        names = set(self.group(gname).array_keys())
         for col in df.columns:
-            if col in group:
-                arr = group[col]
+            if col in names:
+                arr = self.array(f"{gname}/{col}")
                 values = df[col].to_numpy()
                 if arr.dtype.kind in ("T", "U", "O"):
                     values = np.asarray([str(v) for v in values], dtype=object)
@@ -345,10 +377,9 @@ class ChorusStore:
                 self.array(f"{gname}/{cname}")[:] = src[:]
 
     def _read_table(self, gname: str, columns: list[str]) -> pd.DataFrame:
-        group = self.root[gname]
         out = {}
         for col in columns:
-            values = np.asarray(group[col][:])
+            values = self.read(f"{gname}/{col}")
             out[col] = _as_str_list(values) if values.dtype.kind in ("T", "U", "O") else values
         return pd.DataFrame(out)
 
@@ -365,7 +396,8 @@ class ChorusStore:
     def positions(self) -> pd.DataFrame:
         if "positions" not in self._cache:
             self._cache["positions"] = self._read_table(
-                "plan/positions", ["chrom", "pos", "stratum", "usable", "reject_reason"])  # fmt: skip
+                "plan/positions", ["chrom", "pos", "stratum", "usable", "reject_reason"]
+            )
         df: pd.DataFrame = self._cache["positions"]
         return df
 
@@ -373,7 +405,9 @@ class ChorusStore:
     def variants(self) -> pd.DataFrame:
         if "variants" not in self._cache:
             self._cache["variants"] = self._read_table(
-                "plan/variants", ["chrom", "pos", "ref", "alt", "stratum", "usable", "reject_reason"])  # fmt: skip
+                "plan/variants",
+                ["chrom", "pos", "ref", "alt", "stratum", "usable", "reject_reason"],
+            )
         df: pd.DataFrame = self._cache["variants"]
         return df
 
@@ -383,7 +417,7 @@ class ChorusStore:
 
     @property
     def head_resolutions(self) -> list[int]:
-        return [int(r) for r in self.array("plan/positions/resolution_bp")[:]]
+        return [int(r) for r in self.read("plan/positions/resolution_bp")]
 
     # ---------------------------------------------------------------- growth
     def _resize_all(self, sizes: dict[str, int]) -> None:
@@ -399,8 +433,9 @@ class ChorusStore:
                     arr.resize(shape)
         # array handles come from the consolidated metadata: refresh it, then reopen
         self.consolidate()
-        self.root = zarr.open_group(str(self.path), mode="r+" if self.writable else "r",
-                                    zarr_format=3)  # fmt: skip
+        self.root = zarr.open_group(
+            str(self.path), mode="r+" if self.writable else "r", zarr_format=3
+        )
 
     def append_tracks(self, tracks: TrackTable) -> int:
         """Grow the store to ``tracks``, which must extend its track table; returns how many
@@ -411,8 +446,9 @@ class ChorusStore:
         n_new = len(tracks) - len(old)
         if n_new:
             sizes = self.sizes
-            sizes.update(self._sizes(len(tracks), sizes["position"], sizes["variant"],
-                                     sizes["head"]))  # fmt: skip
+            sizes.update(
+                self._sizes(len(tracks), sizes["position"], sizes["variant"], sizes["head"])
+            )
             self._resize_all(sizes)
             self._write_tracks(tracks, len(old))
             self._sync_coords()
@@ -464,7 +500,9 @@ class ChorusStore:
         try:
             sizes = self.sizes
         except KeyError as exc:
-            raise SchemaError(f"{self.path}: core array missing ({exc}); not a valid store") from exc
+            raise SchemaError(
+                f"{self.path}: core array missing ({exc}); not a valid store"
+            ) from exc
         for gname, gspec in schema["groups"].items():
             if gname not in self.root:
                 problems.append(f"group '{gname}' missing")
@@ -487,7 +525,7 @@ class ChorusStore:
                     problems.append(f"'{key}' has shape {arr.shape}, expected {want_shape}")
                 kind = arr.dtype.kind
                 want = aspec["dtype"]
-                ok = (kind in ("T", "U", "O") if want == "str" else np.dtype(want) == arr.dtype)
+                ok = kind in ("T", "U", "O") if want == "str" else np.dtype(want) == arr.dtype
                 if not ok:
                     problems.append(f"'{key}' has dtype {arr.dtype}, schema says {want}")
         if problems:

@@ -76,15 +76,22 @@ LAYER_CONFIGS: dict[str, LayerConfig] = {
 
 #: The 15 histone-mark patterns chorus searches CHIP descriptions for (spec §3, §4.2).
 HISTONE_PATTERNS: tuple[str, ...] = (
-    "H2AFZ", "H2AZ",
-    "H3K4me1", "H3K4me2", "H3K4me3",
-    "H3K9ac", "H3K9me1", "H3K9me2", "H3K9me3",
+    "H2AFZ",
+    "H2AZ",
+    "H3K4me1",
+    "H3K4me2",
+    "H3K4me3",
+    "H3K9ac",
+    "H3K9me1",
+    "H3K9me2",
+    "H3K9me3",
     "H3K14ac",
-    "H3K27ac", "H3K27me3",
+    "H3K27ac",
+    "H3K27me3",
     "H3K36me3",
     "H3K79me2",
     "H4K20me1",
-)  # fmt: skip
+)
 
 _ASSAY_KEY_TO_LAYER = {
     "DNASE": "chromatin_accessibility",
@@ -203,12 +210,14 @@ def compute_effect(
     ref = np.asarray(ref, dtype=np.float64)
     alt = np.asarray(alt, dtype=np.float64)
     if formula == "diff":
-        return alt - ref
+        diff: np.ndarray = alt - ref
+        return diff
     if formula not in _FORMULAS:
         raise ValueError(f"unknown effect formula {formula!r}; expected one of {_FORMULAS}")
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = (alt + pseudocount) / (ref + pseudocount)
-        return np.log2(ratio) if formula == "log2fc" else np.log(ratio)
+        out: np.ndarray = np.log2(ratio) if formula == "log2fc" else np.log(ratio)
+        return out
 
 
 # --------------------------------------------------------------------------------------
@@ -283,7 +292,7 @@ class TrackTable:
             raise RecipeError("track metadata needs 'track_id' and 'assay_type' columns")
         meta = meta.reset_index(drop=True)
         description = meta["description"] if "description" in meta else pd.Series([""] * len(meta))
-        rows = []
+        rows: list[dict[str, Any]] = []
         for i, rec in meta.iterrows():
             assay_type = str(rec["assay_type"])
             track_id = str(rec["track_id"])
@@ -304,7 +313,7 @@ class TrackTable:
                     "description": desc,
                     "layer": layer,
                     "resolution_bp": int(res),
-                    "column": int(rec["column"]) if "column" in meta else int(i),  # type: ignore[call-overload]
+                    "column": int(rec["column"]) if "column" in meta else len(rows),
                     "window_bp": -1 if cfg is None or cfg.window_bp is None else cfg.window_bp,
                     "aggregation": "" if cfg is None else cfg.aggregation,
                     "formula": "" if cfg is None else cfg.formula,
@@ -355,7 +364,8 @@ class TrackTable:
 
     @property
     def signed(self) -> np.ndarray:
-        return self.frame["signed"].to_numpy(dtype=bool)
+        signed: np.ndarray = self.frame["signed"].to_numpy(dtype=bool)
+        return signed
 
     def window_bp(self, i: int) -> int | None:
         w = int(self.frame["window_bp"].iat[i])

@@ -27,8 +27,12 @@ DEMO_TOML = tomllib.loads((DEMO_DIR / "recipe.toml").read_text())
 DEMO_TRACKS = DEMO_DIR / "tracks.tsv"
 
 SMALL_SAMPLING = {"n_random": 96, "n_ccre": 48, "n_tss": 24, "n_gene_body": 16, "n_snps": 64}
-SMALL_LAYOUT = {"position_shard_rows": 32, "variant_shard_rows": 32, "track_shard": 16,
-                "track_chunk": 8}  # fmt: skip
+SMALL_LAYOUT = {
+    "position_shard_rows": 32,
+    "variant_shard_rows": 32,
+    "track_shard": 16,
+    "track_chunk": 8,
+}
 
 
 def small_recipe(
@@ -55,8 +59,16 @@ def small_recipe(
     if n_tracks is not None or tracks_table is not None:
         # the model still has 36 output columns; the table selects a prefix of them
         heads = tuple(OutputHead(h.resolution_bp, h.n_bins, 36) for h in recipe.heads)
-        recipe = Recipe(recipe.name, recipe.oracle, heads, recipe.tracks_table, recipe.plan,
-                        recipe.layout, recipe.source, recipe.description)  # fmt: skip
+        recipe = Recipe(
+            recipe.name,
+            recipe.oracle,
+            heads,
+            recipe.tracks_table,
+            recipe.plan,
+            recipe.layout,
+            recipe.source,
+            recipe.description,
+        )
     return recipe
 
 
@@ -64,7 +76,9 @@ def plan_small(store: Path, inputs: DemoInputs, recipe: Recipe) -> None:
     plan_store(store, recipe, fasta=inputs.fasta, ccre=inputs.ccre, gtf=inputs.gtf)
 
 
-def run_all(store: Path, inputs: DemoInputs, recipe: Recipe, out: Path, **build_kwargs: Any) -> bytes:
+def run_all(
+    store: Path, inputs: DemoInputs, recipe: Recipe, out: Path, **build_kwargs: Any
+) -> bytes:
     """plan → build → reduce → export; returns the NPZ bytes."""
     plan_small(store, inputs, recipe)
     build(store, progress=False, **build_kwargs)
@@ -90,5 +104,10 @@ def composition_oracle_fn(onehot: np.ndarray) -> dict[int, np.ndarray]:
 
 
 def composition_oracle(batch_size: int = 8) -> CallableOracle:
-    return CallableOracle(composition_oracle_fn, name="demo", input_length=16384,
-                          heads=(OutputHead(128, 64, 36),), batch_size=batch_size)  # fmt: skip
+    return CallableOracle(
+        composition_oracle_fn,
+        name="demo",
+        input_length=16384,
+        heads=(OutputHead(128, 64, 36),),
+        batch_size=batch_size,
+    )

@@ -45,7 +45,9 @@ CLI = [sys.executable, "-m", "chorus_store.cli"]
 
 def _records(store: Path, group: str) -> dict[str, np.ndarray]:
     s = ChorusStore.open(store)
-    names = ("summary", "perbin") if group == "baselines" else ("ref_summary", "alt_summary", "effect")
+    names = (
+        ("summary", "perbin") if group == "baselines" else ("ref_summary", "alt_summary", "effect")
+    )
     return {n: s.read(f"{group}/{n}") for n in names}
 
 
@@ -56,7 +58,9 @@ def test_rerun_of_a_finished_build_calls_the_oracle_zero_times(small_copy: Path)
     assert report.rows_built == {"baselines": 0, "variants": 0} and report.tasks == 0
 
 
-def _faulty(after_calls: int, *, nan: bool = True, shape: tuple[int, ...] | None = None) -> CallableOracle:
+def _faulty(
+    after_calls: int, *, nan: bool = True, shape: tuple[int, ...] | None = None
+) -> CallableOracle:
     """The composition oracle, failing after some calls (a transient fault, same identity)."""
     state = {"calls": 0}
 
@@ -69,8 +73,13 @@ def _faulty(after_calls: int, *, nan: bool = True, shape: tuple[int, ...] | None
             out[128][1, 32, 3] = np.nan if nan else np.inf  # inside the window
         return out
 
-    return CallableOracle(fn, name="demo", input_length=16384, heads=(OutputHead(128, 64, 36),),
-                          identity=composition_oracle().identity)  # fmt: skip
+    return CallableOracle(
+        fn,
+        name="demo",
+        input_length=16384,
+        heads=(OutputHead(128, 64, 36),),
+        identity=composition_oracle().identity,
+    )
 
 
 def test_nan_predictions_are_refused_and_nothing_written_is_lost(
@@ -98,7 +107,9 @@ def test_nan_predictions_are_refused_and_nothing_written_is_lost(
         np.testing.assert_array_equal(values, after[name])
 
 
-def test_inf_and_wrongly_shaped_predictions_are_refused(tmp_path: Path, demo_inputs: DemoInputs) -> None:
+def test_inf_and_wrongly_shaped_predictions_are_refused(
+    tmp_path: Path, demo_inputs: DemoInputs
+) -> None:
     store = tmp_path / "s.zarr"
     plan_small(store, demo_inputs, small_recipe(tmp_path))
     with pytest.raises(PredictionError, match="returned inf"):
@@ -148,13 +159,17 @@ def test_a_second_writer_is_refused_and_a_dead_ones_claims_are_taken_over(
     store = tmp_path / "s.zarr"
     plan_small(store, demo_inputs, small_recipe(tmp_path))
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys, time, pathlib; from chorus_store.locks import acquire;"
-         "acquire(pathlib.Path(sys.argv[1]), ['build/baselines/s000001-t0001'], store='s',"
-         " command='another build'); print('held', flush=True); time.sleep(120)",
-         str(store)],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "import sys, time, pathlib; from chorus_store.locks import acquire;"
+            "acquire(pathlib.Path(sys.argv[1]), ['build/baselines/s000001-t0001'], store='s',"
+            " command='another build'); print('held', flush=True); time.sleep(120)",
+            str(store),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
         with pytest.raises(StoreLockedError, match=f"pid {holder.pid} .*another build.*unlock"):
@@ -183,14 +198,23 @@ def test_two_processes_build_disjoint_parts_and_overlap_is_refused(
     store = tmp_path / "demo.zarr"
     plan_small(store, demo_inputs, small_recipe(tmp_path))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    a = subprocess.Popen([*CLI, "build", str(store), "--part", "baselines", "--no-progress"],
-                         env=env, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    a = subprocess.Popen(
+        [*CLI, "build", str(store), "--part", "baselines", "--no-progress"],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     locks = store / ".chorus-locks" / "build" / "baselines"
     _wait_for(lambda: locks.is_dir() and any(locks.iterdir()) or a.poll() is not None)
-    b = subprocess.run([*CLI, "build", str(store), "--part", "variants", "--no-progress"],
-                       env=env, capture_output=True, text=True)  # fmt: skip
-    overlap = subprocess.run([*CLI, "build", str(store), "--no-progress"], env=env,
-                             capture_output=True, text=True)  # fmt: skip
+    b = subprocess.run(
+        [*CLI, "build", str(store), "--part", "variants", "--no-progress"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    overlap = subprocess.run(
+        [*CLI, "build", str(store), "--no-progress"], env=env, capture_output=True, text=True
+    )
     a_err = a.communicate()[1]
     assert a.returncode == 0, a_err
     assert b.returncode == 0, b.stderr
@@ -235,18 +259,26 @@ def test_adding_positions_and_snps_computes_only_them(small_copy: Path, tmp_path
     before = {g: _records(small_copy, g) for g in ("baselines", "variants")}
     n_pos = len(ChorusStore.open(small_copy).positions)
     table = tmp_path / "extra.tsv"
-    table.write_text("chrom\tpos\tstratum\n" + "".join(
-        f"chr2\t{300_000 + 7_919 * i}\textra\n" for i in range(10)))  # fmt: skip
-    assert add_rows(small_copy, "baselines", read_rows_table(table, ("chrom", "pos", "stratum"))) == 10
+    table.write_text(
+        "chrom\tpos\tstratum\n"
+        + "".join(f"chr2\t{300_000 + 7_919 * i}\textra\n" for i in range(10))
+    )
+    assert (
+        add_rows(small_copy, "baselines", read_rows_table(table, ("chrom", "pos", "stratum"))) == 10
+    )
     snps = tmp_path / "snps.tsv"
     s = ChorusStore.open(small_copy)
     from chorus_store import Genome
 
     g = Genome(s.attrs["genome"]["fasta_path"])
     rows = [(p, g.base("chr3", p)) for p in range(500_001, 500_200, 37)]
-    snps.write_text("chrom\tpos\tref\talt\tstratum\n" + "".join(
-        f"chr3\t{p}\t{r}\t{'A' if r != 'A' else 'G'}\textra\n" for p, r in rows))  # fmt: skip
-    add_rows(small_copy, "variants", read_rows_table(snps, ("chrom", "pos", "ref", "alt", "stratum")))
+    snps.write_text(
+        "chrom\tpos\tref\talt\tstratum\n"
+        + "".join(f"chr3\t{p}\t{r}\t{'A' if r != 'A' else 'G'}\textra\n" for p, r in rows)
+    )
+    add_rows(
+        small_copy, "variants", read_rows_table(snps, ("chrom", "pos", "ref", "alt", "stratum"))
+    )
     oracle = small_recipe(tmp_path).load_oracle()
     report = build(small_copy, oracle=oracle, progress=False)
     assert report.rows_built == {"baselines": 10, "variants": len(rows)}

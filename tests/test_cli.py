@@ -31,12 +31,31 @@ def test_errors_are_one_clear_line_and_exit_2(tmp_path: Path, demo_inputs: DemoI
     res = runner.invoke(app, ["build", str(tmp_path / "nothing.zarr")])
     assert res.exit_code == 2
     assert "SchemaError" in res.stderr and "chorus-store plan" in res.stderr
-    res = runner.invoke(app, ["plan", str(tmp_path / "s.zarr"), "--recipe", "demo",
-                              "--fasta", str(tmp_path / "missing.fa")])  # fmt: skip
+    res = runner.invoke(
+        app,
+        [
+            "plan",
+            str(tmp_path / "s.zarr"),
+            "--recipe",
+            "demo",
+            "--fasta",
+            str(tmp_path / "missing.fa"),
+        ],
+    )
     assert res.exit_code == 2 and "InputFileError" in res.stderr and "missing.fa" in res.stderr
-    res = runner.invoke(app, ["plan", str(tmp_path / "s.zarr"), "--recipe", "demo", "--fasta",
-                              str(demo_inputs.fasta), "--reference-set",
-                              str(Path(__file__).parents[1] / "examples/chorus/chorus_reference_positions_v1.npz")])  # fmt: skip
+    res = runner.invoke(
+        app,
+        [
+            "plan",
+            str(tmp_path / "s.zarr"),
+            "--recipe",
+            "demo",
+            "--fasta",
+            str(demo_inputs.fasta),
+            "--reference-set",
+            str(Path(__file__).parents[1] / "examples/chorus/chorus_reference_positions_v1.npz"),
+        ],
+    )
     assert res.exit_code == 2 and "GenomeMismatchError" in res.stderr and "hg38" in res.stderr
 
 
@@ -53,7 +72,11 @@ def test_recipes_and_version() -> None:
 
 
 def test_the_console_script_is_installed() -> None:
-    res = subprocess.run([sys.executable, "-m", "chorus_store.cli", "--help"], capture_output=True,
-                         text=True, check=True)  # fmt: skip
+    res = subprocess.run(
+        [sys.executable, "-m", "chorus_store.cli", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     for command in ("plan", "build", "reduce", "export", "status", "demo", "add-tracks"):
         assert command in res.stdout

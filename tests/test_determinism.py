@@ -15,18 +15,35 @@ from .helpers import plan_small, run_all, small_recipe
 @pytest.mark.parametrize(
     ("layout", "build_kwargs"),
     [
-        ({"position_shard_rows": 7, "variant_shard_rows": 50, "track_shard": 32, "track_chunk": 32},
-         {"batch_size": 3}),
-        ({"position_shard_rows": 200, "variant_shard_rows": 8, "track_shard": 8, "track_chunk": 4},
-         {"batch_size": 40}),
+        (
+            {
+                "position_shard_rows": 7,
+                "variant_shard_rows": 50,
+                "track_shard": 32,
+                "track_chunk": 32,
+            },
+            {"batch_size": 3},
+        ),
+        (
+            {
+                "position_shard_rows": 200,
+                "variant_shard_rows": 8,
+                "track_shard": 8,
+                "track_chunk": 4,
+            },
+            {"batch_size": 40},
+        ),
         ({}, {"workers": 2}),
     ],
     ids=["small-shards-batch3", "large-shards-batch40", "two-workers"],
-)  # fmt: skip
+)
 def test_export_does_not_depend_on_chunks_batches_or_workers(
-    tmp_path: Path, demo_inputs: DemoInputs, small_build: tuple[Path, Path],
-    layout: dict[str, int], build_kwargs: dict[str, int],
-) -> None:  # fmt: skip
+    tmp_path: Path,
+    demo_inputs: DemoInputs,
+    small_build: tuple[Path, Path],
+    layout: dict[str, int],
+    build_kwargs: dict[str, int],
+) -> None:
     recipe = small_recipe(tmp_path, layout=layout)
     got = run_all(tmp_path / "demo.zarr", demo_inputs, recipe, tmp_path / "o.npz", **build_kwargs)
     assert got == small_build[1].read_bytes()

@@ -15,9 +15,21 @@ from chorus_store.errors import ExportValidationError, IncompleteStageError
 from chorus_store.export import collect_arrays, validate_npz, write_npz_atomic
 from chorus_store.query import Backgrounds
 
-KEYS = {"track_ids", "effect_cdfs", "summary_cdfs", "perbin_cdfs", "effect_counts",
-        "summary_counts", "perbin_counts", "effect_retained", "summary_retained",
-        "perbin_retained", "signed_flags", "layers_per_row", "build_config"}  # fmt: skip
+KEYS = {
+    "track_ids",
+    "effect_cdfs",
+    "summary_cdfs",
+    "perbin_cdfs",
+    "effect_counts",
+    "summary_counts",
+    "perbin_counts",
+    "effect_retained",
+    "summary_retained",
+    "perbin_retained",
+    "signed_flags",
+    "layers_per_row",
+    "build_config",
+}
 
 
 def chorus_superseded(path: Path) -> bool:
@@ -42,8 +54,13 @@ def test_npz_has_exactly_chorus_keys_dtypes_and_shapes(small_build: tuple[Path, 
         T = len(z["track_ids"])
         assert z["track_ids"].dtype.kind == "U" and len(set(z["track_ids"].tolist())) == T
         for layer in ("effect", "summary", "perbin"):
-            assert z[f"{layer}_cdfs"].dtype == np.float32 and z[f"{layer}_cdfs"].shape == (T, 10_000)
-            assert z[f"{layer}_counts"].dtype == np.int64 and z[f"{layer}_retained"].dtype == np.int64
+            assert z[f"{layer}_cdfs"].dtype == np.float32 and z[f"{layer}_cdfs"].shape == (
+                T,
+                10_000,
+            )
+            assert (
+                z[f"{layer}_counts"].dtype == np.int64 and z[f"{layer}_retained"].dtype == np.int64
+            )
             assert (z[f"{layer}_retained"] == z[f"{layer}_counts"]).all()  # exact, never thinned
             assert (np.diff(z[f"{layer}_cdfs"], axis=1) >= 0).all()
         assert z["signed_flags"].dtype == np.bool_
@@ -59,10 +76,26 @@ def test_chorus_loads_it_without_warning(small_build: tuple[Path, Path]) -> None
     assert cfg["genome"] == "chorus-store-demo-v1"  # as recorded; chorus ranks only hg38 files
     assert cfg["histone_window_bp"] == 2001 and cfg["other_window_bp"] == 501
     assert cfg["layers_present"] == sorted(set(np.load(small_build[1])["layers_per_row"].tolist()))
-    assert set(cfg) >= {"oracle", "n_tracks", "fai_sha256", "fasta_sha256_prefix64mb", "stamped_at",
-                        "input_length", "resolution", "cdf_points", "statistics_per_layer",
-                        "signed_fraction", "sampling", "reference_sets", "notes", "determinism"}  # fmt: skip
-    assert cfg["sampling"]["perbin"]["mode"] == "exact" and cfg["sampling"]["effect"]["thinned_tracks"] == 0
+    assert set(cfg) >= {
+        "oracle",
+        "n_tracks",
+        "fai_sha256",
+        "fasta_sha256_prefix64mb",
+        "stamped_at",
+        "input_length",
+        "resolution",
+        "cdf_points",
+        "statistics_per_layer",
+        "signed_fraction",
+        "sampling",
+        "reference_sets",
+        "notes",
+        "determinism",
+    }
+    assert (
+        cfg["sampling"]["perbin"]["mode"] == "exact"
+        and cfg["sampling"]["effect"]["thinned_tracks"] == 0
+    )
     assert cfg["input_length"] == 16384 and cfg["resolution"] == 128
     assert cfg["reference_sets"]["seeds"]["perbin"] == 999
 
@@ -81,7 +114,9 @@ def test_percentile_of_a_rows_median_is_one_half(small_build: tuple[Path, Path])
     assert bg.percentile("summary", bg.track_ids[0], float(top) * 2) == 1.0
     signed = [t for t, s in zip(bg.track_ids, bg.signed, strict=True) if s]
     i = bg.row(signed[0])
-    assert bg.percentile("effect", signed[0], float(bg.cdfs["effect"][i][4999])) == pytest.approx(0.0)
+    assert bg.percentile("effect", signed[0], float(bg.cdfs["effect"][i][4999])) == pytest.approx(
+        0.0
+    )
 
 
 def _padded(n: int) -> np.ndarray:
@@ -96,18 +131,29 @@ def _good_arrays(small_build: tuple[Path, Path]) -> dict[str, np.ndarray]:
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
-        (lambda a: a.__setitem__("track_ids", np.asarray(["x"] * len(a["track_ids"]))), "not unique"),
+        (
+            lambda a: a.__setitem__("track_ids", np.asarray(["x"] * len(a["track_ids"]))),
+            "not unique",
+        ),
         (lambda a: a["effect_cdfs"].__setitem__((3, 100), 1e9), "not non-decreasing"),
         (lambda a: a["summary_counts"].__setitem__(slice(None, 30), 0), "only 6 of 36 tracks"),
-        (lambda a: a["summary_cdfs"].__setitem__((0, slice(None)), _padded(int(a["summary_counts"][0]))),
-         "padded"),
+        (
+            lambda a: a["summary_cdfs"].__setitem__(
+                (0, slice(None)), _padded(int(a["summary_counts"][0]))
+            ),
+            "padded",
+        ),
         (lambda a: a["layers_per_row"].__setitem__(0, "other"), "non-canonical"),
-        (lambda a: a.__setitem__("build_config", np.asarray([json.dumps({"schema_version": "4"})])),
-         "schema_version must be the int 4"),
+        (
+            lambda a: a.__setitem__(
+                "build_config", np.asarray([json.dumps({"schema_version": "4"})])
+            ),
+            "schema_version must be the int 4",
+        ),
         (lambda a: a.__setitem__("perbin_cdfs", a["perbin_cdfs"].astype(np.float64)), "float32"),
         (lambda a: a["effect_retained"].__setitem__(0, 1), "thinned"),
     ],
-)  # fmt: skip
+)
 def test_validation_refuses_each_broken_contract(
     small_build: tuple[Path, Path], damage: object, message: str
 ) -> None:
@@ -142,14 +188,18 @@ def test_a_failed_write_leaves_the_previous_file_intact(
     assert target.read_bytes() == small_build[1].read_bytes()
 
 
-def test_the_bytes_depend_only_on_the_contents(small_build: tuple[Path, Path], tmp_path: Path) -> None:
+def test_the_bytes_depend_only_on_the_contents(
+    small_build: tuple[Path, Path], tmp_path: Path
+) -> None:
     a = export(small_build[0], out=tmp_path / "a.npz").read_bytes()
     os.utime(small_build[1])
     b = export(small_build[0], out=tmp_path / "b.npz").read_bytes()
     assert a == b == small_build[1].read_bytes()
 
 
-def test_default_directory_is_where_chorus_reads(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_default_directory_is_where_chorus_reads(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("CHORUS_DATA_DIR", str(tmp_path))
     assert default_backgrounds_dir() == tmp_path / "backgrounds"
     monkeypatch.delenv("CHORUS_DATA_DIR")

@@ -32,7 +32,9 @@ def test_one_hot_is_acgt_and_zero_for_others() -> None:
 
 @settings(max_examples=60, deadline=None)
 @given(data=st.data())
-def test_n_count_equals_brute_force(tmp_path_factory: pytest.TempPathFactory, data: st.DataObject) -> None:
+def test_n_count_equals_brute_force(
+    tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
+) -> None:
     length = data.draw(st.integers(50, 400))
     seq = data.draw(st.lists(st.sampled_from("ACGTNNn"), min_size=length, max_size=length))
     seq = "".join(seq)
@@ -97,7 +99,8 @@ def test_gtf_reader(tmp_path: Path) -> None:
     p = tmp_path / "g.gtf"
     p.write_text(
         "#!header\n"
-        'chr1\tX\tgene\t11\t200\t.\t-\t.\tgene_id "G1"; gene_type "protein_coding"; gene_name "A";\n'
+        'chr1\tX\tgene\t11\t200\t.\t-\t.\tgene_id "G1"; gene_type "protein_coding"; '
+        'gene_name "A";\n'
         'chr1\tX\texon\t11\t50\t.\t-\t.\tgene_id "G1"; transcript_id "T1"; gene_name "A";\n'
     )
     df = read_gtf(p)

@@ -18,8 +18,12 @@ CLI = [sys.executable, "-m", "chorus_store.cli"]
 
 
 def _demo(directory: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen([*CLI, "demo", str(directory), "--no-progress"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    return subprocess.Popen(
+        [*CLI, "demo", str(directory), "--no-progress"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 @pytest.mark.slow

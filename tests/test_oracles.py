@@ -68,11 +68,21 @@ def test_weights_that_do_not_fit_the_architecture_are_refused(tmp_path: Path) ->
 
 
 def test_callable_oracle_checks_shapes() -> None:
-    good = CallableOracle(lambda x: np.ones((x.shape[0], 4, 2), np.float32), name="c",
-                          input_length=10, heads=(OutputHead(1, 4, 2),), batch_size=2)  # fmt: skip
+    good = CallableOracle(
+        lambda x: np.ones((x.shape[0], 4, 2), np.float32),
+        name="c",
+        input_length=10,
+        heads=(OutputHead(1, 4, 2),),
+        batch_size=2,
+    )
     assert good.predict(np.zeros((3, 10, 4), np.float32))[1].shape == (3, 4, 2)
-    bad = CallableOracle(lambda x: np.ones((x.shape[0], 5, 2), np.float32), name="c",
-                         input_length=10, heads=(OutputHead(1, 4, 2),), batch_size=2)  # fmt: skip
+    bad = CallableOracle(
+        lambda x: np.ones((x.shape[0], 5, 2), np.float32),
+        name="c",
+        input_length=10,
+        heads=(OutputHead(1, 4, 2),),
+        batch_size=2,
+    )
     with pytest.raises(PredictionError, match=r"shape \(2, 5, 2\)"):
         bad.predict(np.zeros((1, 10, 4), np.float32))
     with pytest.raises(ValueError, match="one-hot input"):

@@ -34,16 +34,37 @@ from chorus_store.plan import (
 
 from .helpers import small_recipe
 
-REFERENCE = Path(__file__).resolve().parents[1] / "examples" / "chorus" / "chorus_reference_positions_v1.npz"
+REFERENCE = (
+    Path(__file__).resolve().parents[1]
+    / "examples"
+    / "chorus"
+    / "chorus_reference_positions_v1.npz"
+)
 
 HG38 = {
-    "chr1": 248956422, "chr2": 242193529, "chr3": 198295559, "chr4": 190214555,
-    "chr5": 181538259, "chr6": 170805979, "chr7": 159345973, "chr8": 145138636,
-    "chr9": 138394717, "chr10": 133797422, "chr11": 135086622, "chr12": 133275309,
-    "chr13": 114364328, "chr14": 107043718, "chr15": 101991189, "chr16": 90338345,
-    "chr17": 83257441, "chr18": 80373285, "chr19": 58617616, "chr20": 64444167,
-    "chr21": 46709983, "chr22": 50818468,
-}  # fmt: skip
+    "chr1": 248956422,
+    "chr2": 242193529,
+    "chr3": 198295559,
+    "chr4": 190214555,
+    "chr5": 181538259,
+    "chr6": 170805979,
+    "chr7": 159345973,
+    "chr8": 145138636,
+    "chr9": 138394717,
+    "chr10": 133797422,
+    "chr11": 135086622,
+    "chr12": 133275309,
+    "chr13": 114364328,
+    "chr14": 107043718,
+    "chr15": 101991189,
+    "chr16": 90338345,
+    "chr17": 83257441,
+    "chr18": 80373285,
+    "chr19": 58617616,
+    "chr20": 64444167,
+    "chr21": 46709983,
+    "chr22": 50818468,
+}
 
 
 class _Lengths:
@@ -55,12 +76,17 @@ class _Lengths:
 
 
 def test_reference_sets_load_and_hash_as_recorded() -> None:
-    ref = load_reference_set(REFERENCE, positions="regions_genome_dominated",
-                             variants="snps_gene_anchored")  # fmt: skip
+    ref = load_reference_set(
+        REFERENCE, positions="regions_genome_dominated", variants="snps_gene_anchored"
+    )
     assert ref.positions is not None and ref.variants is not None
     assert len(ref.positions) == 31_500 and len(ref.variants) == 17_909
     assert ref.positions["stratum"].value_counts().to_dict() == {
-        "random": 15_000, "ccre": 11_500, "tss": 3_000, "gene_body": 2_000}  # fmt: skip
+        "random": 15_000,
+        "ccre": 11_500,
+        "tss": 3_000,
+        "gene_body": 2_000,
+    }
     assert ref.genome["assembly"] == "hg38" and ref.genome["chr1_length"] == 248_956_422
     for name in ("snps_promoter", "snps_accessibility"):
         assert len(load_reference_set(REFERENCE, variants=name).variants) in (17_805, 18_672)
@@ -128,9 +154,17 @@ def test_ccre_quotas_scale_and_keep_chorus_order() -> None:
 def test_generated_plan_is_deterministic_and_within_bounds(demo_inputs: DemoInputs) -> None:
     g = Genome(demo_inputs.fasta)
     ccre, genes = read_ccre_bed(demo_inputs.ccre), read_gtf(demo_inputs.gtf, ("gene",))
-    cfg = SamplingConfig(n_random=300, n_ccre=200, n_tss=50, n_gene_body=40, n_snps=120,
-                         chromosomes=("chr1", "chr2", "chr3"), random_margin_bp=100_000,
-                         random_fallback_margin_bp=20_000, snp_margin_bp=50_000)  # fmt: skip
+    cfg = SamplingConfig(
+        n_random=300,
+        n_ccre=200,
+        n_tss=50,
+        n_gene_body=40,
+        n_snps=120,
+        chromosomes=("chr1", "chr2", "chr3"),
+        random_margin_bp=100_000,
+        random_fallback_margin_bp=20_000,
+        snp_margin_bp=50_000,
+    )
     a = generate_positions(g, ccre, genes, cfg)
     b = generate_positions(g, ccre, genes, cfg)
     pd.testing.assert_frame_equal(a, b)
@@ -143,15 +177,21 @@ def test_generated_plan_is_deterministic_and_within_bounds(demo_inputs: DemoInpu
     assert a["chrom"].isin(["chr1", "chr2", "chr3", "chrX"]).all()
     snps = generate_snps(g, cfg)
     assert len(snps) <= 120 and (snps["ref"] != snps["alt"]).all()
-    assert all(g.base(c, int(p)) == r for c, p, r in zip(snps.chrom, snps.pos, snps.ref, strict=True))
+    assert all(
+        g.base(c, int(p)) == r for c, p, r in zip(snps.chrom, snps.pos, snps.ref, strict=True)
+    )
     pd.testing.assert_frame_equal(snps, generate_snps(g, cfg))
 
 
 @settings(max_examples=15, deadline=None)
 @given(seed=st.integers(0, 2**31), n=st.integers(1, 200))
-def test_snp_sampler_is_a_pure_function_of_its_seed(demo_inputs: DemoInputs, seed: int, n: int) -> None:
+def test_snp_sampler_is_a_pure_function_of_its_seed(
+    demo_inputs: DemoInputs, seed: int, n: int
+) -> None:
     g = Genome(demo_inputs.fasta)
-    cfg = SamplingConfig(n_snps=n, seed_snps=seed, chromosomes=("chr1", "chr2"), snp_margin_bp=50_000)
+    cfg = SamplingConfig(
+        n_snps=n, seed_snps=seed, chromosomes=("chr1", "chr2"), snp_margin_bp=50_000
+    )
     a, b = generate_snps(g, cfg), generate_snps(g, cfg)
     pd.testing.assert_frame_equal(a, b)
     assert a["pos"].between(50_000, 2_000_000 - 50_000).all()
@@ -159,14 +199,21 @@ def test_snp_sampler_is_a_pure_function_of_its_seed(demo_inputs: DemoInputs, see
 
 
 @settings(max_examples=25, deadline=None)
-@given(rows=st.lists(st.integers(0, 10**6), min_size=1, max_size=30, unique=True),
-       n_bins=st.integers(1, 2000), head=st.integers(0, 3))  # fmt: skip
+@given(
+    rows=st.lists(st.integers(0, 10**6), min_size=1, max_size=30, unique=True),
+    n_bins=st.integers(1, 2000),
+    head=st.integers(0, 3),
+)
 def test_perbin_draws_depend_only_on_their_row(rows: list[int], n_bins: int, head: int) -> None:
     ids = np.asarray(rows)
     usable = np.ones(len(ids), bool)
     all_at_once = draw_perbin_bins(ids, usable, n_bins, 32, 999, head)
-    one_by_one = np.concatenate([draw_perbin_bins(ids[i : i + 1], usable[:1], n_bins, 32, 999, head)
-                                 for i in range(len(ids))])  # fmt: skip
+    one_by_one = np.concatenate(
+        [
+            draw_perbin_bins(ids[i : i + 1], usable[:1], n_bins, 32, 999, head)
+            for i in range(len(ids))
+        ]
+    )
     assert (all_at_once == one_by_one).all()
     k = min(32, n_bins)
     assert (all_at_once[:, :k] >= 0).all() and (all_at_once[:, :k] < n_bins).all()
@@ -176,14 +223,19 @@ def test_perbin_draws_depend_only_on_their_row(rows: list[int], n_bins: int, hea
 
 def test_window_assessment_reports_rejections(demo_inputs: DemoInputs) -> None:
     g = Genome(demo_inputs.fasta)
-    rows = pd.DataFrame({"chrom": ["chr1", "chr3", "chr1", "chr2"],
-                         "pos": [500_000, 15_000, 980_000, 1_499_990],
-                         "stratum": ["random"] * 4})  # fmt: skip
+    rows = pd.DataFrame(
+        {
+            "chrom": ["chr1", "chr3", "chr1", "chr2"],
+            "pos": [500_000, 15_000, 980_000, 1_499_990],
+            "stratum": ["random"] * 4,
+        }
+    )
     out = assess_windows(rows, g, 16_384, 0.5)
     assert out["reject_reason"].tolist() == ["", "too_many_n", "too_many_n", "off_contig"]
     assert out["usable"].tolist() == [True, False, False, False]
-    snps = pd.DataFrame({"chrom": ["chr1"], "pos": [500_000], "ref": ["N"], "alt": ["A"],
-                         "stratum": ["random"]})  # fmt: skip
+    snps = pd.DataFrame(
+        {"chrom": ["chr1"], "pos": [500_000], "ref": ["N"], "alt": ["A"], "stratum": ["random"]}
+    )
     snps["ref"] = "T" if g.base("chr1", 500_000) != "T" else "A"
     with pytest.raises(GenomeMismatchError, match="reference allele"):
         assess_windows(snps, g, 16_384, 0.5)
@@ -195,12 +247,16 @@ def test_window_assessment_reports_rejections(demo_inputs: DemoInputs) -> None:
 def test_plan_is_written_first_and_rerun_is_a_noop(tmp_path: Path, demo_inputs: DemoInputs) -> None:
     recipe = small_recipe(tmp_path)
     path = tmp_path / "s.zarr"
-    store = plan_store(path, recipe, fasta=demo_inputs.fasta, ccre=demo_inputs.ccre, gtf=demo_inputs.gtf)
+    store = plan_store(
+        path, recipe, fasta=demo_inputs.fasta, ccre=demo_inputs.ccre, gtf=demo_inputs.gtf
+    )
     p = store.attrs["plan"]
     assert sum(r["planned"] for r in p["position_strata"].values()) == len(store.positions)
     assert store.attrs["oracle"]["fingerprint"] is None  # pinned by the first build
     mtime = (path / "zarr.json").stat().st_mtime_ns
-    again = plan_store(path, recipe, fasta=demo_inputs.fasta, ccre=demo_inputs.ccre, gtf=demo_inputs.gtf)
+    again = plan_store(
+        path, recipe, fasta=demo_inputs.fasta, ccre=demo_inputs.ccre, gtf=demo_inputs.gtf
+    )
     assert again.attrs["plan"] == p and (path / "zarr.json").stat().st_mtime_ns == mtime
 
 
@@ -232,6 +288,11 @@ def test_generated_plan_needs_its_annotations(tmp_path: Path, demo_inputs: DemoI
     with pytest.raises(InputFileError, match="--ccre"):
         plan_store(tmp_path / "s.zarr", small_recipe(tmp_path), fasta=demo_inputs.fasta)
     with pytest.raises(InputFileError, match="does not exist"):
-        plan_store(tmp_path / "s.zarr", small_recipe(tmp_path), fasta=demo_inputs.fasta,
-                   ccre=tmp_path / "none.bed", gtf=demo_inputs.gtf)  # fmt: skip
+        plan_store(
+            tmp_path / "s.zarr",
+            small_recipe(tmp_path),
+            fasta=demo_inputs.fasta,
+            ccre=tmp_path / "none.bed",
+            gtf=demo_inputs.gtf,
+        )
     assert not (tmp_path / "s.zarr").exists()

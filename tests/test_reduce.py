@@ -52,22 +52,33 @@ def test_grid_row_is_chorus_grid(values: np.ndarray) -> None:
 
 @settings(max_examples=40, deadline=None)
 @given(
-    block=arrays(np.float32, st.tuples(st.integers(0, 300), st.integers(1, 12)),
-                 elements=st.one_of(finite, st.just(np.nan))),
-    cut=st.integers(0, 12), data=st.data(),
-)  # fmt: skip
-def test_grid_block_does_not_depend_on_partition(block: np.ndarray, cut: int, data: st.DataObject) -> None:
-    absolute = np.asarray(data.draw(st.lists(st.booleans(), min_size=block.shape[1],
-                                             max_size=block.shape[1])))  # fmt: skip
+    block=arrays(
+        np.float32,
+        st.tuples(st.integers(0, 300), st.integers(1, 12)),
+        elements=st.one_of(finite, st.just(np.nan)),
+    ),
+    cut=st.integers(0, 12),
+    data=st.data(),
+)
+def test_grid_block_does_not_depend_on_partition(
+    block: np.ndarray, cut: int, data: st.DataObject
+) -> None:
+    absolute = np.asarray(
+        data.draw(st.lists(st.booleans(), min_size=block.shape[1], max_size=block.shape[1]))
+    )
     whole_g, whole_n = grid_block(block, absolute, 500)
     cut = min(cut, block.shape[1])
-    parts = [grid_block(block[:, a:b], absolute[a:b], 500) for a, b in ((0, cut), (cut, block.shape[1]))]
+    parts = [
+        grid_block(block[:, a:b], absolute[a:b], 500) for a, b in ((0, cut), (cut, block.shape[1]))
+    ]
     assert np.array_equal(whole_g, np.concatenate([p[0] for p in parts]))
     assert np.array_equal(whole_n, np.concatenate([p[1] for p in parts]))
     assert (whole_n == (~np.isnan(block)).sum(axis=0)).all()  # NaN = not sampled, not counted
 
 
-def test_every_grid_is_the_exact_order_statistics_of_the_store(small_build: tuple[Path, Path]) -> None:
+def test_every_grid_is_the_exact_order_statistics_of_the_store(
+    small_build: tuple[Path, Path],
+) -> None:
     store_path, npz = small_build
     ds = open_store(store_path)
     z = np.load(npz, allow_pickle=False)
@@ -108,9 +119,11 @@ def test_reduce_resumes_only_stale_blocks(small_copy: Path) -> None:
 
 
 @pytest.mark.parametrize("scheduler", ["sync", "processes"])
-def test_reduce_result_does_not_depend_on_the_dask_scheduler(small_copy: Path, scheduler: str) -> None:
+def test_reduce_result_does_not_depend_on_the_dask_scheduler(
+    small_copy: Path, scheduler: str
+) -> None:
     store = ChorusStore.open(small_copy, mode="r+")
-    before = {l: store.read(f"reductions/{l}/grid") for l in ("effect", "summary", "perbin")}
+    before = {x: store.read(f"reductions/{x}/grid") for x in ("effect", "summary", "perbin")}
     for layer in before:
         store.array(f"reductions/{layer}/fingerprint")[:] = ""
     reduce(small_copy, scheduler=scheduler, num_workers=2, progress=False)

@@ -65,7 +65,9 @@ class BuildMachine(RuleBasedStateMachine):
                     name, values = next(iter(arrays.items()))
                     t = task.tracks[0]
                     garbage = np.full_like(values[..., :1], 123.0)
-                    store.array(f"{task.group}/{name}")[task.start : task.stop, ..., t : t + 1] = garbage
+                    store.array(f"{task.group}/{name}")[task.start : task.stop, ..., t : t + 1] = (
+                        garbage
+                    )
                 raise SimulatedCrash
             real(store, task, arrays)
             state["writes"] += 1
@@ -79,8 +81,11 @@ class BuildMachine(RuleBasedStateMachine):
         finally:
             build_module._write_task = real
 
-    @rule(crash_after=st.integers(0, 6), mid_write=st.booleans(),
-          part=st.sampled_from(["all", "baselines", "variants"]))  # fmt: skip
+    @rule(
+        crash_after=st.integers(0, 6),
+        mid_write=st.booleans(),
+        part=st.sampled_from(["all", "baselines", "variants"]),
+    )
     def build_then_crash(self, crash_after: int, mid_write: bool, part: str) -> None:
         self._build(crash_after, mid_write, part)
 
@@ -117,7 +122,9 @@ class BuildMachine(RuleBasedStateMachine):
 
 
 BuildMachine.TestCase.settings = settings(
-    max_examples=8, stateful_step_count=6, deadline=None,
+    max_examples=8,
+    stateful_step_count=6,
+    deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-)  # fmt: skip
+)
 test_build_state_machine = BuildMachine.TestCase

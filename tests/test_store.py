@@ -26,8 +26,14 @@ def test_root_attributes_record_provenance(small_build: tuple[Path, Path]) -> No
     assert attrs["oracle"]["description"]["weights_sha256"]
     assert attrs["genome"]["assembly"] == "chorus-store-demo-v1"
     assert len(attrs["genome"]["fai_sha256"]) == 64
-    assert attrs["plan"]["seeds"] == {"random": 789, "ccre": 456, "tss": 111, "gene_body": 222,
-                                      "snps": 42, "perbin": 999}  # fmt: skip
+    assert attrs["plan"]["seeds"] == {
+        "random": 789,
+        "ccre": 456,
+        "tss": 111,
+        "gene_body": 222,
+        "snps": 42,
+        "perbin": 999,
+    }
     assert attrs["plan"]["config"]["n_random"] == 96
     assert len(attrs["tracks"]["sha256"]) == 64 and attrs["tracks"]["n_tracks"] == 36
     assert attrs["layout"]["position_shard_rows"] == 32

@@ -75,7 +75,9 @@ def test_canonical_layer_refuses_unknown_keys() -> None:
 
 def test_effect_formulas() -> None:
     assert compute_effect(1.0, 3.0, "log2fc", 1.0) == pytest.approx(1.0)
-    assert compute_effect(0.0, math.e - 0.001, "logfc", 0.001) == pytest.approx(math.log(math.e / 0.001))
+    assert compute_effect(0.0, math.e - 0.001, "logfc", 0.001) == pytest.approx(
+        math.log(math.e / 0.001)
+    )
     assert compute_effect(2.0, -1.0, "diff", 0.0) == -3.0
     with pytest.raises(ValueError, match="unknown effect formula"):
         compute_effect(1.0, 1.0, "ratio", 0.0)
@@ -84,8 +86,13 @@ def test_effect_formulas() -> None:
 def test_demo_track_table_resolves_every_track() -> None:
     table = TrackTable.read_tsv(DEMO_TRACKS, resolution_bp=128)
     counts = pd.Series(table.layers).value_counts().to_dict()
-    assert counts == {"chromatin_accessibility": 10, "tf_binding": 8, "histone_marks": 8,
-                      "tss_activity": 6, "promoter_activity": 4}  # fmt: skip
+    assert counts == {
+        "chromatin_accessibility": 10,
+        "tf_binding": 8,
+        "histone_marks": 8,
+        "tss_activity": 6,
+        "promoter_activity": 4,
+    }
     frame = table.frame.set_index("track_id")
     assert frame.loc["CNhsDEMO01", "summary_skip_strata"] == "ccre"  # CAGE routing
     assert frame.loc["DEMO-DNASE-liver", "summary_skip_strata"] == ""

@@ -38,8 +38,11 @@ class OutputHead:
         return self.resolution_bp == SCALAR_RESOLUTION
 
     def as_dict(self) -> dict[str, int]:
-        return {"resolution_bp": self.resolution_bp, "n_bins": self.n_bins,
-                "n_columns": self.n_columns}  # fmt: skip
+        return {
+            "resolution_bp": self.resolution_bp,
+            "n_bins": self.n_bins,
+            "n_columns": self.n_columns,
+        }
 
 
 def sha256_paths(*paths: str | Path) -> str:
@@ -87,9 +90,12 @@ class Oracle(ABC):
     @property
     def fingerprint(self) -> str:
         """sha256 of :meth:`describe` plus the batch shape; recorded in the store."""
-        desc = {**self.describe(), "batch_size": self.batch_size,
-                "input_length": self.input_length,
-                "heads": [h.as_dict() for h in self.heads]}  # fmt: skip
+        desc = {
+            **self.describe(),
+            "batch_size": self.batch_size,
+            "input_length": self.input_length,
+            "heads": [h.as_dict() for h in self.heads],
+        }
         return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()
 
     def head(self, resolution_bp: int) -> OutputHead:
@@ -122,7 +128,9 @@ class Oracle(ABC):
             for r, arr in self._checked(np.ascontiguousarray(block, dtype=np.float32)).items():
                 parts[r].append(arr[:m])
         if n == 0:
-            return {h.resolution_bp: np.zeros((0, *self._shape(h)[1:]), np.float32) for h in self.heads}
+            return {
+                h.resolution_bp: np.zeros((0, *self._shape(h)[1:]), np.float32) for h in self.heads
+            }
         return {r: p[0] if len(p) == 1 else np.concatenate(p) for r, p in parts.items()}
 
     def _shape(self, head: OutputHead) -> tuple[int, ...]:

@@ -25,7 +25,22 @@ class _ConvBlock(nn.Module):
         self.conv = nn.Conv1d(c_in, c_out, width, padding=width // 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(nn.functional.gelu(self.norm(x)))
+        out: torch.Tensor = self.conv(nn.functional.gelu(self.norm(x)))
+        return out
+
+
+class _Stage(nn.Module):
+    """A width-5 conv block and a residual pointwise block (Enformer's conv tower stage)."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.block = _ConvBlock(c_in, c_out, 5)
+        self.residual = _ConvBlock(c_out, c_out, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.block(x)
+        out: torch.Tensor = x + self.residual(x)
+        return out
 
 
 class DemoConvNet(nn.Module):
@@ -55,10 +70,7 @@ class DemoConvNet(nn.Module):
         c = list(channels)
         self.stem = nn.Conv1d(4, c[0], 15, padding=7)
         self.stem_pool = nn.MaxPool1d(stem_pool)
-        self.tower = nn.ModuleList(
-            nn.ModuleList([_ConvBlock(c[i], c[i + 1], 5), _ConvBlock(c[i + 1], c[i + 1], 1)])
-            for i in range(len(c) - 1)
-        )
+        self.tower = nn.ModuleList(_Stage(c[i], c[i + 1]) for i in range(len(c) - 1))
         self.pool = nn.MaxPool1d(2)
         self.target_bins = target_bins
         self.head = nn.Sequential(
@@ -71,10 +83,8 @@ class DemoConvNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(batch, 4, length)`` one-hot → ``(batch, target_bins, n_tracks)``."""
         x = self.stem_pool(self.stem(x))
-        for block, residual in self.tower:  # type: ignore[union-attr]
-            x = block(x)
-            x = x + residual(x)
-            x = self.pool(x)
+        for stage in self.tower:
+            x = self.pool(stage(x))
         start = (x.shape[-1] - self.target_bins) // 2
         x = x[..., start : start + self.target_bins]
         out: torch.Tensor = self.head(x).transpose(1, 2)
@@ -82,5 +92,10 @@ class DemoConvNet(nn.Module):
 
     @staticmethod
     def default_config(n_tracks: int) -> dict[str, Any]:
-        return {"n_tracks": n_tracks, "channels": [16, 24, 32, 32, 40, 48, 64],
-                "stem_pool": 2, "target_bins": 64, "head_channels": 64}  # fmt: skip
+        return {
+            "n_tracks": n_tracks,
+            "channels": [16, 24, 32, 32, 40, 48, 64],
+            "stem_pool": 2,
+            "target_bins": 64,
+            "head_channels": 64,
+        }

@@ -100,7 +100,7 @@ class TorchOracle(Oracle):
             if not config_path.is_file():
                 raise RecipeError(f"model config {config_path} does not exist")
             config = json.loads(config_path.read_text())
-        self.config = dict(config)
+        self.config: dict[str, Any] = dict(config)  # type: ignore[arg-type]
         self.weights = Path(weights).expanduser()
         if not self.weights.exists():
             raise RecipeError(
