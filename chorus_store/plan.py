@@ -670,14 +670,8 @@ def add_tracks(store_path: str | Path, recipe: Recipe | str | Path) -> int:
         )
     with store.structural_lock(f"chorus-store add-tracks {store.path}"):
         store = ChorusStore.open(store_path, mode="r+")
-        attrs = dict(store.attrs)
-        added = store.append_tracks(tracks)
-        attrs = dict(store.attrs)
-        recipe_attrs = dict(attrs["recipe"])
-        recipe_attrs["tracks"] = {"table": recipe.tracks_table}
-        attrs["recipe"] = recipe_attrs
-        store.set_attrs(attrs)
-        store.consolidate()
+        recipe_attrs = {**store.attrs["recipe"], "tracks": {"table": recipe.tracks_table}}
+        added = store.append_tracks(tracks, {**store.attrs, "recipe": recipe_attrs})
     return added
 
 
@@ -738,10 +732,8 @@ def add_rows(
             if group == "baselines"
             else None
         )
-        store.append_rows(group, rows, bins)
-        table = store.plan_table(group)
-        attrs = dict(store.attrs)
-        plan = dict(attrs["plan"])
+        table = pd.concat([store.plan_table(group), rows], ignore_index=True)
+        plan = dict(store.attrs["plan"])
         if not plan.get("additions"):
             plan["base"] = {
                 k: plan[k]
@@ -764,7 +756,5 @@ def add_rows(
                 "sha256": table_sha256(rows, fields),
             },
         ]
-        attrs["plan"] = plan
-        store.set_attrs(attrs)
-        store.consolidate()
+        store.append_rows(group, rows, bins, {**store.attrs, "plan": plan})
     return len(rows)

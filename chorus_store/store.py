@@ -8,6 +8,7 @@ chunk carries a CRC32C checksum, so a corrupted chunk is an error rather than a 
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import math
@@ -216,6 +217,14 @@ class ChorusStore:
                 f"{path} is a Zarr group but not a chorus-store (no '{ROOT_KEY}' attributes)"
             )
         store = cls(path, root, writable=mode != "r")
+        if "pending_change" in store.attrs:
+            op = store.attrs["pending_change"].get("op", "change")
+            if mode == "r":
+                raise SchemaError(
+                    f"{path}: an '{op}' was interrupted and is not finished. Any command that "
+                    f"writes (e.g. `chorus-store build {path}`) finishes it first."
+                )
+            store._recover()
         version = store.attrs.get("schema_version")
         if version != SCHEMA_VERSION:
             raise SchemaError(
@@ -437,8 +446,14 @@ class ChorusStore:
             str(self.path), mode="r+" if self.writable else "r", zarr_format=3
         )
 
-    def append_tracks(self, tracks: TrackTable) -> int:
-        """Grow the store to ``tracks``, which must extend its track table; returns how many
+    # A growth (append tracks or rows) resizes many arrays one after another. It is made
+    # crash-safe as a journalled, idempotent change: the whole change (target sizes, the
+    # rows to write, the attributes after it) is recorded in the root attributes first,
+    # then applied, and the final attributes (without the journal) are written last. A
+    # process killed in between leaves the journal; the next writer re-applies it.
+
+    def append_tracks(self, tracks: TrackTable, attrs_after: dict[str, Any]) -> int:
+        """Grow the store to ``tracks``, an extension of its track table; returns how many
         tracks were added. New tracks start unbuilt; nothing already built is touched."""
         old = self.tracks
         if not old.is_prefix_of(tracks):
@@ -449,30 +464,78 @@ class ChorusStore:
             sizes.update(
                 self._sizes(len(tracks), sizes["position"], sizes["variant"], sizes["head"])
             )
-            self._resize_all(sizes)
-            self._write_tracks(tracks, len(old))
-            self._sync_coords()
-            attrs = dict(self.attrs)
-            attrs["tracks"] = {"n_tracks": len(tracks), "sha256": tracks.sha256()}
-            self.set_attrs(attrs)
-            self.consolidate()
-            self._cache.pop("tracks", None)
+            new_rows = tracks.frame.iloc[len(old) :]
+            self._change(
+                {
+                    "op": "add-tracks",
+                    "sizes": sizes,
+                    "table": "tracks",
+                    "start": len(old),
+                    "rows": new_rows.rename(columns={"track_id": "track"}).to_dict("list"),
+                    "attrs_after": {
+                        **attrs_after,
+                        "tracks": {"n_tracks": len(tracks), "sha256": tracks.sha256()},
+                    },
+                }
+            )
         return n_new
 
-    def append_rows(self, group: str, rows: pd.DataFrame, bin_index: np.ndarray | None) -> None:
+    def append_rows(
+        self,
+        group: str,
+        rows: pd.DataFrame,
+        bin_index: np.ndarray | None,
+        attrs_after: dict[str, Any],
+    ) -> None:
         """Append plan rows (``group`` = ``baselines`` or ``variants``); new rows start unbuilt."""
-        gname = "plan/positions" if group == "baselines" else "plan/variants"
         sizes = self.sizes
         start = sizes["position" if group == "baselines" else "variant"]
         n_pos = sizes["position"] + (len(rows) if group == "baselines" else 0)
         n_var = sizes["variant"] + (len(rows) if group == "variants" else 0)
-        self._resize_all(self._sizes(sizes["track"], n_pos, n_var, sizes["head"]))
-        self._write_table(gname, rows, start)
+        change: dict[str, Any] = {
+            "op": f"add-{group}",
+            "sizes": self._sizes(sizes["track"], n_pos, n_var, sizes["head"]),
+            "table": "plan/positions" if group == "baselines" else "plan/variants",
+            "start": start,
+            "rows": {c: rows[c].tolist() for c in rows.columns},
+            "attrs_after": attrs_after,
+        }
         if bin_index is not None and len(rows):
-            self.array("plan/positions/bin_index")[start : start + len(rows)] = bin_index
+            packed = base64.b64encode(bin_index.astype("<i4").tobytes()).decode()
+            change["bin_index"] = {"shape": list(bin_index.shape), "int32": packed}
+        self._change(change)
+
+    def _change(self, change: dict[str, Any]) -> None:
+        self.set_attrs({**self.attrs, "pending_change": change})  # the journal, first
+        self._apply(change)
+
+    def _apply(self, change: dict[str, Any]) -> None:
+        """Apply a journalled change; applying it twice is the same as once."""
+        self._resize_all(change["sizes"])
+        rows = pd.DataFrame(change["rows"])
+        self._write_table(change["table"], rows, int(change["start"]))
+        if "bin_index" in change:
+            shape = change["bin_index"]["shape"]
+            raw = base64.b64decode(change["bin_index"]["int32"])
+            start = int(change["start"])
+            bins = np.frombuffer(raw, dtype="<i4").reshape(shape)
+            self.array("plan/positions/bin_index")[start : start + shape[0]] = bins
         self._sync_coords()
-        self._cache.pop("positions", None)
-        self._cache.pop("variants", None)
+        self.set_attrs({k: v for k, v in change["attrs_after"].items() if k != "pending_change"})
+        self.consolidate()
+        self._cache.clear()
+
+    def _recover(self) -> None:
+        """Finish a growth a killed process left half done (see :meth:`_change`)."""
+        with self.structural_lock("finish an interrupted change"):
+            root = zarr.open_group(str(self.path), mode="r+", zarr_format=3)
+            fresh = ChorusStore(self.path, root, writable=True)
+            pending = fresh.attrs.get("pending_change")
+            if pending:
+                fresh._apply(pending)
+        self.root = zarr.open_group(str(self.path), mode="r+", zarr_format=3)
+        self.attrs = dict(self.root.attrs[ROOT_KEY])  # type: ignore[arg-type]
+        self._cache.clear()
 
     # ---------------------------------------------------------------- claims
     def claim(self, names: list[str], *, command: str | None = None) -> locks.LockSet:

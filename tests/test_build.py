@@ -320,3 +320,35 @@ def test_a_full_disk_fails_cleanly_and_the_build_resumes(
     build(store, oracle=composition_oracle(), progress=False)
     reduce(store, progress=False)
     export(store, out=tmp_path / "o.npz")
+
+
+def test_a_growth_killed_midway_is_finished_by_the_next_writer(
+    tmp_path: Path, demo_inputs: DemoInputs, small_build: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    import zarr
+
+    store = tmp_path / "demo.zarr"
+    plan_small(store, demo_inputs, small_recipe(tmp_path, n_tracks=20))
+    build(store, progress=False)
+    real_resize = zarr.Array.resize
+    calls = {"n": 0}
+
+    def dies_after_three(self, shape):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] > 3:
+            raise KeyboardInterrupt  # stands for the process being killed here
+        return real_resize(self, shape)
+
+    monkeypatch.setattr(zarr.Array, "resize", dies_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        add_tracks(store, small_recipe(tmp_path))
+    monkeypatch.undo()
+    from chorus_store.errors import SchemaError
+
+    with pytest.raises(SchemaError, match="'add-tracks' was interrupted"):
+        ChorusStore.open(store)  # readers are told, not served a half-grown store
+    build(store, progress=False)  # a writer finishes the change, then builds the new tracks
+    ChorusStore.open(store).validate()
+    reduce(store, progress=False)
+    assert export(store, out=tmp_path / "o.npz").read_bytes() == small_build[1].read_bytes()
