@@ -70,7 +70,7 @@ def part_build_zero(work: Path, quick: bool) -> dict[str, Any]:
 
     inputs = make_demo_inputs(work / "inputs")
     L, B, T, NB = 393_216, 4, 5_313, 896
-    heads = (OutputHead(128, NB, T),)
+    heads = (OutputHead("human", 128, NB, T),)
     n = 60 if quick else 400
     recipe = Recipe(
         name="enformer_shaped",
@@ -101,7 +101,7 @@ def part_build_zero(work: Path, quick: bool) -> dict[str, Any]:
     pred = rng.gamma(0.5, 1.0, size=(B, NB, T)).astype(np.float32)
 
     def zero_cost(onehot: np.ndarray) -> dict[int, np.ndarray]:
-        return {128: pred}
+        return {"human": pred}
 
     oracle = CallableOracle(
         zero_cost,
@@ -202,7 +202,7 @@ def part_build_demo(work: Path, quick: bool) -> dict[str, Any]:
 def _reduce_store(work: Path, quick: bool) -> Path:
     """A store of the reduce benchmark's size, filled with synthetic values (no oracle)."""
     from chorus_store import ChorusStore
-    from chorus_store.store import Layout
+    from chorus_store.store import GeneRows, Layout, PlanArrays
     from chorus_store.tracks import TrackTable
 
     n_tracks, n_pos, n_var = (128, 4_000, 2_000) if quick else (1_000, 31_500, 18_000)
@@ -255,30 +255,31 @@ def _reduce_store(work: Path, quick: bool) -> Path:
         },
         "recipe": {},
     }
-    bins = np.zeros((n_pos, 1, 32), np.int32)
-    s = ChorusStore.create(
-        store,
-        attrs=attrs,
-        tracks=tracks,
+    plan = PlanArrays(
         positions=positions,
         variants=variants,
-        head_resolutions=[128],
-        bin_index=bins,
-        layout=layout,
+        resolutions=[128],
+        bin_index=np.zeros((n_pos, 1, 32), np.int32),
+        gene_bin_index=np.full((n_pos, 32), -1, np.int32),
+        position_genes=GeneRows.empty(),
+        variant_genes=GeneRows.empty(),
+        strands=["."],
+    )
+    s = ChorusStore.create(
+        store, attrs={**attrs, "inputs": {}}, tracks=tracks, plan=plan, layout=layout
     )
     rng = np.random.default_rng(1)
     rows = layout.position_shard_rows
     for r0 in range(0, n_pos, rows):
         r1 = min(n_pos, r0 + rows)
-        s.array("baselines/perbin")[r0:r1] = rng.gamma(0.5, 1.0, (r1 - r0, 32, n_tracks)).astype(
-            np.float32
-        )
-        s.array("baselines/summary")[r0:r1] = rng.gamma(2.0, 1.0, (r1 - r0, n_tracks)).astype(
+        perbin = rng.gamma(0.5, 1.0, (r1 - r0, 1, 32, n_tracks)).astype(np.float32)
+        s.array("baselines/perbin")[r0:r1] = perbin
+        s.array("baselines/summary")[r0:r1] = rng.gamma(2.0, 1.0, (r1 - r0, 1, n_tracks)).astype(
             np.float32
         )
     for r0 in range(0, n_var, rows):
         r1 = min(n_var, r0 + rows)
-        s.array("variants/effect")[r0:r1] = rng.normal(0, 0.1, (r1 - r0, n_tracks)).astype(
+        s.array("variants/effect")[r0:r1] = rng.normal(0, 0.1, (r1 - r0, 1, n_tracks)).astype(
             np.float32
         )
     for group, n in (("baselines", n_pos), ("variants", n_var)):
@@ -315,6 +316,7 @@ def part_reduce_in_ram(work: Path, quick: bool) -> dict[str, Any]:
         grid_row(np.sort(per[:, t]).astype(np.float64))
     for name in ("baselines/summary", "variants/effect"):
         vals = np.asarray(zarr.open_array(str(store / name))[:])
+        vals = vals.reshape(-1, vals.shape[-1])
         for t in range(vals.shape[1]):
             grid_row(np.sort(vals[:, t]).astype(np.float64))
     return {"seconds": time.perf_counter() - t0, "peak_rss_mb": peak_rss_mb()}
@@ -329,8 +331,8 @@ def part_reduce_chorus(work: Path, quick: bool) -> dict[str, Any]:
     store = _reduce_store(work, quick)
     k = 4 if quick else 8
     per = np.asarray(zarr.open_array(str(store / "baselines/perbin"))[..., :k]).reshape(-1, k)
-    summ = np.asarray(zarr.open_array(str(store / "baselines/summary"))[:, :k])
-    eff = np.asarray(zarr.open_array(str(store / "variants/effect"))[:, :k])
+    summ = np.asarray(zarr.open_array(str(store / "baselines/summary"))[..., :k]).reshape(-1, k)
+    eff = np.asarray(zarr.open_array(str(store / "variants/effect"))[..., :k]).reshape(-1, k)
     n_tracks = zarr.open_array(str(store / "baselines/perbin")).shape[-1]
     t0 = time.perf_counter()
     for values, cap in ((per, 50_000), (summ, None), (eff, None)):

@@ -31,6 +31,7 @@ from . import locks
 from .errors import (
     IncompleteStageError,
     OracleMismatchError,
+    RecipeError,
     StoreLockedError,
     TrackTableMismatchError,
     WriteError,
@@ -38,7 +39,7 @@ from .errors import (
 from .genome import Genome, one_hot
 from .oracles.base import Oracle
 from .recipes import Recipe
-from .stats import TrackStats
+from .stats import GeneSlot, TrackStats
 from .store import DATA_GROUPS, ChorusStore, as_corruption, is_checksum_error
 
 __all__ = ["Task", "BuildReport", "build", "plan_tasks", "pending_summary"]
@@ -105,9 +106,18 @@ def _selected_groups(part: str) -> tuple[str, ...]:
 
 
 def plan_tasks(
-    store: ChorusStore, *, part: str = "all", shard: tuple[int, int] | None = None
+    store: ChorusStore,
+    *,
+    part: str = "all",
+    shard: tuple[int, int] | None = None,
+    per_model: bool = False,
 ) -> list[Task]:
-    """The tasks still to do, for ``part`` and (``k``, ``n``) = every n-th row shard from k."""
+    """The tasks still to do, for ``part`` and (``k``, ``n``) = every n-th row shard from k.
+
+    One task per row shard holds all its pending tracks (one forward pass serves every
+    track). For one-model-per-track oracles (``per_model``) a task is one row shard × one
+    track shard, ordered track shard first, so each model group is loaded once in a row.
+    """
     tasks = []
     n_tracks = len(store.tracks)
     for group in _selected_groups(part):
@@ -118,8 +128,21 @@ def plan_tasks(
             pending = np.flatnonzero(done[s, :n_tracks] < stop - start)
             if len(pending) == 0:
                 continue
-            first = int(done[s, pending].min())
-            tasks.append(Task(group, s, start + first, stop, stop, tuple(int(t) for t in pending)))
+            groups = (
+                [
+                    pending[pending // store.layout.track_shard == ts]
+                    for ts in np.unique(pending // store.layout.track_shard)
+                ]
+                if per_model
+                else [pending]
+            )
+            for tracks in groups:
+                first = int(done[s, tracks].min())
+                tasks.append(
+                    Task(group, s, start + first, stop, stop, tuple(int(t) for t in tracks))
+                )
+    if per_model:
+        tasks.sort(key=lambda t: (min(t.tracks) // store.layout.track_shard, t.group, t.shard))
     return tasks
 
 
@@ -184,11 +207,15 @@ class _Context:
         self.genome = genome
         self.batch_size = batch_size or oracle.batch_size
         self.table = store.tracks
+        self.resolutions = store.resolutions
+        self.n_strands = len(store.strands)
         self._stats: dict[tuple[int, ...], TrackStats] = {}
 
     def stats(self, tracks: tuple[int, ...]) -> TrackStats:
         if tracks not in self._stats:
-            self._stats[tracks] = TrackStats(self.table, np.asarray(tracks), self.oracle.heads)
+            self._stats[tracks] = TrackStats(
+                self.table, np.asarray(tracks), self.oracle.heads, self.n_strands
+            )
         return self._stats[tracks]
 
 
@@ -338,56 +365,144 @@ def write_task(store: ChorusStore, task: Task, arrays: dict[str, np.ndarray]) ->
         ) from exc
 
 
+def _gene_span(store: ChorusStore, task: Task) -> tuple[int, int]:
+    """The (row, gene) slots a task writes: those of its rows, and the shard's padding."""
+    k = store.layout.gene_rows(task.group)
+    table, _ = store.gene_rows(task.group)
+    block = table["row"].to_numpy()[task.shard * k : (task.shard + 1) * k]
+    first = int(((block >= 0) & (block < task.start)).sum())
+    return task.shard * k + first, (task.shard + 1) * k
+
+
 def _write_task(store: ChorusStore, task: Task, arrays: dict[str, np.ndarray]) -> None:
     r0, r1 = task.start, task.stop
+    g0, g1 = _gene_span(store, task)
     for name, values in arrays.items():
         arr = store.array(f"{task.group}/{name}")
+        rows = slice(g0, g1) if name.startswith("gene_") else slice(r0, r1)
+        if rows.stop == rows.start:
+            continue
         for i, t0, t1 in _runs(task.tracks):
-            block = values[..., i : i + (t1 - t0)]
-            if arr.ndim == 2:
-                arr[r0:r1, t0:t1] = block
-            else:
-                arr[r0:r1, :, t0:t1] = block
+            arr[rows, ..., t0:t1] = values[..., i : i + (t1 - t0)]
     done = store.array(f"{task.group}/done_rows")
     shard_len = task.shard_stop - task.shard * store.layout.shard_rows(task.group)
     for _, t0, t1 in _runs(task.tracks):
         done[task.shard, t0:t1] = shard_len
 
 
-def _finish(ctx: _Context, task: Task, buf: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+@dataclass
+class _TaskState:
+    """A task's records while its batches come through the model."""
+
+    task: Task
+    stats: TrackStats
+    buffers: dict[str, np.ndarray]
+    slots: dict[int, list[tuple[int, np.ndarray]]]  # local row → [(slot, exon bins)]
+    n_slots: int
+    bins: np.ndarray | None = None
+    gene_bins: np.ndarray | None = None
+
+
+def _start_task(ctx: _Context, task: Task) -> _TaskState:
     stats = ctx.stats(task.tracks)
+    n, t, s = task.n_rows, len(task.tracks), ctx.n_strands
+    g0, g1 = _gene_span(ctx.store, task)
+    slots: dict[int, list[tuple[int, np.ndarray]]] = {}
+    if len(stats.gene_positions) and g1 > g0:
+        table, ranges = ctx.store.gene_rows(task.group)
+        for j, (row, start, count) in enumerate(
+            zip(
+                table["row"].iloc[g0:g1],
+                table["range_start"].iloc[g0:g1],
+                table["range_count"].iloc[g0:g1],
+                strict=True,
+            )
+        ):
+            if row >= 0:
+                bins = np.concatenate([np.arange(a, b) for a, b in ranges[start : start + count]])
+                slots.setdefault(int(row) - task.start, []).append((j, bins))
+    buffers: dict[str, np.ndarray]
+    if task.group == "baselines":
+        k = ctx.store.layout.bin_samples
+        buffers = {
+            "summary": np.full((n, s, t), np.nan),
+            "perbin": np.full((n, s, k, t), np.nan, np.float32),
+            "gene_summary": np.full((g1 - g0, t), np.nan),
+        }
+    else:
+        buffers = {
+            "ref": np.full((n, s, t), np.nan),
+            "alt": np.full((n, s, t), np.nan),
+            "gene_ref": np.full((g1 - g0, t), np.nan),
+            "gene_alt": np.full((g1 - g0, t), np.nan),
+        }
+    state = _TaskState(task, stats, buffers, slots, g1 - g0)
+    if task.group == "baselines" and stats.has_bins:
+        span = slice(task.start, task.stop)
+        state.bins = ctx.store.read("plan/positions/bin_index", span)
+        state.gene_bins = ctx.store.read("plan/positions/gene_bin_index", span)
+    return state
+
+
+def _absorb(ctx: _Context, st: _TaskState, batch: _Batch, preds: dict[str, np.ndarray]) -> None:
+    """Reduce one batch of predictions into the task's records."""
+    stats, buf = st.stats, st.buffers
+    summaries = stats.summaries(preds, batch.labels)
+    gene_slots = [
+        GeneSlot(slot, i, bins)
+        for i, row in enumerate(batch.rows)
+        for slot, bins in st.slots.get(int(row), [])
+    ]
+    means = stats.gene_means(preds, gene_slots, batch.labels)
+    touched = [g.slot for g in gene_slots]
+    if st.task.group == "baselines":
+        buf["summary"][batch.rows] = summaries
+        buf["gene_summary"][touched] = means
+        if stats.has_bins:
+            assert st.bins is not None and st.gene_bins is not None
+            buf["perbin"][batch.rows] = stats.perbin(
+                preds, st.bins[batch.rows], st.gene_bins[batch.rows], ctx.resolutions, batch.labels
+            )
+        return
+    ref = batch.allele == 0
+    buf["ref"][batch.rows[ref]] = summaries[ref]
+    buf["alt"][batch.rows[~ref]] = summaries[~ref]
+    for i, g in enumerate(gene_slots):
+        key = "gene_ref" if batch.allele[g.batch_row] == 0 else "gene_alt"
+        buf[key][g.slot] = means[i]
+
+
+def _finish(ctx: _Context, st: _TaskState) -> dict[str, np.ndarray]:
+    task, stats, buf = st.task, st.stats, st.buffers
     rows = ctx.store.plan_table(task.group).iloc[task.start : task.stop]
     if task.group == "baselines":
         summary = buf["summary"]
-        summary[stats.summary_mask(rows["stratum"].tolist())] = np.nan
-        return {"summary": summary.astype(np.float32), "perbin": buf["perbin"]}
-    ref, alt = buf["ref"], buf["alt"]
-    effect = np.full_like(ref, np.nan)
-    ok = rows["usable"].to_numpy()
+        skip = stats.summary_mask(rows["stratum"].tolist())  # CAGE routing
+        summary[np.broadcast_to(skip[:, None, :], summary.shape)] = np.nan
+        return {
+            "summary": summary.astype(np.float32),
+            "perbin": buf["perbin"],
+            "gene_summary": buf["gene_summary"].astype(np.float32),
+        }
     labels = [
         f"{c}:{p}{r}>{a}"
         for c, p, r, a in zip(rows["chrom"], rows["pos"], rows["ref"], rows["alt"], strict=True)
     ]
-    if ok.any():
-        effect[ok] = stats.effects(
-            ref[ok], alt[ok], [lab for lab, o in zip(labels, ok, strict=True) if o]
-        )
+    ref, alt = ctx.oracle.effect_inputs(buf["ref"], buf["alt"], stats.track_idx)
+    effect = stats.effects(ref, alt, labels)
+    gene_labels = [""] * st.n_slots
+    for local, slots in st.slots.items():
+        for slot, _ in slots:
+            gene_labels[slot] = labels[local]
+    gene_effect = stats.effects(buf["gene_ref"], buf["gene_alt"], gene_labels)
     return {
-        "ref_summary": ref.astype(np.float32),
-        "alt_summary": alt.astype(np.float32),
+        "ref_summary": buf["ref"].astype(np.float32),
+        "alt_summary": buf["alt"].astype(np.float32),
         "effect": effect.astype(np.float32),
+        "gene_ref_summary": buf["gene_ref"].astype(np.float32),
+        "gene_alt_summary": buf["gene_alt"].astype(np.float32),
+        "gene_effect": gene_effect.astype(np.float32),
     }
-
-
-def _new_buffers(ctx: _Context, task: Task) -> dict[str, np.ndarray]:
-    n, t = task.n_rows, len(task.tracks)
-    if task.group == "baselines":
-        k = ctx.store.layout.bin_samples
-        return {
-            "summary": np.full((n, t), np.nan),
-            "perbin": np.full((n, k, t), np.nan, np.float32),
-        }
-    return {"ref": np.full((n, t), np.nan), "alt": np.full((n, t), np.nan)}
 
 
 def run_tasks(
@@ -401,44 +516,29 @@ def run_tasks(
     report = BuildReport()
     t_start = time.perf_counter()
     writer = _Writer(ctx.store)
-    buffers: dict[int, dict[str, np.ndarray]] = {}
-    bins_cache: dict[int, np.ndarray] = {}
+    states: dict[int, _TaskState] = {}
     calls_before = ctx.oracle.calls
     try:
         for item in _background(_sequences(ctx, tasks), prefetch):
             if isinstance(item, tuple):  # end of a task
                 ti = item[1]
                 task = tasks[ti]
-                buf = buffers.pop(ti, None) or _new_buffers(ctx, task)
-                writer.put(task, _finish(ctx, task, buf))
-                bins_cache.pop(ti, None)
+                state = states.pop(ti, None) or _start_task(ctx, task)
+                writer.put(task, _finish(ctx, state))
                 report.rows_built[task.group] += task.n_rows
                 report.tasks += 1
                 if on_rows:
                     on_rows(task.n_rows)
                 continue
             batch: _Batch = item
-            task = tasks[batch.task]
-            stats = ctx.stats(task.tracks)
-            buf = buffers.setdefault(batch.task, _new_buffers(ctx, task))
+            if batch.task not in states:
+                states[batch.task] = _start_task(ctx, tasks[batch.task])
+            state = states[batch.task]
             t0 = time.perf_counter()
-            preds = ctx.oracle.predict(batch.onehot)
+            preds = ctx.oracle.predict(batch.onehot, state.stats.columns)
             report.oracle_seconds += time.perf_counter() - t0
             report.sequences += len(batch.rows)
-            summaries = stats.summaries(preds, batch.labels)
-            if task.group == "baselines":
-                buf["summary"][batch.rows] = summaries
-                if stats.has_bins:
-                    if batch.task not in bins_cache:
-                        bins_cache[batch.task] = ctx.store.read(
-                            "plan/positions/bin_index", slice(task.start, task.stop)
-                        )
-                    bins = bins_cache[batch.task][batch.rows]
-                    buf["perbin"][batch.rows] = stats.perbin(preds, bins, batch.labels)
-            else:
-                ref = batch.allele == 0
-                buf["ref"][batch.rows[ref]] = summaries[ref]
-                buf["alt"][batch.rows[~ref]] = summaries[~ref]
+            _absorb(ctx, state, batch, preds)
     finally:
         try:
             writer.close()
@@ -598,7 +698,8 @@ def build(
     )
     report = BuildReport()
     t_start = time.perf_counter()
-    tasks = plan_tasks(store, part=part, shard=shard)
+    per_model = bool(recipe.oracle.get("per_model", False))
+    tasks = plan_tasks(store, part=part, shard=shard, per_model=per_model)
     if not tasks:
         report.seconds = time.perf_counter() - t_start
         return report
@@ -616,9 +717,14 @@ def build(
             )
         # claims taken: re-read what is pending, another build may have finished some
         store = ChorusStore.open(store_path, mode="r+")
-        tasks = plan_tasks(store, part=part, shard=shard)
+        tasks = plan_tasks(store, part=part, shard=shard, per_model=per_model)
         if oracle is None:
             oracle = recipe.load_oracle(weights=weights, device=device)
+        if oracle.per_model != per_model:
+            raise RecipeError(
+                f"the recipe says per_model = {per_model} but the {oracle.name} adapter is "
+                f"{'one model per track' if oracle.per_model else 'one model for all tracks'}"
+            )
         _check_oracle(store, oracle)
         with _progress(progress, tasks) as advance:
             if workers <= 1 or len(tasks) == 1:

@@ -31,11 +31,14 @@ from .errors import (
     InputFileError,
     PlanHashMismatchError,
     PlanMismatchError,
+    RecipeError,
     TrackTableMismatchError,
 )
+from .genes import GeneIndex, merge_intervals
 from .genome import Genome, read_ccre_bed, read_gtf
+from .oracles.base import OutputHead
 from .recipes import Recipe, load_recipe
-from .store import ChorusStore, Layout
+from .store import ChorusStore, GeneRows, Layout, PlanArrays
 from .tracks import TrackTable
 
 __all__ = [
@@ -465,19 +468,136 @@ def _file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+BIN_SAMPLES = 32
+#: stream tag of the gene_expression per-bin draws (distinct from every resolution index)
+_GENE_STREAM = 1_000_003
+
+
+def binned_resolutions(recipe: Recipe) -> list[int]:
+    """Distinct bin sizes of the recipe's binned heads, in head order (one draw each)."""
+    out: list[int] = []
+    for h in recipe.heads:
+        if not h.is_scalar and h.resolution_bp not in out:
+            out.append(h.resolution_bp)
+    return out
+
+
 def _bin_draws(recipe: Recipe, positions: pd.DataFrame, first_row: int, seed: int) -> np.ndarray:
+    """``(rows, resolutions, 32)`` per-bin draws: one per distinct bin size (spec §4.6)."""
     rows = np.arange(first_row, first_row + len(positions))
     usable = positions["usable"].to_numpy()
+    n_bins = {h.resolution_bp: h.n_bins for h in recipe.heads if not h.is_scalar}
     draws = [
-        draw_perbin_bins(rows, usable, h.n_bins, BIN_SAMPLES, seed, i)
-        if not h.is_scalar
-        else np.full((len(rows), BIN_SAMPLES), -1, np.int32)
-        for i, h in enumerate(recipe.heads)
+        draw_perbin_bins(rows, usable, n_bins[r], BIN_SAMPLES, seed, i)
+        for i, r in enumerate(binned_resolutions(recipe))
     ]
-    return np.stack(draws, axis=1) if draws else np.zeros((len(rows), 0, BIN_SAMPLES), np.int32)
+    if not draws:
+        return np.zeros((len(rows), 0, BIN_SAMPLES), np.int32)
+    return np.stack(draws, axis=1)
 
 
-BIN_SAMPLES = 32
+def _gene_head(recipe: Recipe, tracks: TrackTable) -> OutputHead | None:
+    gene_heads = {tracks.frame["head"].iat[i] for i in tracks.gene_tracks}
+    if not gene_heads:
+        return None
+    if len(gene_heads) > 1:
+        raise RecipeError(
+            f"gene_expression tracks must come from one head, not {sorted(gene_heads)}"
+        )
+    head = next(h for h in recipe.heads if h.name == next(iter(gene_heads)))
+    if head.is_scalar:
+        raise RecipeError("gene_expression tracks need a binned head (exon masks are bins)")
+    return head
+
+
+def gene_slots(
+    table: pd.DataFrame,
+    first_row: int,
+    shard_rows: int,
+    index: GeneIndex,
+    head: OutputHead,
+    input_length: int,
+    rows_per_shard: int | None = None,
+) -> GeneRows:
+    """The (row, gene) slots of plan rows ``first_row...`` (a shard boundary), padded per shard.
+
+    Each usable row gets one slot per gene its prediction interval counts (see
+    :mod:`chorus_store.genes`). ``rows_per_shard`` fixes the padding (appends); by default
+    it is the largest shard's count rounded up to a multiple of 8.
+    """
+    if first_row % shard_rows:
+        raise ValueError("gene slots start at a shard boundary")
+    per_shard: dict[int, list[tuple[int, str, str, list[tuple[int, int]]]]] = {}
+    offset = head.start_bp(input_length)
+    usable = table["usable"].to_numpy()
+    for i, (chrom, pos) in enumerate(zip(table["chrom"], table["pos"], strict=True)):
+        row = first_row + i
+        slots = per_shard.setdefault(row // shard_rows, [])
+        if not usable[i]:
+            continue
+        pred_start = int(pos) - input_length // 2 + offset
+        for m in index.masks(str(chrom), pred_start, head.resolution_bp, head.n_bins):
+            slots.append((row, m.gene_id, m.gene_name, m.ranges))
+    most = max((len(v) for v in per_shard.values()), default=0)
+    k = rows_per_shard if rows_per_shard is not None else max(8, -(-most // 8) * 8)
+    if most > k:
+        raise RecipeError(
+            f"a row shard now has {most} (row, gene) pairs, more than the {k} slots per shard "
+            f"the store was planned with; plan a new store including these rows"
+        )
+    first_shard = first_row // shard_rows
+    n_shards = max(per_shard, default=first_shard - 1) - first_shard + 1
+    rows = np.full(n_shards * k, -1, np.int64)
+    ids = [""] * (n_shards * k)
+    names = [""] * (n_shards * k)
+    starts = np.zeros(n_shards * k, np.int64)
+    counts = np.zeros(n_shards * k, np.int64)
+    ranges: list[tuple[int, int]] = []
+    for shard, slots in sorted(per_shard.items()):
+        for j, (row, gid, name, rng) in enumerate(slots):
+            at = (shard - first_shard) * k + j
+            rows[at], ids[at], names[at] = row, gid, name
+            starts[at], counts[at] = len(ranges), len(rng)
+            ranges.extend(rng)
+    frame = pd.DataFrame(
+        {
+            "row": rows,
+            "gene_id": ids,
+            "gene_name": names,
+            "range_start": starts,
+            "range_count": counts,
+        }
+    )
+    return GeneRows(k, frame, np.asarray(ranges, np.int64).reshape(-1, 2))
+
+
+def gene_bin_draws(genes: GeneRows, n_rows: int, first_row: int, seed: int) -> np.ndarray:
+    """Per position, up to 32 bins drawn from the union of its genes' exon bins (§4.5).
+
+    More than 32 → 32 without replacement from the union; fewer → all of them; none →
+    -1. Each row draws from its own stream, like :func:`draw_perbin_bins`.
+    """
+    out = np.full((n_rows, BIN_SAMPLES), -1, np.int32)
+    rows = genes.table["row"]
+    table = genes.table[(rows >= first_row) & (rows < first_row + n_rows)]
+    for row, grp in table.groupby("row", sort=True):
+        parts = [
+            genes.ranges[s : s + c]
+            for s, c in zip(grp["range_start"], grp["range_count"], strict=True)
+        ]
+        union = merge_intervals(*np.concatenate(parts).T) if parts else []
+        lengths = np.asarray([e - s for s, e in union], np.int64)
+        total = int(lengths.sum())
+        if total == 0:
+            continue
+        k = min(BIN_SAMPLES, total)
+        rng = np.random.default_rng([seed, int(row), _GENE_STREAM])
+        picks = np.sort(rng.choice(total, k, replace=False)) if total > k else np.arange(total)
+        cum = np.concatenate(([0], np.cumsum(lengths)))
+        which = np.searchsorted(cum, picks, side="right") - 1
+        starts = np.asarray([s for s, _ in union], np.int64)
+        out[int(row) - first_row, :k] = starts[which] + (picks - cum[which])
+    return out
 
 
 def _diff_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
@@ -601,6 +721,11 @@ def plan_store(
         additions=[],
     )
     tracks = recipe.track_table()
+    head = _gene_head(recipe, tracks)
+    gtf = gtf or plan_cfg.get("gtf")
+    if head is not None:
+        index = _gene_index(recipe, gtf)
+        meta["genes"] = {"mode": index.mode, "gtf_sha256": _file_sha256(Path(str(gtf)))}
     genome_attrs = {**genome.fingerprint.as_dict(), "fasta_path": str(genome.path)}
     path = Path(store_path).expanduser()
     if (path / "zarr.json").exists():
@@ -610,17 +735,43 @@ def plan_store(
         "genome": genome_attrs,
         "plan": meta,
         "recipe": recipe.to_dict(),
+        "inputs": {"gtf": str(Path(gtf).resolve()) if gtf else None},
     }
+    layout = layout or recipe.layout
+    if head is not None:
+        args = (index, head, recipe.input_length)
+        position_genes = gene_slots(positions, 0, layout.position_shard_rows, *args)
+        variant_genes = gene_slots(variants, 0, layout.variant_shard_rows, *args)
+        gene_bins = gene_bin_draws(position_genes, len(positions), 0, seed_perbin)
+    else:
+        position_genes = variant_genes = GeneRows.empty()
+        gene_bins = np.full((len(positions), BIN_SAMPLES), -1, np.int32)
     return ChorusStore.create(
         path,
         attrs=attrs,
         tracks=tracks,
-        positions=positions,
-        variants=variants,
-        head_resolutions=[h.resolution_bp for h in recipe.heads],
-        bin_index=_bin_draws(recipe, positions, 0, seed_perbin),
-        layout=layout or recipe.layout,
+        plan=PlanArrays(
+            positions=positions,
+            variants=variants,
+            resolutions=binned_resolutions(recipe),
+            bin_index=_bin_draws(recipe, positions, 0, seed_perbin),
+            gene_bin_index=gene_bins,
+            position_genes=position_genes,
+            variant_genes=variant_genes,
+            strands=recipe.strands,
+        ),
+        layout=layout,
     )
+
+
+def _gene_index(recipe: Recipe, gtf: str | Path | None) -> GeneIndex:
+    if gtf is None:
+        raise InputFileError(
+            f"the {recipe.name} track table has gene_expression (RNA) tracks, scored per gene "
+            f"over its exons: pass the GENCODE GTF (--gtf)"
+        )
+    mode = recipe.plan.get("rna_genes", "overlap")
+    return GeneIndex.from_gtf(read_gtf(gtf, ("gene", "transcript", "exon")), mode)
 
 
 def _confirm_existing(
@@ -663,6 +814,12 @@ def add_tracks(store_path: str | Path, recipe: Recipe | str | Path) -> int:
         recipe = load_recipe(recipe)
     tracks = recipe.track_table()
     store = ChorusStore.open(store_path, mode="r+")
+    if len(tracks.gene_tracks) and not store.layout.position_gene_rows:
+        raise TrackTableMismatchError(
+            f"the new tracks include gene_expression (RNA) tracks, which are scored per gene, "
+            f"but {store.path} was planned without any, so it has no (position, gene) "
+            f"records; plan a new store with the whole track table (and --gtf)"
+        )
     if not store.tracks.is_prefix_of(tracks):
         raise TrackTableMismatchError(
             f"the recipe's track table does not extend {store.path}'s (its first "
@@ -727,12 +884,34 @@ def add_rows(
     with store.structural_lock(f"chorus-store add-{group} {store.path}"):
         store = ChorusStore.open(store_path, mode="r+")
         first = len(store.plan_table(group))
-        bins = (
-            _bin_draws(recipe, rows, first, int(plan["seed_perbin"]))
-            if group == "baselines"
-            else None
-        )
         table = pd.concat([store.plan_table(group), rows], ignore_index=True)
+        shard_rows = store.layout.shard_rows(group)
+        seed = int(plan["seed_perbin"])
+        head = _gene_head(recipe, store.tracks)
+        if head is not None:
+            # the slots of the first shard the new rows touch are rewritten whole
+            from_row = first // shard_rows * shard_rows
+            index = _gene_index(recipe, store.attrs["inputs"]["gtf"])
+            genes = gene_slots(
+                table.iloc[from_row:],
+                from_row,
+                shard_rows,
+                index,
+                head,
+                recipe.input_length,
+                store.layout.gene_rows(group),
+            )
+        else:
+            genes = GeneRows.empty()
+        arrays: dict[str, np.ndarray] = {}
+        if group == "baselines":
+            arrays["bin_index"] = _bin_draws(recipe, rows, first, seed)
+            all_bins = gene_bin_draws(genes, len(table) - first, first, seed) if head else None
+            arrays["gene_bin_index"] = (
+                all_bins
+                if all_bins is not None
+                else np.full((len(rows), BIN_SAMPLES), -1, np.int32)
+            )
         plan = dict(store.attrs["plan"])
         if not plan.get("additions"):
             plan["base"] = {
@@ -756,5 +935,5 @@ def add_rows(
                 "sha256": table_sha256(rows, fields),
             },
         ]
-        store.append_rows(group, rows, bins, {**store.attrs, "plan": plan})
+        store.append_rows(group, rows, genes, arrays, {**store.attrs, "plan": plan})
     return len(rows)

@@ -7,6 +7,7 @@ sampling parameters) and the store layout. A new oracle is one new recipe.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -74,12 +75,7 @@ class Recipe:
         recipe = cls(
             name=name,
             oracle=oracle,
-            heads=tuple(
-                OutputHead(
-                    int(h["resolution_bp"]), int(h.get("n_bins", 1)), int(h.get("n_columns", 0))
-                )
-                for h in heads_raw
-            ),
+            heads=tuple(OutputHead.from_dict(h) for h in heads_raw),
             tracks_table=table,
             plan=plan,
             layout=Layout.from_dict(data.get("layout", {})),
@@ -95,19 +91,10 @@ class Recipe:
         frame = self.track_table().frame
         heads = []
         for h in self.heads:
-            cols = frame.loc[frame["resolution_bp"] == h.resolution_bp, "column"]
+            cols = frame.loc[frame["head"] == h.name, "column"]
             n = h.n_columns or (int(cols.max()) + 1 if len(cols) else 0)
-            heads.append(OutputHead(h.resolution_bp, h.n_bins, n))
-        return Recipe(
-            self.name,
-            self.oracle,
-            tuple(heads),
-            self.tracks_table,
-            self.plan,
-            self.layout,
-            self.source,
-            self.description,
-        )
+            heads.append(dataclasses.replace(h, n_columns=n))
+        return dataclasses.replace(self, heads=tuple(heads))
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved recipe, as recorded in a store's attributes."""
@@ -138,11 +125,16 @@ class Recipe:
     def batch_size(self) -> int:
         return int(self.oracle.get("batch_size", 8))
 
+    @property
+    def strands(self) -> list[str]:
+        """Labels of the samples a row has per track (``["+", "-"]`` for BPNet; else ``["."]``)."""
+        return [str(x) for x in self.oracle.get("strands", ["."])]
+
     def track_table(self) -> TrackTable:
-        res = self.heads[0].resolution_bp if len(self.heads) == 1 else None
+        """The recipe's track table, resolved (layers, windows, formulas, heads)."""
         return TrackTable.read_tsv(
             self.tracks_table,
-            resolution_bp=res,
+            heads={h.name: h.resolution_bp for h in self.heads},
             tss_routing=bool(self.plan.get("tss_routing", True)),
         )
 
@@ -176,6 +168,7 @@ class Recipe:
                 heads=self.heads,
                 batch_size=self.batch_size,
                 identity=self.oracle.get("identity"),
+                per_model=bool(self.oracle.get("per_model", False)),
             )
         raise RecipeError(
             f"recipe {self.name!r}: unknown adapter {adapter!r}; known: pytorch, callable"

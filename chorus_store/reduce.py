@@ -30,7 +30,7 @@ import numpy as np
 from . import locks
 from .build import require_complete
 from .errors import IncompleteStageError
-from .store import LAYER_SOURCES, LAYERS, ChorusStore, as_corruption, is_checksum_error
+from .store import LAYERS, ChorusStore, as_corruption, is_checksum_error, layer_sources
 
 __all__ = [
     "GRID_RULES",
@@ -86,19 +86,19 @@ def grid_block(
 
 def active_layers(store: ChorusStore) -> tuple[str, ...]:
     """Layers this store's oracle has: no per-bin null for scalar-output oracles."""
-    binned = any(int(r) != 0 for r in store.head_resolutions)
+    binned = bool(store.resolutions)
     return LAYERS if binned else tuple(x for x in LAYERS if x != "perbin")
 
 
 def layer_fingerprints(store: ChorusStore, layer: str) -> list[str]:
     """The fingerprint each track block of ``layer`` must carry to be current."""
-    group, name = LAYER_SOURCES[layer]
-    plan_key = "positions_sha256" if group == "baselines" else "variants_sha256"
+    sources = layer_sources(layer)
+    plan_key = "positions_sha256" if sources[0].startswith("baselines") else "variants_sha256"
     common = {
         "layer": layer,
         "rules": GRID_RULES,
         "n_points": store.layout.n_points,
-        "shape": list(store.array(f"{group}/{name}").shape[:-1]),
+        "shapes": {src: list(store.array(src).shape[:-1]) for src in sources},
         "plan": store.attrs["plan"][plan_key],
         "oracle": store.attrs["oracle"].get("fingerprint"),
         "genome": store.attrs["genome"]["fai_sha256"],
@@ -143,14 +143,14 @@ def _write_block(
     layer: str,
     block: int,
     t0: int,
-    values: np.ndarray,
+    sources: list[np.ndarray],
     absolute: np.ndarray,
     n_points: int,
     fingerprint: str,
 ) -> int:
     store = ChorusStore.open(store_path, mode="r+")
-    if values.ndim == 3:  # perbin: (rows, bin_samples, tracks) → (rows × bin_samples, tracks)
-        values = values.reshape(-1, values.shape[-1])
+    # every source is (rows, [strand, bin_sample,] tracks): its values, one column per track
+    values = np.concatenate([v.reshape(-1, v.shape[-1]) for v in sources])
     grids, offered = grid_block(values, absolute, n_points)
     t1 = t0 + grids.shape[0]
     store.array(f"reductions/{layer}/grid")[t0:t1] = grids
@@ -195,12 +195,11 @@ def reduce(
         chunk = store.layout.track_chunk
         tasks = []
         for layer in layers:
-            group, name = LAYER_SOURCES[layer]
             want = layer_fingerprints(store, layer)
             stale = stale_blocks(store, layer)
             report.blocks_total += len(want)
             report.blocks_computed[layer] = len(stale)
-            source = da.from_zarr(store.array(f"{group}/{name}"))
+            sources = [da.from_zarr(store.array(src)) for src in layer_sources(layer)]
             absolute = ~signed if layer == "effect" else np.zeros(len(tracks), bool)
             for b in stale:
                 t0, t1 = b * chunk, min((b + 1) * chunk, len(tracks))
@@ -210,7 +209,7 @@ def reduce(
                         layer,
                         b,
                         t0,
-                        source[..., t0:t1],
+                        [src[..., t0:t1] for src in sources],
                         absolute[t0:t1],
                         store.layout.n_points,
                         want[b],

@@ -10,7 +10,7 @@ from typing import Any
 from . import locks
 from .build import pending_summary
 from .reduce import active_layers, layer_fingerprints, stale_blocks
-from .store import DATA_GROUPS, ChorusStore, is_checksum_error
+from .store import DATA_GROUPS, ChorusStore, is_checksum_error, load_schema
 
 __all__ = ["status", "verify", "unlock", "disk_usage"]
 
@@ -85,16 +85,21 @@ def verify(store_path: str | Path, *, repair: bool = False) -> dict[str, Any]:
     damaged_units: list[tuple[str, int, int]] = []
     damaged_other: list[str] = []
     for group in DATA_GROUPS:
-        names = [
-            n
-            for n in ("summary", "perbin", "ref_summary", "alt_summary", "effect")
-            if f"{group}/{n}" in store.root
-        ]
+        arrays = load_schema()["groups"][group]["arrays"]
+        names = [a for a, spec in arrays.items() if spec.get("role") in ("data", "gene_data")]
+        k = lay.gene_rows(group)
         for shard, start, stop in store.iter_shards(group):
             for ts in range(0, max(n_tracks, 1), lay.track_shard):
                 for name in names:
+                    rows = (
+                        slice(shard * k, (shard + 1) * k)
+                        if name.startswith("gene_")
+                        else slice(start, stop)
+                    )
+                    if rows.stop == rows.start:
+                        continue
                     try:
-                        store.array(f"{group}/{name}")[start:stop, ..., ts : ts + lay.track_shard]
+                        store.array(f"{group}/{name}")[rows, ..., ts : ts + lay.track_shard]
                     except ValueError as exc:
                         if not is_checksum_error(exc):
                             raise

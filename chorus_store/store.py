@@ -33,18 +33,36 @@ from .errors import CorruptChunkError, SchemaError, StoreMismatchError
 from .resources import data_dir
 from .tracks import TRACK_COLUMNS, TrackTable
 
-__all__ = ["SCHEMA_VERSION", "Layout", "ChorusStore", "open_store", "load_schema"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "Layout",
+    "GeneRows",
+    "PlanArrays",
+    "ChorusStore",
+    "open_store",
+    "load_schema",
+    "layer_sources",
+]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 ROOT_KEY = "chorus_store"
 DATA_GROUPS = ("baselines", "variants")
 LAYERS = ("effect", "summary", "perbin")
-#: which plan table and which data group each reduction layer reads
-LAYER_SOURCES = {
-    "effect": ("variants", "effect"),
-    "summary": ("baselines", "summary"),
-    "perbin": ("baselines", "perbin"),
+#: the plan tables of each data group: its rows, and its (row, gene) pairs
+PLAN_TABLES = {
+    "baselines": ("plan/positions", "plan/position_genes"),
+    "variants": ("plan/variants", "plan/variant_genes"),
 }
+#: the dims whose sizes are stored facts; every other dim is derived from them
+PRIMARY_DIMS = (
+    "track",
+    "position",
+    "variant",
+    "resolution",
+    "strand",
+    "position_gene_range",
+    "variant_gene_range",
+)
 
 warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
 
@@ -60,6 +78,53 @@ def load_schema(version: int = SCHEMA_VERSION) -> dict[str, Any]:
         if "template" in group:
             schema["groups"][name] = {**schema["templates"][group["template"]], **group}
     return schema
+
+
+def layer_sources(layer: str) -> list[str]:
+    """The data arrays whose values a reduction layer ranks (rows concatenated)."""
+    sources: list[str] = load_schema()["groups"][f"reductions/{layer}"]["sources"]
+    return sources
+
+
+@dataclass(frozen=True)
+class GeneRows:
+    """(row, gene) pairs of one plan table, padded to ``rows_per_shard`` per row shard.
+
+    ``table`` has one line per slot (``row`` -1 for padding) with ``gene_id``,
+    ``gene_name``, ``range_start`` and ``range_count`` into ``ranges`` ``(n, 2)``, the
+    merged exon bin ranges ``[start, stop)``.
+    """
+
+    rows_per_shard: int
+    table: pd.DataFrame
+    ranges: np.ndarray
+
+    @classmethod
+    def empty(cls, n_shards: int = 0) -> GeneRows:
+        table = pd.DataFrame(
+            {
+                "row": np.zeros(0, np.int64),
+                "gene_id": [],
+                "gene_name": [],
+                "range_start": np.zeros(0, np.int64),
+                "range_count": np.zeros(0, np.int64),
+            }
+        )
+        return cls(0, table, np.zeros((0, 2), np.int64))
+
+
+@dataclass(frozen=True)
+class PlanArrays:
+    """Everything the plan writes into a new store besides its attributes."""
+
+    positions: pd.DataFrame  # chrom, pos, stratum, usable, reject_reason
+    variants: pd.DataFrame  # + ref, alt
+    resolutions: list[int]  # distinct bin sizes of the binned heads
+    bin_index: np.ndarray  # (positions, resolutions, bin_samples)
+    gene_bin_index: np.ndarray  # (positions, bin_samples)
+    position_genes: GeneRows
+    variant_genes: GeneRows
+    strands: list[str]
 
 
 @dataclass(frozen=True)
@@ -78,10 +143,13 @@ class Layout:
     bin_samples: int = 32
     n_points: int = 10_000
     coord_chunk: int = 65_536
+    #: (row, gene) slots per row shard; set by the plan from the genes it finds
+    position_gene_rows: int = 0
+    variant_gene_rows: int = 0
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
-            if int(value) < 1:
+            if int(value) < (0 if name.endswith("gene_rows") else 1):
                 raise ValueError(f"layout {name} must be >= 1, got {value}")
         if self.track_shard % self.track_chunk:
             raise ValueError(
@@ -91,6 +159,9 @@ class Layout:
 
     def shard_rows(self, group: str) -> int:
         return self.position_shard_rows if group == "baselines" else self.variant_shard_rows
+
+    def gene_rows(self, group: str) -> int:
+        return self.position_gene_rows if group == "baselines" else self.variant_gene_rows
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -136,18 +207,13 @@ class ChorusStore:
         *,
         attrs: dict[str, Any],
         tracks: TrackTable,
-        positions: pd.DataFrame,
-        variants: pd.DataFrame,
-        head_resolutions: list[int],
-        bin_index: np.ndarray,
+        plan: PlanArrays,
         layout: Layout,
     ) -> ChorusStore:
         """Write a new store: its metadata, track table and plan; no predictions.
 
         ``attrs`` are the root attributes (oracle, genome, plan, ...); schema version,
         software version, creation time, layout and the track-table hash are added here.
-        ``positions`` and ``variants`` carry ``usable``/``reject_reason`` columns;
-        ``bin_index`` is ``(positions, heads, bin_samples)``.
         """
         final = Path(path).expanduser().resolve()
         if final.exists() and any(final.iterdir()):
@@ -167,9 +233,27 @@ class ChorusStore:
             **attrs,
             "layout": layout.as_dict(),
         }
+        layout = Layout.from_dict(
+            {
+                **layout.as_dict(),
+                "position_gene_rows": plan.position_genes.rows_per_shard,
+                "variant_gene_rows": plan.variant_genes.rows_per_shard,
+            }
+        )
+        full["layout"] = layout.as_dict()
         store.layout = layout
         store.attrs = full
-        sizes = store._sizes(len(tracks), len(positions), len(variants), len(head_resolutions))
+        sizes = store._derive(
+            {
+                "track": len(tracks),
+                "position": len(plan.positions),
+                "variant": len(plan.variants),
+                "resolution": len(plan.resolutions),
+                "strand": len(plan.strands),
+                "position_gene_range": len(plan.position_genes.ranges),
+                "variant_gene_range": len(plan.variant_genes.ranges),
+            }
+        )
         for gname, gspec in load_schema()["groups"].items():
             group = root.require_group(gname)
             group.attrs["doc"] = gspec.get("doc", "")
@@ -181,11 +265,22 @@ class ChorusStore:
                 sspec = load_schema()["groups"][src_group]["arrays"][src_name]
                 store._create_array(group, gname, cname, sspec, sizes, [])
         store._write_tracks(tracks, 0)
-        store._write_table("plan/positions", positions, 0)
-        store._write_table("plan/variants", variants, 0)
-        store.array("plan/positions/resolution_bp")[:] = np.asarray(head_resolutions, np.int64)
-        if len(positions):
-            store.array("plan/positions/bin_index")[:] = bin_index
+        store._write_table("plan/positions", plan.positions, 0)
+        store._write_table("plan/variants", plan.variants, 0)
+        store.array("plan/positions/resolution_bp")[:] = np.asarray(plan.resolutions, np.int64)
+        for data_group in DATA_GROUPS:
+            store.array(f"{data_group}/strand")[:] = np.asarray(plan.strands, dtype=object)
+        if len(plan.positions):
+            store.array("plan/positions/bin_index")[:] = plan.bin_index
+            store.array("plan/positions/gene_bin_index")[:] = plan.gene_bin_index
+        for genes, name in (
+            (plan.position_genes, "plan/position_genes"),
+            (plan.variant_genes, "plan/variant_genes"),
+        ):
+            store._write_table(name, genes.table, 0)
+            if len(genes.ranges):
+                store.array(f"{name}/bin_start")[:] = genes.ranges[:, 0]
+                store.array(f"{name}/bin_stop")[:] = genes.ranges[:, 1]
         for layer in LAYERS:
             store.array(f"reductions/{layer}/quantile")[:] = np.linspace(0.0, 1.0, layout.n_points)
         store._sync_coords()
@@ -235,42 +330,55 @@ class ChorusStore:
         return store
 
     # ---------------------------------------------------------------- sizes and arrays
-    def _sizes(self, n_tracks: int, n_pos: int, n_var: int, n_heads: int) -> dict[str, int]:
+    def _derive(self, primary: dict[str, int]) -> dict[str, int]:
+        """Every dim's size from the primary ones (:data:`PRIMARY_DIMS`) and the layout."""
         lay = self.layout
+        n_pos_shards = math.ceil(primary["position"] / lay.position_shard_rows)
+        n_var_shards = math.ceil(primary["variant"] / lay.variant_shard_rows)
         return {
-            "track": n_tracks,
-            "position": n_pos,
-            "variant": n_var,
+            **{k: int(primary[k]) for k in PRIMARY_DIMS},
             "bin_sample": lay.bin_samples,
-            "head": n_heads,
-            "position_shard": math.ceil(n_pos / lay.position_shard_rows),
-            "variant_shard": math.ceil(n_var / lay.variant_shard_rows),
-            "track_block": math.ceil(n_tracks / lay.track_chunk),
+            "position_shard": n_pos_shards,
+            "variant_shard": n_var_shards,
+            "position_gene": n_pos_shards * lay.position_gene_rows,
+            "variant_gene": n_var_shards * lay.variant_gene_rows,
+            "track_block": math.ceil(primary["track"] / lay.track_chunk),
             "quantile": lay.n_points,
         }
 
     @property
     def sizes(self) -> dict[str, int]:
-        return self._sizes(
-            self.array("tracks/track").shape[0],
-            self.array("plan/positions/pos").shape[0],
-            self.array("plan/variants/pos").shape[0],
-            self.array("plan/positions/resolution_bp").shape[0],
+        return self._derive(
+            {
+                "track": self.array("tracks/track").shape[0],
+                "position": self.array("plan/positions/pos").shape[0],
+                "variant": self.array("plan/variants/pos").shape[0],
+                "resolution": self.array("plan/positions/resolution_bp").shape[0],
+                "strand": self.array("baselines/strand").shape[0],
+                "position_gene_range": self.array("plan/position_genes/bin_start").shape[0],
+                "variant_gene_range": self.array("plan/variant_genes/bin_start").shape[0],
+            }
         )
 
     def _chunking(
-        self, dims: list[str], role: str
+        self, dims: list[str], role: str, sizes: dict[str, int]
     ) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
         lay = self.layout
-        if role == "data":
-            rows = lay.position_shard_rows if dims[0] == "position" else lay.variant_shard_rows
+        fixed = {
+            "bin_sample": lay.bin_samples,
+            "strand": max(1, sizes["strand"]),
+            "resolution": max(1, sizes["resolution"]),
+        }
+        if role in ("data", "gene_data"):
+            if role == "data":
+                rows = lay.position_shard_rows if dims[0] == "position" else lay.variant_shard_rows
+            else:
+                rows = max(
+                    1, lay.gene_rows("baselines" if dims[0] == "position_gene" else "variants")
+                )
             inner = tuple(
-                rows
-                if d in ("position", "variant")
-                else lay.track_chunk
-                if d == "track"
-                else lay.bin_samples
-                for d in dims
+                rows if i == 0 else lay.track_chunk if d == "track" else fixed.get(d, 1)
+                for i, d in enumerate(dims)
             )
             shard = tuple(
                 lay.track_shard if d == "track" else c for d, c in zip(dims, inner, strict=True)
@@ -286,14 +394,7 @@ class ChorusStore:
             return (1,), None
         if dims == ["quantile"]:
             return (lay.n_points,), None
-        return tuple(
-            lay.coord_chunk
-            if d in ("position", "variant", "track")
-            else lay.bin_samples
-            if d == "bin_sample"
-            else 8
-            for d in dims
-        ), None
+        return tuple(fixed.get(d, lay.coord_chunk) for d in dims), None
 
     def _create_array(
         self,
@@ -306,7 +407,7 @@ class ChorusStore:
     ) -> None:
         dims = spec["dims"]
         role = spec.get("role", "")
-        chunks, shards = self._chunking(dims, role)
+        chunks, shards = self._chunking(dims, role, sizes)
         dtype = str if spec["dtype"] == "str" else spec["dtype"]
         fill = spec.get("fill")
         if fill == "NaN":
@@ -314,8 +415,8 @@ class ChorusStore:
         elif fill is None:
             fill = "" if dtype is str else False if dtype == "bool" else 0
         attributes: dict[str, Any] = {}
-        if role == "data" and coord_names:
-            attributes["coordinates"] = " ".join(coord_names)
+        if "coordinates" in spec:
+            attributes["coordinates"] = spec["coordinates"]
         if "doc" in spec:
             attributes["doc"] = spec["doc"]
         group.create_array(
@@ -425,8 +526,26 @@ class ChorusStore:
         return self.positions if group == "baselines" else self.variants
 
     @property
-    def head_resolutions(self) -> list[int]:
+    def resolutions(self) -> list[int]:
+        """Distinct bin sizes of the oracle's binned heads (the per-bin draws' axis)."""
         return [int(r) for r in self.read("plan/positions/resolution_bp")]
+
+    @property
+    def strands(self) -> list[str]:
+        return _as_str_list(self.read("baselines/strand"))
+
+    def gene_rows(self, group: str) -> tuple[pd.DataFrame, np.ndarray]:
+        """(row, gene) slots of ``group`` and their exon bin ranges (see :class:`GeneRows`)."""
+        key = f"genes/{group}"
+        if key not in self._cache:
+            name = PLAN_TABLES[group][1]
+            table = self._read_table(
+                name, ["row", "gene_id", "gene_name", "range_start", "range_count"]
+            )
+            ranges = np.stack([self.read(f"{name}/bin_start"), self.read(f"{name}/bin_stop")], 1)
+            self._cache[key] = (table, ranges.reshape(-1, 2))
+        out: tuple[pd.DataFrame, np.ndarray] = self._cache[key]
+        return out
 
     # ---------------------------------------------------------------- growth
     def _resize_all(self, sizes: dict[str, int]) -> None:
@@ -460,18 +579,15 @@ class ChorusStore:
             raise StoreMismatchError("internal: append_tracks needs an extension")
         n_new = len(tracks) - len(old)
         if n_new:
-            sizes = self.sizes
-            sizes.update(
-                self._sizes(len(tracks), sizes["position"], sizes["variant"], sizes["head"])
-            )
-            new_rows = tracks.frame.iloc[len(old) :]
+            new_rows = tracks.frame.iloc[len(old) :].rename(columns={"track_id": "track"})
             self._change(
                 {
                     "op": "add-tracks",
-                    "sizes": sizes,
-                    "table": "tracks",
-                    "start": len(old),
-                    "rows": new_rows.rename(columns={"track_id": "track"}).to_dict("list"),
+                    "primary": {**self._primary(), "track": len(tracks)},
+                    "tables": [
+                        {"group": "tracks", "start": len(old), "rows": new_rows.to_dict("list")}
+                    ],
+                    "arrays": [],
                     "attrs_after": {
                         **attrs_after,
                         "tracks": {"n_tracks": len(tracks), "sha256": tracks.sha256()},
@@ -484,26 +600,69 @@ class ChorusStore:
         self,
         group: str,
         rows: pd.DataFrame,
-        bin_index: np.ndarray | None,
+        genes: GeneRows,
+        arrays: dict[str, np.ndarray],
         attrs_after: dict[str, Any],
     ) -> None:
-        """Append plan rows (``group`` = ``baselines`` or ``variants``); new rows start unbuilt."""
-        sizes = self.sizes
-        start = sizes["position" if group == "baselines" else "variant"]
-        n_pos = sizes["position"] + (len(rows) if group == "baselines" else 0)
-        n_var = sizes["variant"] + (len(rows) if group == "variants" else 0)
-        change: dict[str, Any] = {
-            "op": f"add-{group}",
-            "sizes": self._sizes(sizes["track"], n_pos, n_var, sizes["head"]),
-            "table": "plan/positions" if group == "baselines" else "plan/variants",
-            "start": start,
-            "rows": {c: rows[c].tolist() for c in rows.columns},
-            "attrs_after": attrs_after,
-        }
-        if bin_index is not None and len(rows):
-            packed = base64.b64encode(bin_index.astype("<i4").tobytes()).decode()
-            change["bin_index"] = {"shape": list(bin_index.shape), "int32": packed}
-        self._change(change)
+        """Append plan rows (``group`` = ``baselines`` or ``variants``); new rows start unbuilt.
+
+        ``genes`` are the (row, gene) slots of the shards the new rows touch, from the
+        first of those shards on (slots of a shard are rewritten whole); ``arrays`` holds
+        per-row plan arrays of the new rows (``bin_index``, ``gene_bin_index``).
+        """
+        table_name, genes_name = PLAN_TABLES[group]
+        dim = "position" if group == "baselines" else "variant"
+        primary = self._primary()
+        start = primary[dim]
+        first_shard = start // self.layout.shard_rows(group)
+        old_genes, old_ranges = self.gene_rows(group)
+        k = self.layout.gene_rows(group)
+        keep = old_genes.iloc[: first_shard * k]
+        n_kept_ranges = int((keep["range_start"] + keep["range_count"]).max()) if len(keep) else 0
+        gene_table = genes.table.copy()
+        gene_table["range_start"] += n_kept_ranges
+        primary[dim] = start + len(rows)
+        primary[f"{dim}_gene_range"] = n_kept_ranges + len(genes.ranges)
+        packed = [
+            {"name": f"{table_name}/{name}", "start": start, **_pack(values)}
+            for name, values in arrays.items()
+        ]
+        if len(genes.ranges):
+            packed += [
+                {
+                    "name": f"{genes_name}/bin_start",
+                    "start": n_kept_ranges,
+                    **_pack(genes.ranges[:, 0]),
+                },
+                {
+                    "name": f"{genes_name}/bin_stop",
+                    "start": n_kept_ranges,
+                    **_pack(genes.ranges[:, 1]),
+                },
+            ]
+        self._change(
+            {
+                "op": f"add-{group}",
+                "primary": primary,
+                "tables": [
+                    {
+                        "group": table_name,
+                        "start": start,
+                        "rows": {c: rows[c].tolist() for c in rows.columns},
+                    },
+                    {
+                        "group": genes_name,
+                        "start": first_shard * k,
+                        "rows": gene_table.to_dict("list"),
+                    },
+                ],
+                "arrays": packed,
+                "attrs_after": attrs_after,
+            }
+        )
+
+    def _primary(self) -> dict[str, int]:
+        return {k: v for k, v in self.sizes.items() if k in PRIMARY_DIMS}
 
     def _change(self, change: dict[str, Any]) -> None:
         self.set_attrs({**self.attrs, "pending_change": change})  # the journal, first
@@ -511,15 +670,13 @@ class ChorusStore:
 
     def _apply(self, change: dict[str, Any]) -> None:
         """Apply a journalled change; applying it twice is the same as once."""
-        self._resize_all(change["sizes"])
-        rows = pd.DataFrame(change["rows"])
-        self._write_table(change["table"], rows, int(change["start"]))
-        if "bin_index" in change:
-            shape = change["bin_index"]["shape"]
-            raw = base64.b64decode(change["bin_index"]["int32"])
-            start = int(change["start"])
-            bins = np.frombuffer(raw, dtype="<i4").reshape(shape)
-            self.array("plan/positions/bin_index")[start : start + shape[0]] = bins
+        self._resize_all(self._derive(change["primary"]))
+        for table in change["tables"]:
+            self._write_table(table["group"], pd.DataFrame(table["rows"]), int(table["start"]))
+        for packed in change["arrays"]:
+            values = _unpack(packed)
+            start = int(packed["start"])
+            self.array(packed["name"])[start : start + len(values)] = values
         self._sync_coords()
         self.set_attrs({k: v for k, v in change["attrs_after"].items() if k != "pending_change"})
         self.consolidate()
@@ -615,6 +772,20 @@ class ChorusStore:
         rows = self.layout.shard_rows(group)
         for s in range(math.ceil(n / rows)):
             yield s, s * rows, min(n, (s + 1) * rows)
+
+
+def _pack(values: np.ndarray) -> dict[str, Any]:
+    arr = np.ascontiguousarray(values)
+    return {
+        "shape": list(arr.shape),
+        "dtype": arr.dtype.str,
+        "data": base64.b64encode(arr.tobytes()).decode(),
+    }
+
+
+def _unpack(packed: dict[str, Any]) -> np.ndarray:
+    raw = base64.b64decode(packed["data"])
+    return np.frombuffer(raw, dtype=np.dtype(packed["dtype"])).reshape(packed["shape"])
 
 
 def is_checksum_error(exc: BaseException) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,9 @@ _ASSAY_KEY_TO_LAYER = {
     "SPLICE_SITE_USAGE": "splicing",
     "LENTIMPRA": "promoter_activity",
 }
+
+#: The layer scored per gene over its exons (spec §4.5).
+GENE_LAYER = "gene_expression"
 
 #: Assays whose summary null skips cCRE positions (CAGE routing, spec §4.4).
 TSS_ROUTED_ASSAYS = frozenset({"CAGE", "PRO_CAP", "PROCAP"})
@@ -230,8 +234,10 @@ TRACK_COLUMNS: dict[str, str] = {
     "assay_type": "str",
     "description": "str",
     "layer": "str",
-    "resolution_bp": "int64",  # which output head; 0 = scalar output
-    "column": "int64",  # column of that head's output array
+    "head": "str",  # which output head of the oracle
+    "resolution_bp": "int64",  # that head's bin size; 0 = scalar output
+    "column": "int64",  # column of that head's output array (for per-model oracles: model)
+    "n_strands": "int64",  # samples per row (BPNet CHIP: 2 strands, one sample each)
     "window_bp": "int64",  # -1 = whole output
     "aggregation": "str",
     "formula": "str",
@@ -276,6 +282,7 @@ class TrackTable:
         cls,
         meta: pd.DataFrame,
         *,
+        heads: Mapping[str, int] | None = None,
         resolution_bp: int | None = None,
         tss_routing: bool = True,
     ) -> TrackTable:
@@ -283,47 +290,65 @@ class TrackTable:
 
         ``meta`` needs ``track_id`` and ``assay_type``; optional columns are
         ``description`` (used by the histone patterns), ``layer`` (an explicit layer
-        or builder assay key, mapped by :func:`canonical_layer`), ``resolution_bp`` and
-        ``column`` (default: the row's position). Window, aggregation, formula,
-        pseudocount and sign always come from the layer's :data:`LAYER_CONFIGS` entry,
-        so no track can be scored with a statistic chorus would not use.
+        or builder assay key, mapped by :func:`canonical_layer`), ``head`` (default: the
+        only head of ``heads``), ``resolution_bp`` (default: the head's), ``column``
+        (default: the row's position among its head's rows) and ``n_strands`` (default 1).
+        Window, aggregation, formula, pseudocount and sign come from the layer's
+        :data:`LAYER_CONFIGS` entry, so a track is scored with the statistic chorus's query
+        uses; a ``formula`` column (with ``pseudocount`` and ``signed``) overrides that
+        for recipes that must reproduce a different builder convention.
         """
         if "track_id" not in meta or "assay_type" not in meta:
             raise RecipeError("track metadata needs 'track_id' and 'assay_type' columns")
-        meta = meta.reset_index(drop=True)
-        description = meta["description"] if "description" in meta else pd.Series([""] * len(meta))
+        meta = meta.reset_index(drop=True).fillna("")
+        heads = dict(heads or {})
+        default_head = next(iter(heads)) if len(heads) == 1 else ""
+        per_head_count: dict[str, int] = {}
         rows: list[dict[str, Any]] = []
-        for i, rec in meta.iterrows():
+        for rec in meta.to_dict("records"):
             assay_type = str(rec["assay_type"])
             track_id = str(rec["track_id"])
-            desc = "" if pd.isna(description.iloc[i]) else str(description.iloc[i])
-            explicit = rec.get("layer") if "layer" in meta else None
-            if explicit is not None and not pd.isna(explicit) and str(explicit):
-                layer = canonical_layer(str(explicit))
-            else:
-                layer = classify_track_layer(assay_type, track_id, desc)
-            cfg = LAYER_CONFIGS.get(layer)
-            res = rec["resolution_bp"] if "resolution_bp" in meta else resolution_bp
-            if res is None or pd.isna(res):
-                raise RecipeError(f"track {track_id!r}: no resolution_bp given")
-            rows.append(
-                {
-                    "track_id": track_id,
-                    "assay_type": assay_type,
-                    "description": desc,
-                    "layer": layer,
-                    "resolution_bp": int(res),
-                    "column": int(rec["column"]) if "column" in meta else len(rows),
-                    "window_bp": -1 if cfg is None or cfg.window_bp is None else cfg.window_bp,
-                    "aggregation": "" if cfg is None else cfg.aggregation,
-                    "formula": "" if cfg is None else cfg.formula,
-                    "pseudocount": math.nan if cfg is None else cfg.pseudocount,
-                    "signed": False if cfg is None else cfg.signed,
-                    "summary_skip_strata": (
-                        "ccre" if tss_routing and assay_type.upper() in TSS_ROUTED_ASSAYS else ""
-                    ),
-                }
+            desc = str(rec.get("description", ""))
+            explicit = str(rec.get("layer", ""))
+            layer = (
+                canonical_layer(explicit)
+                if explicit
+                else classify_track_layer(assay_type, track_id, desc)
             )
+            cfg = LAYER_CONFIGS.get(layer)
+            head = str(rec.get("head", "")) or default_head
+            res = rec.get("resolution_bp", "")
+            if res == "":
+                res = heads.get(head, resolution_bp)
+            if res is None:
+                raise RecipeError(f"track {track_id!r}: no head/resolution_bp given")
+            column = rec.get("column", "")
+            if column == "":
+                column = per_head_count.get(head, 0)
+            per_head_count[head] = per_head_count.get(head, 0) + 1
+            row = {
+                "track_id": track_id,
+                "assay_type": assay_type,
+                "description": desc,
+                "layer": layer,
+                "head": head,
+                "resolution_bp": int(res),
+                "column": int(column),
+                "n_strands": int(rec.get("n_strands", "") or 1),
+                "window_bp": -1 if cfg is None or cfg.window_bp is None else cfg.window_bp,
+                "aggregation": "" if cfg is None else cfg.aggregation,
+                "formula": "" if cfg is None else cfg.formula,
+                "pseudocount": math.nan if cfg is None else cfg.pseudocount,
+                "signed": False if cfg is None else cfg.signed,
+                "summary_skip_strata": (
+                    "ccre" if tss_routing and assay_type.upper() in TSS_ROUTED_ASSAYS else ""
+                ),
+            }
+            if str(rec.get("formula", "")):
+                row["formula"] = str(rec["formula"])
+                row["pseudocount"] = float(rec.get("pseudocount", "") or 0.0)
+                row["signed"] = str(rec.get("signed", "")).lower() in ("1", "true", "yes")
+            rows.append(row)
         return cls.from_frame(pd.DataFrame(rows, columns=list(TRACK_COLUMNS)))
 
     @classmethod
@@ -345,9 +370,6 @@ class TrackTable:
             meta = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, comment=None)
         except (pd.errors.ParserError, UnicodeDecodeError) as exc:
             raise InputFileError(f"track table {path} is not a readable TSV: {exc}") from exc
-        for col in ("resolution_bp", "column"):
-            if col in meta:
-                meta[col] = pd.to_numeric(meta[col])
         return cls.from_metadata(meta, **kwargs)
 
     # -- views -------------------------------------------------------------------------
@@ -366,6 +388,11 @@ class TrackTable:
     def signed(self) -> np.ndarray:
         signed: np.ndarray = self.frame["signed"].to_numpy(dtype=bool)
         return signed
+
+    @property
+    def gene_tracks(self) -> np.ndarray:
+        """Indices of the tracks scored per gene (``gene_expression``, spec §4.5)."""
+        return np.flatnonzero(self.frame["layer"].to_numpy() == GENE_LAYER)
 
     def window_bp(self, i: int) -> int | None:
         w = int(self.frame["window_bp"].iat[i])

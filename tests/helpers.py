@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ DEMO_DIR = data_dir("builders") / "demo"
 DEMO_TOML = tomllib.loads((DEMO_DIR / "recipe.toml").read_text())
 DEMO_TRACKS = DEMO_DIR / "tracks.tsv"
 
+N_TRACKS = 40  # the demo model's outputs (builders/demo/tracks.tsv)
+HEAD = "128bp"
 SMALL_SAMPLING = {"n_random": 96, "n_ccre": 48, "n_tss": 24, "n_gene_body": 16, "n_snps": 64}
 SMALL_LAYOUT = {
     "position_shard_rows": 32,
@@ -57,8 +60,8 @@ def small_recipe(
         data["tracks"]["table"] = str(tracks_table)
     recipe = Recipe.from_dict(data, base=DEMO_DIR)
     if n_tracks is not None or tracks_table is not None:
-        # the model still has 36 output columns; the table selects a prefix of them
-        heads = tuple(OutputHead(h.resolution_bp, h.n_bins, 36) for h in recipe.heads)
+        # the model still has all its output columns; the table selects a prefix of them
+        heads = tuple(dataclasses.replace(h, n_columns=N_TRACKS) for h in recipe.heads)
         recipe = Recipe(
             recipe.name,
             recipe.oracle,
@@ -90,17 +93,17 @@ def run_all(
 # a fast oracle: a fixed random linear map of per-bin base composition, softplus
 # --------------------------------------------------------------------------------------
 
-_W = np.random.default_rng(5).normal(size=(8, 36)).astype(np.float32)
+_W = np.random.default_rng(5).normal(size=(8, N_TRACKS)).astype(np.float32)
 
 
 def composition_oracle_fn(onehot: np.ndarray) -> dict[int, np.ndarray]:
-    """(B, 16384, 4) → {128: (B, 64, 36)}: the central 64 bins of 128 bp."""
+    """(B, 16384, 4) → {"128bp": (B, 64, 40)}: the central 64 bins of 128 bp."""
     b = onehot.shape[0]
     central = onehot[:, 4096:12288].reshape(b, 64, 128, 4)
     comp = central.mean(axis=2)  # base composition per bin
     dinuc = (central[:, :, 1:, 1] * central[:, :, :-1, 2]).mean(axis=2, keepdims=True)  # CpG
     feats = np.concatenate([comp, comp**2 * 4, dinuc * 16], axis=2)[:, :, :8]
-    return {128: np.logaddexp(0, feats @ _W * 3 - 2).astype(np.float32)}
+    return {HEAD: np.logaddexp(0, feats @ _W * 3 - 2).astype(np.float32)}
 
 
 def composition_oracle(batch_size: int = 8) -> CallableOracle:
@@ -108,6 +111,52 @@ def composition_oracle(batch_size: int = 8) -> CallableOracle:
         composition_oracle_fn,
         name="demo",
         input_length=16384,
-        heads=(OutputHead(128, 64, 36),),
+        heads=(OutputHead(HEAD, 128, 64, N_TRACKS),),
         batch_size=batch_size,
     )
+
+
+# --------------------------------------------------------------------------------------
+# a one-model-per-track oracle with two-strand heads (ChromBPNet / BPNet shaped)
+# --------------------------------------------------------------------------------------
+
+BPNET_CALLS: list[list[int]] = []  # the columns (models) each call asked for
+
+
+def bpnet_like(onehot: np.ndarray, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """(B, 2114, 4) → {"profile": (B, 1000, len(models), 2)}: per model, a GC profile."""
+    models = [int(c) for c in columns["profile"]]
+    BPNET_CALLS.append(models)
+    central = onehot[:, 557:1557]  # the 1,000 bp the profile covers
+    gc = central[:, :, 1] + central[:, :, 2]
+    out = np.zeros((onehot.shape[0], 1000, len(models), 2), np.float32)
+    for j, m in enumerate(models):
+        out[:, :, j, 0] = gc * (m + 1)
+        out[:, :, j, 1] = (1 - gc) * (m + 2)
+    return {"profile": out}
+
+
+def bpnet_recipe(tmp: Path, n_tracks: int = 4) -> Recipe:
+    rows = [("ATAC:K562", "ATAC", "ATAC:K562", 1), ("DNASE:HepG2", "DNASE", "DNASE:HepG2", 1),
+            ("CHIP:HepG2:CEBPA", "CHIP", "CHIP:HepG2:CEBPA", 2),
+            ("CHIP:K562:CTCF", "CHIP", "CHIP:K562:CTCF", 2)][:n_tracks]  # fmt: skip
+    table = tmp / f"bpnet_tracks_{n_tracks}.tsv"
+    pd.DataFrame(rows, columns=["track_id", "assay_type", "description", "n_strands"]).to_csv(
+        table, sep="\t", index=False
+    )
+    data = {
+        "name": "bpnet_like",
+        "oracle": {
+            "adapter": "callable", "callable": "tests.helpers:bpnet_like", "per_model": True,
+            "identity": "bpnet-like-v1", "input_length": 2114, "batch_size": 4,
+            "strands": ["+", "-"],
+            "heads": [{"name": "profile", "resolution_bp": 1, "n_bins": 1000, "n_strands": 2,
+                       "n_columns": 4}],
+        },
+        "tracks": {"table": str(table)},
+        "plan": {"source": "generated", "assembly": "chorus-store-demo-v1",
+                 "sampling": {**DEMO_TOML["plan"]["sampling"], **SMALL_SAMPLING}},
+        "layout": {"position_shard_rows": 32, "variant_shard_rows": 32, "track_shard": 2,
+                   "track_chunk": 2},
+    }  # fmt: skip
+    return Recipe.from_dict(data, base=tmp)

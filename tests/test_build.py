@@ -38,7 +38,14 @@ from chorus_store.errors import (
 )
 from chorus_store.plan import read_rows_table
 
-from .helpers import composition_oracle, composition_oracle_fn, plan_small, small_recipe
+from .helpers import (
+    HEAD,
+    N_TRACKS,
+    composition_oracle,
+    composition_oracle_fn,
+    plan_small,
+    small_recipe,
+)
 
 CLI = [sys.executable, "-m", "chorus_store.cli"]
 
@@ -69,15 +76,15 @@ def _faulty(
         out = composition_oracle_fn(onehot)
         if state["calls"] > after_calls:
             if shape is not None:
-                return {128: np.zeros(shape, np.float32)}
-            out[128][1, 32, 3] = np.nan if nan else np.inf  # inside the window
+                return {HEAD: np.zeros(shape, np.float32)}
+            out[HEAD][1, 32, 3] = np.nan if nan else np.inf  # inside the window
         return out
 
     return CallableOracle(
         fn,
         name="demo",
         input_length=16384,
-        heads=(OutputHead(128, 64, 36),),
+        heads=(OutputHead(HEAD, 128, 64, N_TRACKS),),
         identity=composition_oracle().identity,
     )
 
@@ -114,8 +121,8 @@ def test_inf_and_wrongly_shaped_predictions_are_refused(
     plan_small(store, demo_inputs, small_recipe(tmp_path))
     with pytest.raises(PredictionError, match="returned inf"):
         build(store, oracle=_faulty(0, nan=False), progress=False)
-    with pytest.raises(PredictionError, match=r"shape \(8, 32, 36\).*expected \(8, 64, 36\)"):
-        build(store, oracle=_faulty(0, shape=(8, 32, 36)), progress=False)
+    with pytest.raises(PredictionError, match=r"shape \(8, 32, 40\).*expected \(8, 64, 40\)"):
+        build(store, oracle=_faulty(0, shape=(8, 32, 40)), progress=False)
     assert (ChorusStore.open(store).read("baselines/done_rows") == 0).all()
     assert status(store)["claims"] == []  # a refused build leaves no claims behind
 
@@ -241,7 +248,7 @@ def test_adding_tracks_computes_only_the_new_tracks(
         original(s, task, arrays)
 
     added = add_tracks(store, small_recipe(tmp_path))
-    assert added == 16
+    assert added == 20
     build_module._write_task = spy
     try:
         build(store, progress=False)
@@ -250,7 +257,7 @@ def test_adding_tracks_computes_only_the_new_tracks(
     assert touched and all(min(t) >= 20 for t in touched)  # old tracks never rewritten
     after = _records(store, "variants")
     for name, values in before.items():
-        np.testing.assert_array_equal(after[name][:, :20], values)
+        np.testing.assert_array_equal(after[name][..., :20], values)
     reduce(store, progress=False)
     assert export(store, out=tmp_path / "o.npz").read_bytes() == small_build[1].read_bytes()
 
@@ -323,9 +330,11 @@ def test_a_full_disk_fails_cleanly_and_the_build_resumes(
 
 
 def test_a_growth_killed_midway_is_finished_by_the_next_writer(
-    tmp_path: Path, demo_inputs: DemoInputs, small_build: tuple[Path, Path],
+    tmp_path: Path,
+    demo_inputs: DemoInputs,
+    small_build: tuple[Path, Path],
     monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+) -> None:
     import zarr
 
     store = tmp_path / "demo.zarr"

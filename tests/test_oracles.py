@@ -23,10 +23,11 @@ def _random_onehot(n: int, length: int = 16_384, seed: int = 0) -> np.ndarray:
 def test_demo_recipe_loads_the_state_dict_through_the_torch_adapter() -> None:
     recipe = load_recipe("demo")
     oracle = recipe.load_oracle(device="cpu")
-    assert oracle.input_length == 16_384 and oracle.heads == (OutputHead(128, 64, 36),)
+    assert oracle.input_length == 16_384 and oracle.heads == (OutputHead("128bp", 128, 64, 40),)
     out = oracle.predict(_random_onehot(3))
-    assert set(out) == {128} and out[128].shape == (3, 64, 36) and out[128].dtype == np.float32
-    assert (out[128] >= 0).all()  # softplus head, like Enformer
+    y = out["128bp"]
+    assert set(out) == {"128bp"} and y.shape == (3, 64, 40) and y.dtype == np.float32
+    assert (y >= 0).all()  # softplus head, like Enformer
     # identical to running the module by hand on the same weights
     model = DemoConvNet(**oracle.config)  # type: ignore[attr-defined]
     model.load_state_dict(torch.load(recipe.oracle["weights"], weights_only=True))
@@ -34,14 +35,14 @@ def test_demo_recipe_loads_the_state_dict_through_the_torch_adapter() -> None:
     x = torch.from_numpy(np.concatenate([_random_onehot(3), np.zeros((5, 16_384, 4), np.float32)]))
     with torch.inference_mode():
         direct = model(x.transpose(1, 2).contiguous()).numpy()[:3]
-    np.testing.assert_array_equal(out[128], direct)
+    np.testing.assert_array_equal(y, direct)
 
 
 def test_a_sequences_prediction_does_not_depend_on_its_batch() -> None:
     oracle = load_recipe("demo").load_oracle(device="cpu")
     x = _random_onehot(11, seed=3)
-    together = oracle.predict(x)[128]
-    alone = np.concatenate([oracle.predict(x[i : i + 1])[128] for i in range(11)])
+    together = oracle.predict(x)["128bp"]
+    alone = np.concatenate([oracle.predict(x[i : i + 1])["128bp"] for i in range(11)])
     np.testing.assert_array_equal(together, alone)
     assert oracle.calls == 2 + 11  # fixed model batches of 8, padded
 
@@ -72,15 +73,15 @@ def test_callable_oracle_checks_shapes() -> None:
         lambda x: np.ones((x.shape[0], 4, 2), np.float32),
         name="c",
         input_length=10,
-        heads=(OutputHead(1, 4, 2),),
+        heads=(OutputHead("1bp", 1, 4, 2),),
         batch_size=2,
     )
-    assert good.predict(np.zeros((3, 10, 4), np.float32))[1].shape == (3, 4, 2)
+    assert good.predict(np.zeros((3, 10, 4), np.float32))["1bp"].shape == (3, 4, 2)
     bad = CallableOracle(
         lambda x: np.ones((x.shape[0], 5, 2), np.float32),
         name="c",
         input_length=10,
-        heads=(OutputHead(1, 4, 2),),
+        heads=(OutputHead("1bp", 1, 4, 2),),
         batch_size=2,
     )
     with pytest.raises(PredictionError, match=r"shape \(2, 5, 2\)"):

@@ -267,7 +267,7 @@ def test_plan_change_on_resume_is_refused(tmp_path: Path, demo_inputs: DemoInput
     with pytest.raises(PlanMismatchError, match="n_random: store 96 vs now 97"):
         plan_store(path, small_recipe(tmp_path, n_tracks=20, sampling={"n_random": 97}), **kw)
     with pytest.raises(TrackTableMismatchError, match="add-tracks"):
-        plan_store(path, small_recipe(tmp_path), **kw)  # 36 tracks: an extension
+        plan_store(path, small_recipe(tmp_path), **kw)  # 40 tracks: an extension
     shuffled = tmp_path / "shuffled.tsv"
     table = pd.read_csv(tmp_path / "tracks_20.tsv", sep="\t")
     table.iloc[::-1].to_csv(shuffled, sep="\t", index=False)

@@ -83,10 +83,12 @@ def test_every_grid_is_the_exact_order_statistics_of_the_store(
     ds = open_store(store_path)
     z = np.load(npz, allow_pickle=False)
     signed = ds["tracks"].signed.values
-    layers = {
-        "effect": ds["variants"].effect.values,
-        "summary": ds["baselines"].summary.values,
-        "perbin": ds["baselines"].perbin.values.reshape(-1, len(signed)),
+    T = len(signed)
+    base, var = ds["baselines"], ds["variants"]
+    layers = {  # every stored record, one column per track (rows of all sources concatenated)
+        "effect": np.concatenate([var.effect.values.reshape(-1, T), var.gene_effect.values]),
+        "summary": np.concatenate([base.summary.values.reshape(-1, T), base.gene_summary.values]),
+        "perbin": base.perbin.values.reshape(-1, T),
     }
     for layer, values in layers.items():
         for t in range(values.shape[1]):
@@ -104,6 +106,11 @@ def test_every_grid_is_the_exact_order_statistics_of_the_store(
     cage = list(ds["tracks"].assay_type.values).index("CAGE")
     assert z["summary_counts"][cage] == usable.sum() - n_ccre
     assert z["perbin_counts"][cage] == usable.sum() * 32
+    # RNA tracks: one summary per (position, gene), one effect per (SNP, gene) (spec 4.5)
+    rna = list(ds["tracks"].layer.values).index("gene_expression")
+    assert z["summary_counts"][rna] == int((ds["plan/position_genes"].row.values >= 0).sum()) > 0
+    assert z["effect_counts"][rna] == int((ds["plan/variant_genes"].row.values >= 0).sum())
+    assert np.isnan(base.summary.values[:, :, rna]).all()  # not sampled per position
 
 
 def test_reduce_resumes_only_stale_blocks(small_copy: Path) -> None:

@@ -30,12 +30,12 @@ _CACHE: dict[str, Any] = {}
 
 
 def _fixtures() -> dict[str, Any]:
-    """Demo inputs and one-shot reference exports for 20 and 36 tracks (made once)."""
+    """Demo inputs and one-shot reference exports for 20 and 40 tracks (made once)."""
     if not _CACHE:
         root = Path(tempfile.mkdtemp(prefix="chorus-sm-"))
         _CACHE["root"] = root
         _CACHE["inputs"] = make_demo_inputs(root / "inputs")
-        for n in (20, 36):
+        for n in (20, 40):
             recipe = small_recipe(root, n_tracks=n)
             store = root / f"ref{n}.zarr"
             plan_small(store, _CACHE["inputs"], recipe)
@@ -96,8 +96,8 @@ class BuildMachine(RuleBasedStateMachine):
     @precondition(lambda self: self.n_tracks == 20)
     @rule()
     def add_the_other_tracks(self) -> None:
-        assert add_tracks(self.store, small_recipe(self.dir)) == 16
-        self.n_tracks = 36
+        assert add_tracks(self.store, small_recipe(self.dir)) == 20
+        self.n_tracks = 40
 
     @rule()
     def rerun_after_completion_does_nothing(self) -> None:

@@ -20,7 +20,7 @@ from chorus_store.export import export
 
 def test_root_attributes_record_provenance(small_build: tuple[Path, Path]) -> None:
     attrs = ChorusStore.open(small_build[0]).attrs
-    assert attrs["schema_version"] == 1
+    assert attrs["schema_version"] == 2
     assert attrs["software_version"]
     assert len(attrs["oracle"]["fingerprint"]) == 64
     assert attrs["oracle"]["description"]["weights_sha256"]
@@ -35,13 +35,13 @@ def test_root_attributes_record_provenance(small_build: tuple[Path, Path]) -> No
         "perbin": 999,
     }
     assert attrs["plan"]["config"]["n_random"] == 96
-    assert len(attrs["tracks"]["sha256"]) == 64 and attrs["tracks"]["n_tracks"] == 36
+    assert len(attrs["tracks"]["sha256"]) == 64 and attrs["tracks"]["n_tracks"] == 40
     assert attrs["layout"]["position_shard_rows"] == 32
 
 
 def test_arrays_are_sharded_with_checksums(small_build: tuple[Path, Path]) -> None:
     arr = zarr.open_array(str(small_build[0] / "baselines" / "perbin"))
-    assert arr.shards == (32, 32, 16) and arr.chunks == (32, 32, 8)
+    assert arr.shards == (32, 1, 32, 16) and arr.chunks == (32, 1, 32, 8)
     codecs = json.dumps(arr.metadata.to_dict()["codecs"])
     assert "sharding_indexed" in codecs and codecs.count("crc32c") == 2  # chunks and index
 
@@ -49,36 +49,40 @@ def test_arrays_are_sharded_with_checksums(small_build: tuple[Path, Path]) -> No
 def test_open_store_gives_named_dims_and_coords(small_build: tuple[Path, Path]) -> None:
     ds = open_store(small_build[0])
     base = ds["baselines"]
-    assert base.summary.dims == ("position", "track")
-    assert base.perbin.dims == ("position", "bin_sample", "track")
+    assert base.summary.dims == ("position", "strand", "track")
+    assert base.perbin.dims == ("position", "strand", "bin_sample", "track")
+    assert base.gene_summary.dims == ("position_gene", "track")
     assert {"chrom", "pos", "stratum", "track"} <= set(base.coords)
-    liver = base.summary.sel(track="DEMO-DNASE-liver")
+    liver = base.summary.sel(track="DEMO-DNASE-liver", strand=".")
     assert liver.dims == ("position",) and np.isfinite(liver.values).sum() > 100
-    cage_at_ccre = base.summary.sel(track="CNhsDEMO01").where(base.stratum == "ccre", drop=True)
+    cage = base.summary.sel(track="CNhsDEMO01", strand=".")
+    cage_at_ccre = cage.where(base.stratum == "ccre", drop=True)
     assert np.isnan(cage_at_ccre.values).all()  # CAGE routing (spec 4.4)
     var = ds["variants"]
     assert {"chrom", "pos", "ref", "alt", "stratum"} <= set(var.coords)
     assert ds["reductions/effect"].grid.dims == ("track", "quantile")
-    assert ds["plan/positions"].bin_index.dims == ("position", "head", "bin_sample")
+    assert ds["plan/positions"].bin_index.dims == ("position", "resolution", "bin_sample")
+    rna = base.gene_summary.sel(track="DEMO-RNA-liver")
+    assert {"gene_name", "gene_row"} <= set(rna.coords) and np.isfinite(rna.values).sum() > 50
 
 
 def test_raw_xarray_open_zarr_works_without_warnings(small_build: tuple[Path, Path]) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         ds = xr.open_zarr(small_build[0], group="variants")
-    assert ds.effect.sel(track="K562").dims == ("variant",)
+    assert ds.effect.sel(track="K562").dims == ("variant", "strand")
 
 
 def test_validate_names_every_problem(small_copy: Path) -> None:
     ChorusStore.open(small_copy).validate()
     shutil.rmtree(small_copy / "variants" / "effect")
     g = zarr.open_group(str(small_copy), mode="r+")
-    g["baselines/summary"].resize((3, 36))
+    g["baselines/summary"].resize((3, 1, 40))
     zarr.consolidate_metadata(str(small_copy))
     with pytest.raises(SchemaError) as err:
         ChorusStore.open(small_copy).validate()
     assert "'variants/effect' missing" in str(err.value)
-    assert "'baselines/summary' has shape (3, 36)" in str(err.value)
+    assert "'baselines/summary' has shape (3, 1, 40)" in str(err.value)
 
 
 def test_unknown_schema_version_is_refused(small_copy: Path) -> None:
@@ -101,7 +105,7 @@ def _flip_a_byte(path: Path) -> None:
 def test_a_corrupted_chunk_is_an_error_and_is_repaired(
     small_copy: Path, small_build: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    shard = small_copy / "baselines" / "summary" / "c" / "2" / "0"
+    shard = small_copy / "baselines" / "summary" / "c" / "2" / "0" / "0"
     _flip_a_byte(shard)
     store = ChorusStore.open(small_copy)
     with pytest.raises(CorruptChunkError, match="verify .* --repair"):

@@ -92,6 +92,7 @@ def test_demo_track_table_resolves_every_track() -> None:
         "histone_marks": 8,
         "tss_activity": 6,
         "promoter_activity": 4,
+        "gene_expression": 4,
     }
     frame = table.frame.set_index("track_id")
     assert frame.loc["CNhsDEMO01", "summary_skip_strata"] == "ccre"  # CAGE routing
@@ -114,5 +115,5 @@ def test_prefix_detection() -> None:
     part = full.subset(0, 20)
     assert part.is_prefix_of(full)
     assert not full.is_prefix_of(part)
-    shuffled = TrackTable.from_frame(full.frame.iloc[np.r_[1, 0, 2:36]])
+    shuffled = TrackTable.from_frame(full.frame.iloc[np.r_[1, 0, 2:40]])
     assert not part.is_prefix_of(shuffled)

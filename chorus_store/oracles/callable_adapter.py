@@ -9,30 +9,34 @@ from typing import Any
 
 import numpy as np
 
-from .base import Oracle, OutputHead
+from .base import Columns, Oracle, OutputHead
 
 __all__ = ["CallableOracle"]
 
 
 class CallableOracle(Oracle):
-    """Wrap ``fn(onehot (batch, L, 4)) -> {resolution_bp: array}`` (or one array).
+    """Wrap ``fn(onehot (batch, L, 4)) -> {head name: array}`` (or one array).
 
     ``identity`` names what determines the function's numerics (a version string, a
-    weights hash); by default the hash of the function's source code is used.
+    weights hash); by default the hash of the function's name and source code is used.
+    With ``per_model=True`` the function is called as ``fn(onehot, columns)`` and returns
+    only the requested columns of each head (one model per track).
     """
 
     def __init__(
         self,
-        fn: Callable[[np.ndarray], Any],
+        fn: Callable[..., Any],
         *,
         name: str,
         input_length: int,
         heads: tuple[OutputHead, ...],
         batch_size: int = 8,
         identity: str | None = None,
+        per_model: bool = False,
     ) -> None:
         super().__init__()
         self.fn = fn
+        self.per_model = per_model
         self.name = name
         self.input_length = int(input_length)
         self.heads = tuple(heads)
@@ -49,8 +53,8 @@ class CallableOracle(Oracle):
     def describe(self) -> dict[str, Any]:
         return {"adapter": "callable", "identity": self.identity}
 
-    def _predict_batch(self, onehot: np.ndarray) -> dict[int, np.ndarray]:
-        out = self.fn(onehot)
+    def _predict_batch(self, onehot: np.ndarray, columns: Columns) -> dict[str, np.ndarray]:
+        out = self.fn(onehot, columns) if self.per_model else self.fn(onehot)
         if not isinstance(out, dict):
-            out = {self.heads[0].resolution_bp: out}
+            out = {self.heads[0].name: out}
         return out

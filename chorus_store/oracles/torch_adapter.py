@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import RecipeError
-from .base import Oracle, OutputHead, sha256_paths
+from .base import Columns, Oracle, OutputHead, sha256_paths
 
 __all__ = ["TorchOracle", "import_object"]
 
@@ -57,8 +57,9 @@ class TorchOracle(Oracle):
     weights
         A state dict saved with ``torch.save(model.state_dict(), path)``.
     heads
-        The model's outputs. ``output_keys`` maps a head's resolution to the key of a
-        dict-returning model (``None``: the model returns one tensor).
+        The model's outputs. ``output_keys`` maps a head's name to the key of a
+        dict-returning model (default: the model returns one tensor, or a dict keyed by
+        the head names).
     input_layout
         ``"NLC"`` (batch, length, 4) or ``"NCL"`` (batch, 4, length), what the model takes.
     output_layout
@@ -77,7 +78,7 @@ class TorchOracle(Oracle):
         batch_size: int,
         input_layout: str = "NCL",
         output_layout: str = "NLT",
-        output_keys: Mapping[int, str | None] | None = None,
+        output_keys: Mapping[str, str | None] | None = None,
         device: str = "auto",
     ) -> None:
         import torch
@@ -93,7 +94,7 @@ class TorchOracle(Oracle):
                 f"{input_layout!r}/{output_layout!r}"
             )
         self.input_layout, self.output_layout = input_layout, output_layout
-        self.output_keys = dict(output_keys or {h.resolution_bp: None for h in self.heads})
+        self.output_keys = dict(output_keys or {})
         self.architecture = architecture
         if isinstance(config, (str, Path)):
             config_path = Path(config)
@@ -135,7 +136,7 @@ class TorchOracle(Oracle):
             "device_type": self.device.type,
         }
 
-    def _predict_batch(self, onehot: np.ndarray) -> dict[int, np.ndarray]:
+    def _predict_batch(self, onehot: np.ndarray, columns: Columns) -> dict[str, np.ndarray]:
         import torch
 
         x = torch.from_numpy(onehot)
@@ -143,13 +144,13 @@ class TorchOracle(Oracle):
             x = x.transpose(1, 2)
         with torch.inference_mode():
             y = self.model(x.contiguous().to(self.device))
-        out: dict[int, np.ndarray] = {}
+        out: dict[str, np.ndarray] = {}
         for head in self.heads:
-            key = self.output_keys.get(head.resolution_bp)
+            key = self.output_keys.get(head.name, head.name if isinstance(y, dict) else None)
             t = y[key] if key is not None else y
             if not head.is_scalar and self.output_layout == "NTL":
                 t = t.transpose(1, 2)
-            out[head.resolution_bp] = t.float().cpu().numpy()
+            out[head.name] = t.float().cpu().numpy()
         return out
 
     def close(self) -> None:
