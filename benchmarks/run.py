@@ -18,6 +18,7 @@ Parts (each runs in its own process, so its peak memory is its own):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -44,22 +45,6 @@ def peak_rss_mb() -> float:
 # ------------------------------------------------------------------------------ build-zero
 
 
-def enformer_tracks(tmp: Path) -> Path:
-    meta = pd.read_csv(
-        HERE.parent / "builders" / "enformer" / "enformer_human_targets.txt", sep="\t"
-    )
-    table = pd.DataFrame(
-        {
-            "track_id": meta["identifier"],
-            "assay_type": meta["description"].str.split(":").str[0],
-            "description": meta["description"],
-        }
-    )
-    path = tmp / "enformer_tracks.tsv"
-    table.to_csv(path, sep="\t", index=False)
-    return path
-
-
 def part_build_zero(work: Path, quick: bool) -> dict[str, Any]:
     from chorus_baseline import ReservoirSampler, baseline_position
 
@@ -76,7 +61,7 @@ def part_build_zero(work: Path, quick: bool) -> dict[str, Any]:
         name="enformer_shaped",
         oracle={"adapter": "callable", "callable": "none:none", "input_length": L, "batch_size": B},
         heads=heads,
-        tracks_table=str(enformer_tracks(work)),
+        tracks={"format": "enformer", "path": str(HERE.parent / "builders/enformer/enformer_human_targets.txt")},
         plan={
             "source": "generated",
             "assembly": "demo",
@@ -162,15 +147,7 @@ def part_build_demo(work: Path, quick: bool) -> dict[str, Any]:
 
         plan = copy.deepcopy(recipe.plan)
         plan["sampling"].update(n_random=200, n_ccre=100, n_tss=50, n_gene_body=50, n_snps=100)
-        recipe = Recipe(
-            recipe.name,
-            recipe.oracle,
-            recipe.heads,
-            recipe.tracks_table,
-            plan,
-            recipe.layout,
-            recipe.source,
-        )
+        recipe = dataclasses.replace(recipe, plan=plan)
     store = work / "demo.zarr"
     plan_store(store, recipe, fasta=inputs.fasta, ccre=inputs.ccre, gtf=inputs.gtf)
     oracle = recipe.load_oracle(device="cpu")

@@ -827,7 +827,7 @@ def add_tracks(store_path: str | Path, recipe: Recipe | str | Path) -> int:
         )
     with store.structural_lock(f"chorus-store add-tracks {store.path}"):
         store = ChorusStore.open(store_path, mode="r+")
-        recipe_attrs = {**store.attrs["recipe"], "tracks": {"table": recipe.tracks_table}}
+        recipe_attrs = {**store.attrs["recipe"], "tracks": recipe.tracks}
         added = store.append_tracks(tracks, {**store.attrs, "recipe": recipe_attrs})
     return added
 

@@ -18,6 +18,7 @@ from .errors import RecipeError
 from .oracles.base import Oracle, OutputHead
 from .resources import data_dir
 from .store import Layout
+from .metadata import read_tracks
 from .tracks import TrackTable
 
 __all__ = ["Recipe", "load_recipe", "list_recipes"]
@@ -43,7 +44,7 @@ class Recipe:
     name: str
     oracle: dict[str, Any]
     heads: tuple[OutputHead, ...]
-    tracks_table: str
+    tracks: dict[str, Any]
     plan: dict[str, Any]
     layout: Layout
     source: str = ""
@@ -68,7 +69,11 @@ class Recipe:
         heads_raw = oracle.pop("heads", None)
         if not heads_raw:
             raise RecipeError(f"recipe {name!r}: declare the model's outputs as [[oracle.heads]]")
-        table = _resolve(base, str(tracks["table"]))
+        if "table" not in tracks and "format" not in tracks:
+            raise RecipeError(f"recipe {name!r}: [tracks] needs 'table' (a TSV) or 'format'")
+        for key, value in list(tracks.items()):
+            if key != "format" and isinstance(value, str):
+                tracks[key] = _resolve(base, value)
         plan = dict(data.get("plan", {}))
         if isinstance(plan.get("reference_set"), str):
             plan["reference_set"] = _resolve(base, plan["reference_set"])
@@ -76,7 +81,7 @@ class Recipe:
             name=name,
             oracle=oracle,
             heads=tuple(OutputHead.from_dict(h) for h in heads_raw),
-            tracks_table=table,
+            tracks=tracks,
             plan=plan,
             layout=Layout.from_dict(data.get("layout", {})),
             source=source,
@@ -103,7 +108,7 @@ class Recipe:
             "description": self.description,
             "source": self.source,
             "oracle": {**self.oracle, "heads": [h.as_dict() for h in self.heads]},
-            "tracks": {"table": self.tracks_table},
+            "tracks": self.tracks,
             "plan": self.plan,
             "layout": self.layout.as_dict(),
         }
@@ -132,8 +137,12 @@ class Recipe:
 
     def track_table(self) -> TrackTable:
         """The recipe's track table, resolved (layers, windows, formulas, heads)."""
+        spec = dict(self.tracks)
+        fmt = spec.pop("format", None)
+        if fmt is not None:
+            return read_tracks(str(fmt), **spec)
         return TrackTable.read_tsv(
-            self.tracks_table,
+            spec["table"],
             heads={h.name: h.resolution_bp for h in self.heads},
             tss_routing=bool(self.plan.get("tss_routing", True)),
         )
@@ -170,9 +179,23 @@ class Recipe:
                 identity=self.oracle.get("identity"),
                 per_model=bool(self.oracle.get("per_model", False)),
             )
-        raise RecipeError(
-            f"recipe {self.name!r}: unknown adapter {adapter!r}; known: pytorch, callable"
-        )
+        # a model-specific adapter: chorus_store.oracles.<adapter>.load(recipe, ...)
+        import importlib
+
+        try:
+            module = importlib.import_module(f"chorus_store.oracles.{adapter}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"chorus_store.oracles.{adapter}":
+                raise RecipeError(
+                    f"the {adapter} adapter needs {exc.name!r}, which is not installed; "
+                    f"install chorus-store with its oracle extras (pip install -e '.[oracles]')"
+                ) from exc
+            raise RecipeError(
+                f"recipe {self.name!r}: unknown adapter {adapter!r}; known: pytorch, "
+                f"callable, or a module of chorus_store/oracles/ with a load(recipe) function"
+            ) from exc
+        oracle: Oracle = module.load(self, weights=weights, device=device)
+        return oracle
 
 
 def load_recipe(name_or_path: str | Path) -> Recipe:

@@ -62,16 +62,7 @@ def small_recipe(
     if n_tracks is not None or tracks_table is not None:
         # the model still has all its output columns; the table selects a prefix of them
         heads = tuple(dataclasses.replace(h, n_columns=N_TRACKS) for h in recipe.heads)
-        recipe = Recipe(
-            recipe.name,
-            recipe.oracle,
-            heads,
-            recipe.tracks_table,
-            recipe.plan,
-            recipe.layout,
-            recipe.source,
-            recipe.description,
-        )
+        recipe = dataclasses.replace(recipe, heads=heads)
     return recipe
 
 
