@@ -131,13 +131,23 @@ def chrombpnet_models(path: str | Path) -> list[dict[str, str]]:
 
 
 def sei_tracks(
-    target_names: str | Path | None, seqclass_info: str | Path, heads: tuple[str, str] = ("profiles", "classes")
+    target_names: str | Path | None,
+    seqclass_info: str | Path,
+    heads: tuple[str, str] = ("profiles", "classes"),
+    effects: str = "query",
 ) -> TrackTable:
     """Sei's 21,907 chromatin profiles (``TA#…``) then its 40 sequence classes (``CA#…``).
 
     ``target_names`` is Sei's ``target.names`` (``cell | assay | id [| replicate]`` per
     line), shipped with the Sei model download; without it only the 40 classes are built.
+
+    ``effects="query"`` (default) scores each profile by its layer's statistic, what
+    chorus's query computes (e.g. unsigned log2fc for histone profiles);
+    ``effects="builder"`` reproduces chorus's Sei builder, which stores a signed
+    ``alt - ref`` for every row (spec §3, and §10 item 2 on the mismatch).
     """
+    if effects not in ("query", "builder"):
+        raise RecipeError(f"Sei effects must be 'query' or 'builder', not {effects!r}")
     rows: list[tuple[str, str, str, str, int]] = []
     if target_names is not None:
         path = Path(target_names)
@@ -156,6 +166,8 @@ def sei_tracks(
         rows.append((f"CA#{label}@{name}@{group}@{rank}", "sequence-class", str(name), heads[1], i))
     frame = pd.DataFrame(rows, columns=["track_id", "assay_type", "description", "head", "column"])
     frame["resolution_bp"] = 0
+    if effects == "builder":
+        frame["formula"], frame["pseudocount"], frame["signed"] = "diff", 0.0, "true"
     return TrackTable.from_metadata(frame)
 
 
