@@ -33,9 +33,10 @@ from .export import default_backgrounds_dir, export
 from .genome import Genome
 from .oracles.base import Oracle, OutputHead
 from .oracles.callable_adapter import CallableOracle
-from .plan import SamplingConfig, add_rows, add_tracks, load_reference_set, plan_store
+from .plan import add_rows, add_tracks, load_reference_set, plan_store
 from .recipes import Recipe, load_recipe
 from .reduce import ReduceReport, reduce
+from .sampling import SamplingConfig
 from .status import status, unlock, verify
 from .store import ChorusStore, Layout, open_store
 from .tracks import LAYER_CONFIGS, TrackTable, centered_bin_span, classify_track_layer

@@ -79,7 +79,12 @@ def plan(
     positions_set: Annotated[str | None, typer.Option(help="Region set in it.")] = None,
     variants_set: Annotated[str | None, typer.Option(help="SNP set in it.")] = None,
     ccre: Annotated[Path | None, typer.Option(help="SCREEN cCRE BED (generated plan).")] = None,
-    gtf: Annotated[Path | None, typer.Option(help="GENCODE GTF (generated plan).")] = None,
+    gtf: Annotated[
+        Path | None, typer.Option(help="GENCODE GTF (generated plan; RNA tracks).")
+    ] = None,
+    dhs: Annotated[
+        Path | None, typer.Option(help="Meuleman DHS index (accessibility populations/SNPs).")
+    ] = None,
     assembly: Annotated[
         str | None, typer.Option(help="Name of a genome chorus does not know by chr1 length.")
     ] = None,
@@ -97,6 +102,7 @@ def plan(
         variants_set=variants_set,
         ccre=ccre,
         gtf=gtf,
+        dhs=dhs,
         assembly=assembly,
     )
     p = s.attrs["plan"]
@@ -257,7 +263,8 @@ def add_tracks(
 
 
 def _add_rows(store: Path, table: Path, group: str, fasta: Path | None) -> None:
-    from .plan import POSITION_FIELDS, VARIANT_FIELDS, add_rows, read_rows_table
+    from .plan import add_rows, read_rows_table
+    from .sampling import POSITION_FIELDS, VARIANT_FIELDS
 
     fields = POSITION_FIELDS if group == "baselines" else VARIANT_FIELDS
     rows = _run(read_rows_table, table, fields)

@@ -36,7 +36,7 @@ DEMO_GAPS = {
     "chrX": [(300_000, 40_000)],
 }
 _SEED = 20261124
-_GENERATOR_VERSION = "demo-genome/v1"
+_GENERATOR_VERSION = "demo-genome/v2"
 _TATA = b"TATAAAAG"
 _CTCF = b"CCGCGAGGGGGCAGC"
 _CCRE_MIX = (
@@ -56,6 +56,7 @@ class DemoInputs:
     fasta: Path
     ccre: Path
     gtf: Path
+    dhs: Path
 
 
 def _sequence(rng: np.random.Generator, length: int) -> bytearray:
@@ -102,13 +103,16 @@ def make_demo_inputs(directory: str | Path) -> DemoInputs:
     directory = Path(directory).expanduser().resolve()
     directory.mkdir(parents=True, exist_ok=True)
     inputs = DemoInputs(
-        directory / "demo_genome.fa", directory / "demo_ccres.bed", directory / "demo_genes.gtf"
+        directory / "demo_genome.fa",
+        directory / "demo_ccres.bed",
+        directory / "demo_genes.gtf",
+        directory / "demo_dhs.txt.gz",
     )
     stamp = directory / "demo_inputs.json"
     if (
         stamp.is_file()
         and json.loads(stamp.read_text()).get("generator") == _GENERATOR_VERSION
-        and all(p.is_file() for p in (inputs.fasta, inputs.ccre, inputs.gtf))
+        and all(p.is_file() for p in (inputs.fasta, inputs.ccre, inputs.gtf, inputs.dhs))
     ):
         return inputs
     rng = np.random.default_rng(_SEED)
@@ -173,12 +177,34 @@ def make_demo_inputs(directory: str | Path) -> DemoInputs:
             for i, (c, s, e, cat) in enumerate(bed_rows)
         )
     )
+    _write_dhs(inputs.dhs, rng)
     digest = {
         p.name: hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in (inputs.fasta, inputs.ccre, inputs.gtf)
+        for p in (inputs.fasta, inputs.ccre, inputs.gtf, inputs.dhs)
     }
     stamp.write_text(json.dumps({"generator": _GENERATOR_VERSION, "sha256": digest}, indent=1))
     return inputs
+
+
+def _write_dhs(path: Path, rng: np.random.Generator) -> None:
+    """A DHS index in the Meuleman vocabulary's layout (autosomes only, as chorus reads it)."""
+    import gzip
+
+    lines = ["seqname\tstart\tend\tidentifier\tmean_signal\tnumsamples\tsummit\tcomponent"]
+    i = 0
+    for chrom, length in DEMO_CHROMOSOMES.items():
+        if chrom == "chrX":
+            continue
+        for summit in np.sort(rng.integers(20_000, length - 20_000, length // 2_000)):
+            width = int(rng.integers(100, 600))
+            lines.append(
+                f"{chrom}\t{summit - width // 2}\t{summit + width // 2}\t{chrom}.{i}\t"
+                f"{rng.gamma(2.0, 0.5):.4f}\t{int(rng.integers(1, 733))}\t{summit}\t"
+                f"Component{int(rng.integers(1, 17))}"
+            )
+            i += 1
+    with gzip.GzipFile(path, "wb", mtime=0) as fh:
+        fh.write(("\n".join(lines) + "\n").encode())
 
 
 @dataclass

@@ -46,7 +46,8 @@ def _read(path: str | Path, what: str, **kwargs: object) -> pd.DataFrame:
     if not path.is_file():
         raise InputFileError(f"{what} {path} does not exist")
     try:
-        return pd.read_csv(path, sep="\t", **kwargs)  # type: ignore[call-overload, no-any-return]
+        frame: pd.DataFrame = pd.read_csv(path, sep="\t", **kwargs)
+        return frame
     except (ValueError, pd.errors.ParserError) as exc:
         raise InputFileError(f"{what} {path} is not a readable TSV: {exc}") from exc
 
@@ -152,7 +153,9 @@ def sei_tracks(
     if target_names is not None:
         path = Path(target_names)
         if not path.is_file():
-            raise InputFileError(f"Sei target.names {path} does not exist (it ships with the model)")
+            raise InputFileError(
+                f"Sei target.names {path} does not exist (it ships with the model)"
+            )
         for i, line in enumerate(path.read_text().splitlines()):
             parts = line.strip().split(" | ")
             if len(parts) not in (3, 4):

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
-from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +36,17 @@ from .genes import GeneIndex, merge_intervals
 from .genome import Genome, read_ccre_bed, read_gtf
 from .oracles.base import OutputHead
 from .recipes import Recipe, load_recipe
+from .sampling import (
+    POSITION_FIELDS,
+    VARIANT_FIELDS,
+    SamplingConfig,
+    dhs_rows,
+    generate_positions,
+    generate_snps,
+    read_dhs_index,
+    rows_sha256,
+    table_sha256,
+)
 from .store import ChorusStore, GeneRows, Layout, PlanArrays
 from .tracks import TrackTable
 
@@ -58,107 +67,6 @@ __all__ = [
     "add_rows",
     "read_rows_table",
 ]
-
-POSITION_FIELDS = ("chrom", "pos", "stratum")
-VARIANT_FIELDS = ("chrom", "pos", "ref", "alt", "stratum")
-
-#: chorus's cCRE quotas for the 31,500-position baseline, in draw order (spec §1.1).
-CHORUS_CCRE_QUOTAS: tuple[tuple[str, int], ...] = (
-    ("PLS", 3000),
-    ("dELS", 2500),
-    ("pELS", 1500),
-    ("CA-CTCF", 1500),
-    ("CA-TF", 1000),
-    ("TF", 500),
-    ("CA-H3K4me3", 1000),
-    ("CA", 500),
-)
-
-_AUTOSOMES = tuple(f"chr{i}" for i in range(1, 23))
-Row = tuple[str, int, str]  # (chrom, 1-based pos, stratum)
-
-
-@dataclass(frozen=True)
-class SamplingConfig:
-    """Parameters of a generated plan; defaults are chorus's (spec §1.3, §2.2).
-
-    Counts are targets: a stratum with fewer candidates than its count yields them all,
-    as in chorus. Margins are parameters so that small genomes (the demo) can be sampled
-    by the same code as hg38.
-    """
-
-    n_random: int = 15_000
-    n_ccre: int = 11_500
-    ccre_quotas: tuple[tuple[str, int], ...] = CHORUS_CCRE_QUOTAS
-    n_tss: int = 3_000
-    n_gene_body: int = 2_000
-    gene_body_min_bp: int = 10_000
-    n_snps: int = 10_000
-    seed_random: int = 789
-    seed_ccre: int = 456
-    seed_tss: int = 111
-    seed_gene_body: int = 222
-    seed_snps: int = 42
-    seed_perbin: int = 999
-    chromosomes: tuple[str, ...] = _AUTOSOMES  # random / TSS / gene-body strata and SNPs
-    ccre_chromosomes: tuple[str, ...] = (*_AUTOSOMES, "chrX")
-    random_margin_bp: int = 10_000_000
-    random_max_pos: int = 200_000_000
-    random_fallback_margin_bp: int = 1_000_000
-    snp_margin_bp: int = 5_000_000
-    snp_max_pos: int = 200_000_000
-    shuffle: bool = True  # chorus iterates the combined list after one global shuffle
-
-    def quotas(self) -> list[tuple[str, int]]:
-        """Per-category cCRE quotas scaled to ``n_ccre`` (largest remainder, in order)."""
-        base = sum(q for _, q in self.ccre_quotas)
-        if self.n_ccre == base:
-            return list(self.ccre_quotas)
-        exact = [q * self.n_ccre / base for _, q in self.ccre_quotas]
-        counts = [int(x) for x in exact]
-        short = self.n_ccre - sum(counts)
-        order = sorted(range(len(exact)), key=lambda i: -(exact[i] - counts[i]))
-        for i in order[:short]:
-            counts[i] += 1
-        return [(c, n) for (c, _), n in zip(self.ccre_quotas, counts, strict=True)]
-
-    def as_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["ccre_quotas"] = [list(x) for x in self.ccre_quotas]
-        d["chromosomes"] = list(self.chromosomes)
-        d["ccre_chromosomes"] = list(self.ccre_chromosomes)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> SamplingConfig:
-        d = dict(d)
-        for key in ("ccre_quotas",):
-            if key in d:
-                d[key] = tuple((str(c), int(q)) for c, q in d[key])
-        for key in ("chromosomes", "ccre_chromosomes"):
-            if key in d:
-                d[key] = tuple(d[key])
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise InputFileError(f"unknown sampling parameter(s) {sorted(unknown)}")
-        return cls(**d)
-
-
-def rows_sha256(rows: Iterable[tuple[Any, ...]]) -> str:
-    """chorus's content hash: sorted rows, ``"|".join(str(field)) + "\\n"``, one sha256.
-
-    Order-independent by design (spec §1.6).
-    """
-    h = hashlib.sha256()
-    for row in sorted(rows):
-        h.update(("|".join(str(x) for x in row) + "\n").encode())
-    return h.hexdigest()
-
-
-def table_sha256(df: pd.DataFrame, fields: tuple[str, ...]) -> str:
-    cols = [df[f].tolist() for f in fields]
-    return rows_sha256(zip(*cols, strict=True))
-
 
 # --------------------------------------------------------------------------------------
 # chorus's shipped reference set
@@ -262,128 +170,6 @@ def load_reference_set(
         positions=take(positions, "region", POSITION_FIELDS),
         variants=take(variants, "snp", VARIANT_FIELDS),
     )
-
-
-# --------------------------------------------------------------------------------------
-# Generated plans (chorus's samplers, restated)
-# --------------------------------------------------------------------------------------
-
-
-def _random_positions(genome: Genome, cfg: SamplingConfig, rng: random.Random) -> list[Row]:
-    out: list[Row] = []
-    per_chrom = cfg.n_random // len(cfg.chromosomes) + 1
-    for chrom in cfg.chromosomes:
-        clen = genome.lengths[chrom]
-        max_pos = min(clen - cfg.random_margin_bp, cfg.random_max_pos)
-        if max_pos <= cfg.random_margin_bp:
-            max_pos = clen - cfg.random_fallback_margin_bp
-        if max_pos < cfg.random_margin_bp:
-            raise InputFileError(
-                f"{chrom} ({clen:,} bp) is too short for random positions with a "
-                f"{cfg.random_margin_bp:,} bp margin; lower random_margin_bp"
-            )
-        for _ in range(per_chrom):
-            if len(out) >= cfg.n_random:
-                break
-            out.append((chrom, rng.randint(cfg.random_margin_bp, max_pos), "random"))
-    return out
-
-
-def _ccre_positions(ccre: pd.DataFrame, cfg: SamplingConfig) -> list[Row]:
-    rng = random.Random(cfg.seed_ccre)
-    df = ccre[ccre["chrom"].isin(set(cfg.ccre_chromosomes))]
-    out: list[Row] = []
-    for category, n in cfg.quotas():
-        cat = df[df["category"] == category]
-        if len(cat) == 0:
-            continue  # chorus logs a warning and skips the category
-        idx = rng.sample(range(len(cat)), min(n, len(cat)))
-        centre = ((cat["start"].to_numpy() + cat["end"].to_numpy()) // 2)[idx]
-        chroms = cat["chrom"].to_numpy()[idx]
-        out.extend((str(c), int(p), "ccre") for c, p in zip(chroms, centre, strict=True))
-    rng.shuffle(out)
-    return out
-
-
-def _protein_coding_genes(genes: pd.DataFrame, cfg: SamplingConfig) -> pd.DataFrame:
-    pc = genes[(genes["feature"] == "gene") & (genes["gene_type"] == "protein_coding")].copy()
-    pc["tss"] = np.where(pc["strand"] == "+", pc["start"], pc["end"])
-    return pc[pc["chrom"].isin(set(cfg.chromosomes))]
-
-
-def _first_per_gene(df: pd.DataFrame, value: str) -> list[tuple[str, int]]:
-    # chorus de-duplicates by gene name with groupby('gene_name').first(): sorted by name
-    first = df.groupby("gene_name").first().reset_index()
-    return [(str(c), int(p)) for c, p in zip(first["chrom"], first[value], strict=True)]
-
-
-def generate_positions(
-    genome: Genome, ccre: pd.DataFrame, genes: pd.DataFrame, cfg: SamplingConfig
-) -> pd.DataFrame:
-    """chorus's baseline positions: random, cCRE, protein-coding TSS, gene-body midpoints.
-
-    Each stratum has its own RNG as in chorus (spec §1.3): ``random`` draws per chromosome
-    from ``Random(seed_random)``; cCREs per category from ``Random(seed_ccre)``; TSS and
-    gene bodies ``Random(seed).sample`` of the per-gene lists. The combined list is
-    shuffled by the random stratum's generator, the order chorus iterates in.
-    """
-    genome.require_contigs(cfg.chromosomes, what="the sampling config's chromosomes")
-    rng = random.Random(cfg.seed_random)
-    rows = _random_positions(genome, cfg, rng)
-    rows += _ccre_positions(ccre, cfg)
-    pc = _protein_coding_genes(genes, cfg)
-    tss = _first_per_gene(pc, "tss")
-    if len(tss) > cfg.n_tss:
-        tss = random.Random(cfg.seed_tss).sample(tss, cfg.n_tss)
-    rows += [(c, p, "tss") for c, p in tss]
-    long_genes = pc[(pc["end"] - pc["start"]) > cfg.gene_body_min_bp].copy()
-    long_genes["midpoint"] = (long_genes["start"] + long_genes["end"]) // 2
-    bodies = _first_per_gene(long_genes, "midpoint")
-    if len(bodies) > cfg.n_gene_body:
-        bodies = random.Random(cfg.seed_gene_body).sample(bodies, cfg.n_gene_body)
-    rows += [(c, p, "gene_body") for c, p in bodies]
-    if cfg.shuffle:
-        rng.shuffle(rows)
-    missing = {r[0] for r in rows} - set(genome.lengths)
-    if missing:
-        raise GenomeMismatchError(
-            f"the annotations place positions on contig(s) {sorted(missing)[:5]} that "
-            f"{genome.path} lacks; are the BED/GTF for the same assembly as the FASTA?"
-        )
-    return pd.DataFrame(rows, columns=list(POSITION_FIELDS))
-
-
-def generate_snps(genome: Genome, cfg: SamplingConfig) -> pd.DataFrame:
-    """chorus's uniform synthetic SNPs (spec §2.2 (a)): ``n_snps`` over ``chromosomes``.
-
-    ``Random(seed_snps)`` draws ``n // n_chrom + 1`` positions per chromosome in
-    ``[margin, min(len - margin, max_pos)]``; a non-ACGT reference base is skipped (its
-    position draw is spent, no allele is drawn); the alt allele is drawn from the same
-    stream among the three other bases; then the list is shuffled and truncated.
-    """
-    genome.require_contigs(cfg.chromosomes, what="the sampling config's chromosomes")
-    rng = random.Random(cfg.seed_snps)
-    rows: list[tuple[str, int, str, str, str]] = []
-    per_chrom = cfg.n_snps // len(cfg.chromosomes) + 1
-    for chrom in cfg.chromosomes:
-        clen = genome.lengths[chrom]
-        max_pos = min(clen - cfg.snp_margin_bp, cfg.snp_max_pos)
-        if max_pos < cfg.snp_margin_bp:
-            raise InputFileError(
-                f"{chrom} ({clen:,} bp) is too short for SNPs with a {cfg.snp_margin_bp:,} bp "
-                f"margin; lower snp_margin_bp"
-            )
-        for _ in range(per_chrom):
-            if len(rows) >= cfg.n_snps:
-                break
-            pos = rng.randint(cfg.snp_margin_bp, max_pos)
-            ref = genome.base(chrom, pos)
-            if ref not in ("A", "C", "G", "T"):
-                continue
-            alt = rng.choice([b for b in "ACGT" if b != ref])
-            rows.append((chrom, pos, ref, alt, "random"))
-    rng.shuffle(rows)
-    return pd.DataFrame(rows[: cfg.n_snps], columns=list(VARIANT_FIELDS))
 
 
 # --------------------------------------------------------------------------------------
@@ -619,6 +405,7 @@ def plan_store(
     variants_set: str | None = None,
     ccre: str | Path | None = None,
     gtf: str | Path | None = None,
+    dhs: str | Path | None = None,
     sampling: SamplingConfig | None = None,
     assembly: str | None = None,
     layout: Layout | None = None,
@@ -626,8 +413,10 @@ def plan_store(
     """Write the plan of ``recipe`` into a new store at ``store_path``.
 
     Positions and SNPs come from chorus's reference set (``reference_set``, with set
-    names defaulting to the recipe's) or are generated from ``fasta`` + ``ccre`` + ``gtf``
-    with ``sampling`` (default: the recipe's ``[plan.sampling]``, else chorus's defaults).
+    names defaulting to the recipe's, and the recipe's ``drop_strata`` / ``add_dhs``
+    derivations of the activity population) or are generated from ``fasta`` + ``ccre`` +
+    ``gtf`` (+ ``dhs`` for the accessibility populations) with ``sampling`` (default: the
+    recipe's ``[plan.sampling]``, else chorus's defaults).
     Every row is checked against the oracle's input window; the store records which rows
     are usable and why the others are not.
 
@@ -655,6 +444,9 @@ def plan_store(
         assert ref.positions is not None and ref.variants is not None
         positions, variants = ref.positions, ref.variants
         region_meta = ref.set_meta(str(ref.positions_name))
+        derivation = _derive_population(positions, plan_cfg, dhs)
+        if derivation is not None:
+            positions, derivation_meta = derivation
         meta.update(
             source="reference",
             reference_set={
@@ -665,8 +457,8 @@ def plan_store(
                 "variants": ref.variants_name,
             },
             effect_family=str(ref.variants_name).removeprefix("snps_"),
-            activity_set=ref.positions_name,
-            activity_derivation=None,
+            activity_set=ref.positions_name if derivation is None else derivation_meta["name"],
+            activity_derivation=None if derivation is None else derivation_meta,
             seeds={
                 **ref.provenance.get("seeds", {}),
                 **region_meta.get("seeds", {}),
@@ -682,9 +474,18 @@ def plan_store(
             )
         cfg = sampling or SamplingConfig.from_dict(dict(plan_cfg.get("sampling", {})))
         ccre_df = read_ccre_bed(ccre)
-        genes = read_gtf(gtf, ("gene",))
-        positions = generate_positions(genome, ccre_df, genes, cfg)
-        variants = generate_snps(genome, cfg)
+        genes = read_gtf(gtf, ("gene", "exon"))
+        dhs_df = None
+        if cfg.needs_dhs:
+            if dhs is None:
+                raise InputFileError(
+                    f"the {cfg.population} population / {cfg.effect_family} SNPs need the DHS "
+                    f"index (--dhs DHS_Index_and_Vocabulary_hg38_WM20190703.txt.gz)"
+                )
+            dhs_df = read_dhs_index(dhs)
+            meta["dhs_sha256"] = _file_sha256(Path(dhs))
+        positions = generate_positions(genome, ccre_df, genes, cfg, dhs_df)
+        variants = generate_snps(genome, cfg, ccre=ccre_df, genes=genes, dhs=dhs_df)
         meta.update(
             source="generated",
             config=cfg.as_dict(),
@@ -692,19 +493,23 @@ def plan_store(
                 "ccre_sha256": _file_sha256(Path(ccre)),
                 "gtf_sha256": _file_sha256(Path(gtf)),
             },
-            effect_family="uniform",
-            activity_set="generated",
+            effect_family=cfg.effect_family,
+            activity_set=f"generated_{cfg.population}",
             activity_derivation={
                 "sampler": "chorus baseline sampler (spec 1.3)",
-                "snps": "chorus uniform SNP sampler (spec 2.2 a)",
+                "population": cfg.population,
+                "snps": f"chorus {cfg.effect_family} SNP sampler (spec 2.2)",
             },
             seeds={
                 "random": cfg.seed_random,
                 "ccre": cfg.seed_ccre,
                 "tss": cfg.seed_tss,
                 "gene_body": cfg.seed_gene_body,
-                "snps": cfg.seed_snps,
+                "snps": cfg.seed_snps
+                if cfg.effect_family in ("uniform", "accessibility")
+                else cfg.seed_effect,
                 "perbin": cfg.seed_perbin,
+                **({"dhs_positions": cfg.seed_dhs_positions} if cfg.needs_dhs else {}),
             },
         )
         seed_perbin = cfg.seed_perbin
@@ -762,6 +567,37 @@ def plan_store(
         ),
         layout=layout,
     )
+
+
+def _derive_population(
+    positions: pd.DataFrame, plan_cfg: dict[str, Any], dhs: str | Path | None
+) -> tuple[pd.DataFrame, dict[str, Any]] | None:
+    """The recipe's derivation of a reference region set (spec §1.1, chorus's stamper):
+    drop strata (``drop_strata = ["gene_body"]`` for Sei and LegNet) and add DHS summits
+    (``add_dhs = {n = 5000, seed = 567}`` for ChromBPNet)."""
+    drop = [str(x) for x in plan_cfg.get("drop_strata", [])]
+    add = plan_cfg.get("add_dhs")
+    if not drop and not add:
+        return None
+    base_sha = table_sha256(positions, POSITION_FIELDS)
+    out = positions[~positions["stratum"].isin(drop)].reset_index(drop=True)
+    if add:
+        if dhs is None:
+            raise InputFileError("the recipe adds DHS summits to the positions: pass --dhs")
+        rows = dhs_rows(read_dhs_index(dhs), int(add.get("n", 5000)), int(add.get("seed", 567)))
+        out = pd.concat([out, pd.DataFrame(rows, columns=list(POSITION_FIELDS))], ignore_index=True)
+    name = (
+        "regions_genome_dominated"
+        + "".join(f"_minus_{d}" for d in drop)
+        + ("_plus_dhs" if add else "")
+    )
+    return out, {
+        "name": name,
+        "from_sha256": base_sha,
+        "drop_strata": drop,
+        "add_strata": {"dhs": dict(add)} if add else {},
+        "hash": "sorted (chrom, pos, stratum) tuples",
+    }
 
 
 def _gene_index(recipe: Recipe, gtf: str | Path | None) -> GeneIndex:

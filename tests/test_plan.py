@@ -23,14 +23,8 @@ from chorus_store.errors import (
     TrackTableMismatchError,
 )
 from chorus_store.genome import read_ccre_bed, read_gtf
-from chorus_store.plan import (
-    _random_positions,
-    assess_windows,
-    draw_perbin_bins,
-    generate_positions,
-    generate_snps,
-    rows_sha256,
-)
+from chorus_store.plan import assess_windows, draw_perbin_bins
+from chorus_store.sampling import _random_positions, generate_positions, generate_snps, rows_sha256
 
 from .helpers import small_recipe
 
