@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from .errors import RecipeError
+from .metadata import read_tracks
 from .oracles.base import Oracle, OutputHead
 from .resources import data_dir
 from .store import Layout
-from .metadata import read_tracks
 from .tracks import TrackTable
 
 __all__ = ["Recipe", "load_recipe", "list_recipes"]
