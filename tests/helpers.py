@@ -151,3 +151,10 @@ def bpnet_recipe(tmp: Path, n_tracks: int = 4) -> Recipe:
                    "track_chunk": 2},
     }  # fmt: skip
     return Recipe.from_dict(data, base=tmp)
+
+
+def gc_window_model(onehot: np.ndarray) -> dict[str, np.ndarray]:
+    """A 'new oracle' as a plain function: 2 tracks, 16 bins of 64 bp over 2,048 bp."""
+    gc = (onehot[:, :, 1] + onehot[:, :, 2]).reshape(onehot.shape[0], 32, 64).mean(axis=2)
+    central = gc[:, 8:24]
+    return {"bins": np.stack([central * 3, (1 - central) * 2], axis=2).astype(np.float32)}

@@ -23,7 +23,9 @@ from chorus_store.sampling import (
     table_sha256,
 )
 
-REFERENCE = Path(__file__).resolve().parents[1] / "examples/chorus/chorus_reference_positions_v1.npz"
+REFERENCE = (
+    Path(__file__).resolve().parents[1] / "examples/chorus/chorus_reference_positions_v1.npz"
+)
 SMALL = {"chromosomes": ("chr1", "chr2", "chr3"), "random_margin_bp": 100_000,
          "random_fallback_margin_bp": 20_000, "snp_margin_bp": 50_000, "n_random": 60,
          "n_ccre": 40, "n_tss": 20, "n_gene_body": 10, "n_snps": 50,
@@ -42,7 +44,12 @@ def test_default_fractions_give_chorus_counts() -> None:
     assert counts == {"tss_near": 1_800, "tss_far": 1_800, "junction": 2_970, "gene_body": 1_080,
                       "random": 1_350, "ccre": 9_000}  # fmt: skip
     promoter = {n: int(round(18_000 * f)) for n, f in cfg.promoter_strata}
-    assert promoter == {"tss_promoter": 7_200, "ccre_pls": 5_400, "ccre_pels": 2_700, "random": 2_700}
+    assert promoter == {
+        "tss_promoter": 7_200,
+        "ccre_pls": 5_400,
+        "ccre_pels": 2_700,
+        "random": 2_700,
+    }
 
 
 def test_gene_anchored_mixture(inputs) -> None:  # type: ignore[no-untyped-def]
@@ -84,7 +91,12 @@ def test_accessibility_family_and_dhs_population(inputs) -> None:  # type: ignor
                     strict=True):  # fmt: skip
         assert any((c, p + d) in summits for d in range(-150, 151))
     pos = generate_positions(genome, ccre, genes, cfg, dhs)
-    assert pos["stratum"].value_counts().to_dict() == {"random": 60, "ccre": 40, "tss": 20, "dhs": 25}
+    assert pos["stratum"].value_counts().to_dict() == {
+        "random": 60,
+        "ccre": 40,
+        "tss": 20,
+        "dhs": 25,
+    }
     with pytest.raises(InputFileError, match="DHS"):
         generate_positions(genome, ccre, genes, cfg, None)
 
