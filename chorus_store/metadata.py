@@ -132,8 +132,8 @@ def chrombpnet_models(path: str | Path) -> list[dict[str, str]]:
 
 
 def sei_tracks(
-    target_names: str | Path | None,
-    seqclass_info: str | Path,
+    target_names: str | Path | None = None,
+    seqclass_info: str | Path = "seqclass_info.txt",
     heads: tuple[str, str] = ("profiles", "classes"),
     effects: str = "query",
 ) -> TrackTable:

@@ -30,11 +30,31 @@ def list_recipes() -> list[str]:
 
 
 def _resolve(base: Path, value: str) -> str:
+    """A recipe path: ``~`` and ``$VARS`` expanded, relative to the recipe's folder.
+
+    A path naming an unset variable is kept as written; :func:`require_path` refuses it
+    when (and only if) it is used, so a recipe can be listed and planned without, e.g.,
+    the weights folder of an oracle it does not load.
+    """
     expanded = os.path.expandvars(os.path.expanduser(value))
     if "$" in expanded:
-        raise RecipeError(f"recipe path {value!r} uses an unset environment variable")
+        return value
     p = Path(expanded)
     return str(p if p.is_absolute() else (base / p).resolve())
+
+
+def require_path(value: str, what: str) -> str:
+    """``value`` if it names no unset environment variable, else a RecipeError saying which."""
+    if "$" in value:
+        raise RecipeError(
+            f"{what} {value!r} uses an environment variable that is not set; export it "
+            f"(e.g. the folder of the model's download) or edit the recipe"
+        )
+    return value
+
+
+#: [tracks] keys that are settings, not paths
+_TRACK_SETTINGS = ("format", "effects")
 
 
 @dataclass(frozen=True)
@@ -72,7 +92,7 @@ class Recipe:
         if "table" not in tracks and "format" not in tracks:
             raise RecipeError(f"recipe {name!r}: [tracks] needs 'table' (a TSV) or 'format'")
         for key, value in list(tracks.items()):
-            if key != "format" and isinstance(value, str):
+            if key not in _TRACK_SETTINGS and isinstance(value, str):
                 tracks[key] = _resolve(base, value)
         plan = dict(data.get("plan", {}))
         if isinstance(plan.get("reference_set"), str):
@@ -137,7 +157,12 @@ class Recipe:
 
     def track_table(self) -> TrackTable:
         """The recipe's track table, resolved (layers, windows, formulas, heads)."""
-        spec = dict(self.tracks)
+        spec = {
+            k: require_path(v, f"[tracks] {k}")
+            if k not in _TRACK_SETTINGS and isinstance(v, str)
+            else v
+            for k, v in self.tracks.items()
+        }
         fmt = spec.pop("format", None)
         if fmt is not None:
             return read_tracks(str(fmt), **spec)
