@@ -83,7 +83,7 @@ class Recipe:
         for key in ("adapter", "input_length"):
             if key not in oracle:
                 raise RecipeError(f"recipe {name!r}: [oracle] needs '{key}'")
-        for key in ("config", "weights"):
+        for key in ("config", "weights", "registry"):
             if isinstance(oracle.get(key), str):
                 oracle[key] = _resolve(base, oracle[key])
         heads_raw = oracle.pop("heads", None)
