@@ -1,0 +1,405 @@
+"""Enformer (Avsec et al. 2021), in PyTorch or TensorFlow, from a recipe.
+
+The recipe's ``framework`` key picks the runtime; both give the same heads, in the same
+track order (column ``i`` of the ``human`` head is row ``i`` of
+``enformer_human_targets.txt``):
+
+``framework = "pytorch"`` (default)
+    lucidrains' ``enformer_pytorch`` port with the official weights converted by
+    EleutherAI: the Hugging Face directory of ``EleutherAI/enformer-official-rough``
+    (``config.json`` + ``pytorch_model.bin``), loaded with ``Enformer.from_pretrained``
+    from the local directory only. The port's trunk takes the 196,608 bp the network was
+    trained on, so the adapter crops the centre of chorus's 393,216 bp window, exactly
+    what the TF-Hub model does inside itself.
+``framework = "tensorflow"``
+    DeepMind's SavedModel (TF-Hub ``deepmind/enformer/1``, or its byte-identical mirror
+    ``lucapinello/chorus-enformer``), loaded with ``tf.saved_model.load`` and called as
+    ``model.predict_on_batch(x)['human']`` on the whole 393,216 bp window, which is what
+    chorus runs (spec §3). TensorFlow is imported only when this framework is used.
+
+Both return ``(batch, 896, 5313)`` per head: 896 bins of 128 bp covering the central
+114,688 bp, bin 0 starting 139,264 bp into the 393,216 bp window.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import RecipeError
+from .base import Columns, Oracle, OutputHead, sha256_paths
+from .torch_adapter import _select_device
+
+if TYPE_CHECKING:
+    from ..recipes import Recipe
+
+__all__ = ["EnformerTorchOracle", "EnformerTFOracle", "load", "TRUNK_INPUT_BP"]
+
+#: bp the network itself sees: the TF-Hub model crops its 393,216 bp input to the central
+#: 196,608 bp (Avsec et al. 2021; deepmind-research enformer.py SEQUENCE_LENGTH)
+TRUNK_INPUT_BP = 196_608
+
+#: EnformerConfig fields that determine the numerics (dropouts are inactive in eval mode,
+#: checkpointing changes memory, not values)
+_ARCH_KEYS = (
+    "dim",
+    "depth",
+    "heads",
+    "output_heads",
+    "target_length",
+    "attn_dim_key",
+    "num_downsamples",
+    "dim_divisible_by",
+    "use_tf_gamma",
+)
+
+_TORCH_HINT = (
+    "download the Hugging Face model EleutherAI/enformer-official-rough (config.json + "
+    "pytorch_model.bin), e.g. `huggingface-cli download EleutherAI/enformer-official-rough "
+    "--local-dir DIR`, and pass --weights DIR (or set the recipe's [oracle] weights)"
+)
+_TF_HINT = (
+    "download DeepMind's Enformer SavedModel (TF-Hub/Kaggle deepmind/enformer/1, or the "
+    "Hugging Face mirror lucapinello/chorus-enformer), extract it so DIR holds "
+    "saved_model.pb and variables/, and pass --weights DIR (or set the recipe's [oracle] "
+    "weights)"
+)
+
+
+def _version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _weights_dir(path: str | Path, *, required: str, hint: str) -> Path:
+    """The weights directory, checked for the file its framework needs."""
+    directory = Path(path).expanduser()
+    if not directory.is_dir():
+        what = "is a file, not a directory" if directory.exists() else "does not exist"
+        raise RecipeError(f"Enformer weights {directory} {what}: {hint}")
+    if not (directory / required).is_file():
+        raise RecipeError(f"Enformer weights {directory} hold no {required}: {hint}")
+    return directory
+
+
+class _EnformerOracle(Oracle):
+    """What both frameworks share: the recipe's shape, and the head checks."""
+
+    framework: str
+
+    def __init__(
+        self, *, name: str, input_length: int, heads: tuple[OutputHead, ...], batch_size: int
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self.input_length = int(input_length)
+        self.heads = tuple(heads)
+        self.batch_size = int(batch_size)
+        for head in self.heads:
+            centred = (self.input_length - head.n_bins * head.resolution_bp) // 2
+            if head.is_scalar or head.start_bp(self.input_length) != centred:
+                raise RecipeError(
+                    f"recipe {name!r}: Enformer's head {head.name!r} is binned and centred in "
+                    f"the input (offset_bp {centred} for {head.n_bins} x "
+                    f"{head.resolution_bp} bp in {self.input_length} bp), not offset_bp "
+                    f"{head.offset_bp} / resolution_bp {head.resolution_bp}"
+                )
+
+    def _check_head(self, head: OutputHead, bins: int | None, columns: int | None) -> None:
+        """Refuse a recipe head whose size is not what the model returns."""
+        if (bins is not None and head.n_bins != bins) or (
+            columns is not None and head.n_columns != columns
+        ):
+            raise RecipeError(
+                f"the Enformer weights return {bins} bins x {columns} tracks for head "
+                f"{head.name!r}, but recipe {self.name!r} declares {head.n_bins} x "
+                f"{head.n_columns}: the weights are not the model the recipe describes "
+                f"(fix [[oracle.heads]] or pass the right weights)"
+            )
+
+
+class EnformerTorchOracle(_EnformerOracle):
+    """Enformer through ``enformer_pytorch``, from a Hugging Face model directory.
+
+    Parameters
+    ----------
+    weights
+        Directory written by ``Enformer.save_pretrained`` (``config.json`` and
+        ``pytorch_model.bin``), e.g. a local copy of EleutherAI/enformer-official-rough.
+    use_tf_gamma
+        Use TensorFlow's precomputed gamma positional features (what
+        ``enformer_pytorch.from_pretrained`` switches on for the official weights, whose
+        ``config.json`` predates the option); ``None`` keeps the directory's config.
+        Needs a trunk of 1,536 positions and 192 relative-position features per head.
+    """
+
+    framework = "pytorch"
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        weights: str | Path,
+        input_length: int,
+        heads: tuple[OutputHead, ...],
+        batch_size: int,
+        use_tf_gamma: bool | None = None,
+        device: str = "auto",
+    ) -> None:
+        import torch
+        from enformer_pytorch import Enformer
+
+        super().__init__(name=name, input_length=input_length, heads=heads, batch_size=batch_size)
+        if self.input_length < TRUNK_INPUT_BP or (self.input_length - TRUNK_INPUT_BP) % 2:
+            raise RecipeError(
+                f"recipe {name!r}: the PyTorch Enformer crops the central {TRUNK_INPUT_BP} bp "
+                f"of its input; input_length {self.input_length} must be at least that and "
+                f"differ from it by an even number of bp"
+            )
+        self.weights = _weights_dir(weights, required="config.json", hint=_TORCH_HINT)
+        files = sorted(
+            f
+            for f in self.weights.iterdir()
+            if f.name.endswith((".bin", ".safetensors", ".index.json"))
+        )
+        if not files:
+            raise RecipeError(
+                f"Enformer weights {self.weights} hold no weights file: {_TORCH_HINT}"
+            )
+        # what from_pretrained reads: the config and the weights, not READMEs or caches
+        self._weights_sha256 = sha256_paths(self.weights / "config.json", *files)
+        overrides = {} if use_tf_gamma is None else {"use_tf_gamma": bool(use_tf_gamma)}
+        try:
+            model, info = Enformer.from_pretrained(
+                str(self.weights), local_files_only=True, output_loading_info=True, **overrides
+            )
+        except (RuntimeError, OSError, ValueError) as exc:
+            raise RecipeError(
+                f"Enformer weights {self.weights} do not load into enformer_pytorch "
+                f"{_version('enformer-pytorch')} with their config.json: {str(exc)[:400]}"
+            ) from exc
+        # from_pretrained only warns on missing tensors and initialises them at random
+        incomplete = {k: v for k, v in info.items() if v}  # missing/unexpected/mismatched
+        if incomplete:
+            listed = "; ".join(f"{k}: {list(v)[:5]}" for k, v in incomplete.items())
+            raise RecipeError(
+                f"Enformer weights {self.weights} do not fit the architecture of their "
+                f"config.json ({listed})"
+            )
+        cfg = model.config
+        resolution = 2**cfg.num_downsamples
+        positions, features = TRUNK_INPUT_BP // resolution, cfg.dim // cfg.heads
+        if cfg.use_tf_gamma and (positions, features) != (1536, 192):
+            # TF's gamma features are precomputed for the official trunk only
+            raise RecipeError(
+                f"use_tf_gamma needs the official trunk (1,536 positions, 192 relative-"
+                f"position features per head); these weights have {positions} and "
+                f"{features}: set use_tf_gamma = false in the recipe"
+            )
+        for head in self.heads:
+            if head.name not in cfg.output_heads:
+                raise RecipeError(
+                    f"recipe {name!r} declares a head {head.name!r}; the Enformer weights "
+                    f"{self.weights} have {sorted(cfg.output_heads)}"
+                )
+            if head.resolution_bp != resolution:
+                raise RecipeError(
+                    f"head {head.name!r}: the model's bins are {resolution} bp, the recipe "
+                    f"says {head.resolution_bp}"
+                )
+            self._check_head(head, cfg.target_length, int(cfg.output_heads[head.name]))
+        self.config: dict[str, Any] = {k: getattr(cfg, k, None) for k in _ARCH_KEYS}
+        self.device = _select_device(device)
+        self.model = model.to(self.device).eval()
+        torch.backends.cudnn.benchmark = False  # autotuned kernels differ run to run
+
+    def describe(self) -> dict[str, Any]:
+        import torch
+
+        desc: dict[str, Any] = {
+            "adapter": "enformer",
+            "framework": "pytorch",
+            "architecture": "enformer_pytorch:Enformer",
+            "config": self.config,
+            "trunk_input_bp": TRUNK_INPUT_BP,
+            "weights_sha256": self._weights_sha256,
+            "versions": {
+                "torch": torch.__version__,
+                "enformer_pytorch": _version("enformer-pytorch"),
+                "transformers": _version("transformers"),
+            },
+            "device_type": self.device.type,
+        }
+        if self.device.type == "cuda":  # TF32 changes the last bits of every conv/matmul
+            desc["tf32"] = [
+                torch.backends.cuda.matmul.allow_tf32,
+                torch.backends.cudnn.allow_tf32,
+            ]
+        return desc
+
+    def _predict_batch(self, onehot: np.ndarray, columns: Columns) -> dict[str, np.ndarray]:
+        import torch
+
+        trim = (self.input_length - TRUNK_INPUT_BP) // 2
+        x = torch.from_numpy(onehot[:, trim : trim + TRUNK_INPUT_BP])  # (B, L, 4), NLC
+        with torch.inference_mode():
+            # the trunk once, then only the heads the recipe reads (the mouse head is skipped)
+            embedding = self.model(x.contiguous().to(self.device), return_only_embeddings=True)
+            return {
+                head.name: self.model.heads[head.name](embedding).float().cpu().numpy()
+                for head in self.heads
+            }
+
+    def close(self) -> None:
+        del self.model
+
+
+class EnformerTFOracle(_EnformerOracle):
+    """Enformer's TensorFlow SavedModel, called like chorus: ``predict_on_batch(x)['human']``.
+
+    Parameters
+    ----------
+    weights
+        SavedModel directory (``saved_model.pb`` + ``variables/``): TF-Hub's
+        ``deepmind/enformer/1`` (whose root object has a ``.model`` attribute) or a bare
+        SavedModel with ``predict_on_batch`` at its root, as chorus accepts both.
+    device
+        ``"auto"`` (TensorFlow's placement: its first GPU when present), ``"cpu"``,
+        ``"cuda"`` or ``"cuda:N"``.
+    """
+
+    framework = "tensorflow"
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        weights: str | Path,
+        input_length: int,
+        heads: tuple[OutputHead, ...],
+        batch_size: int,
+        device: str = "auto",
+    ) -> None:
+        import tensorflow as tf
+
+        super().__init__(name=name, input_length=input_length, heads=heads, batch_size=batch_size)
+        self.weights = _weights_dir(weights, required="saved_model.pb", hint=_TF_HINT)
+        hashed = [self.weights / "saved_model.pb"]
+        if (self.weights / "variables").is_dir():
+            hashed.append(self.weights / "variables")
+        self._weights_sha256 = sha256_paths(*hashed)
+        self._tf_device = self._device_name(device)
+        try:
+            with tf.device(self._tf_device):
+                loaded = tf.saved_model.load(str(self.weights))
+        except (OSError, ValueError, tf.errors.OpError) as exc:
+            raise RecipeError(
+                f"Enformer SavedModel {self.weights} does not load: {str(exc)[:400]}"
+            ) from exc
+        model = loaded.model if hasattr(loaded, "model") else loaded  # TF-Hub wraps it
+        if not hasattr(model, "predict_on_batch"):
+            raise RecipeError(
+                f"the SavedModel {self.weights} has no predict_on_batch (nor .model."
+                f"predict_on_batch): it is not the Enformer TF-Hub model. {_TF_HINT}"
+            )
+        self._loaded, self._predict = loaded, model.predict_on_batch
+        self._signature = self._check_signature()
+
+    @staticmethod
+    def _device_name(device: str) -> str | None:
+        if device == "auto":
+            return None
+        if device == "cpu":
+            return "/CPU:0"
+        if device in ("cuda", "gpu") or device.startswith(("cuda:", "gpu:")):
+            return f"/GPU:{device.partition(':')[2] or 0}"
+        raise RecipeError(f"device must be auto, cpu, cuda or cuda:N, not {device!r}")
+
+    def _check_signature(self) -> dict[str, Any]:
+        """Compare the saved input/output shapes with the recipe, without a forward pass."""
+        concrete = list(getattr(self._predict, "concrete_functions", []) or [])
+        if not concrete:
+            return {}
+        args, _ = concrete[0].structured_input_signature
+        outputs = concrete[0].structured_outputs
+        in_shape = list(args[0].shape) if args else []
+        if len(in_shape) == 3 and in_shape[1:] != [self.input_length, 4]:
+            raise RecipeError(
+                f"the SavedModel {self.weights} takes (batch, {in_shape[1]}, {in_shape[2]}) "
+                f"input; recipe {self.name!r} says input_length {self.input_length}"
+            )
+        out_shapes = {str(k): list(v.shape) for k, v in dict(outputs).items()}
+        for head in self.heads:
+            if head.name not in out_shapes:
+                raise RecipeError(
+                    f"recipe {self.name!r} declares a head {head.name!r}; the SavedModel "
+                    f"{self.weights} returns {sorted(out_shapes)}"
+                )
+            shape = out_shapes[head.name]
+            if len(shape) == 3:
+                self._check_head(head, shape[1], shape[2])
+        return {"input": in_shape, "outputs": out_shapes}
+
+    def describe(self) -> dict[str, Any]:
+        import tensorflow as tf
+
+        gpu = self._tf_device != "/CPU:0" and bool(tf.config.list_logical_devices("GPU"))
+        return {
+            "adapter": "enformer",
+            "framework": "tensorflow",
+            "architecture": "SavedModel predict_on_batch",
+            "signature": self._signature,
+            "weights_sha256": self._weights_sha256,
+            "versions": {"tensorflow": tf.__version__},
+            "device_type": "cuda" if gpu else "cpu",
+        }
+
+    def _predict_batch(self, onehot: np.ndarray, columns: Columns) -> dict[str, np.ndarray]:
+        import tensorflow as tf
+
+        with tf.device(self._tf_device):
+            out = self._predict(tf.constant(onehot, dtype=tf.float32))
+        return {head.name: np.asarray(out[head.name].numpy()) for head in self.heads}
+
+    def close(self) -> None:
+        del self._predict, self._loaded
+
+
+def load(recipe: Recipe, *, weights: str | None = None, device: str = "auto") -> Oracle:
+    """The Enformer of ``recipe``: ``[oracle] framework`` = ``"pytorch"`` or ``"tensorflow"``.
+
+    ``weights`` (the CLI's ``--weights``) wins over the recipe's ``weights`` key; with
+    neither, :class:`RecipeError` says what to download. Recipe keys read here:
+    ``framework``, ``weights``, ``use_tf_gamma`` (PyTorch only), and the shared
+    ``input_length``, ``batch_size`` and ``[[oracle.heads]]``.
+    """
+    spec = recipe.oracle
+    framework = str(spec.get("framework", "pytorch"))
+    path = weights or spec.get("weights")
+    common: dict[str, Any] = {
+        "name": recipe.name,
+        "input_length": recipe.input_length,
+        "heads": recipe.heads,
+        "batch_size": recipe.batch_size,
+        "device": device,
+    }
+    if framework == "pytorch":
+        if path is None:
+            raise RecipeError(f"no Enformer weights given: {_TORCH_HINT}")
+        gamma = spec.get("use_tf_gamma")
+        return EnformerTorchOracle(
+            weights=str(path), use_tf_gamma=None if gamma is None else bool(gamma), **common
+        )
+    if framework == "tensorflow":
+        if path is None:
+            raise RecipeError(f"no Enformer weights given: {_TF_HINT}")
+        return EnformerTFOracle(weights=str(path), **common)
+    raise RecipeError(
+        f"recipe {recipe.name!r}: [oracle] framework must be 'pytorch' or 'tensorflow', "
+        f"not {framework!r}"
+    )
