@@ -61,7 +61,10 @@ def part_build_zero(work: Path, quick: bool) -> dict[str, Any]:
         name="enformer_shaped",
         oracle={"adapter": "callable", "callable": "none:none", "input_length": L, "batch_size": B},
         heads=heads,
-        tracks={"format": "enformer", "path": str(HERE.parent / "builders/enformer/enformer_human_targets.txt")},
+        tracks={
+            "format": "enformer",
+            "path": str(HERE.parent / "builders/enformer/enformer_human_targets.txt"),
+        },
         plan={
             "source": "generated",
             "assembly": "demo",
@@ -142,8 +145,6 @@ def part_build_demo(work: Path, quick: bool) -> dict[str, Any]:
     recipe = load_recipe("demo")
     if quick:
         import copy
-
-        from chorus_store import Recipe
 
         plan = copy.deepcopy(recipe.plan)
         plan["sampling"].update(n_random=200, n_ccre=100, n_tss=50, n_gene_body=50, n_snps=100)

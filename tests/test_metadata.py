@@ -67,7 +67,9 @@ def test_alphagenome() -> None:
     atac = f[f["head"] == "ATAC"]
     assert atac["column"].max() < 256 and len(atac) == 167
     procap = f[f["head"] == "PROCAP"]
-    assert (procap["layer"] == "tss_activity").all() and (procap["summary_skip_strata"] == "ccre").all()
+    assert (procap["layer"] == "tss_activity").all() and (
+        procap["summary_skip_strata"] == "ccre"
+    ).all()
     chip = f[f["head"].str.startswith("CHIP")]
     assert (chip["resolution_bp"] == 128).all()
     hist = f[f["head"] == "CHIP_HISTONE"]

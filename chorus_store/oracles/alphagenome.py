@@ -63,7 +63,7 @@ import pandas as pd
 
 from ..errors import InputFileError, PredictionError, RecipeError
 from .base import Columns, Oracle, OutputHead, sha256_paths
-from .torch_adapter import _select_device
+from .torch_adapter import select_device
 
 if TYPE_CHECKING:
     import torch
@@ -301,7 +301,7 @@ class AlphaGenomeOracle(Oracle):
         # BatchRMSNorm updates its running variance on every call unless told not to,
         # even in eval mode: a prediction would depend on the sequences run before it
         set_update_running_var(model, False)
-        self.device = _select_device(device)
+        self.device = select_device(device)
         self.model = model.to(self.device).eval()
         torch.backends.cudnn.benchmark = False
 

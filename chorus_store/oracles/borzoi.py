@@ -36,7 +36,7 @@ import numpy as np
 
 from ..errors import RecipeError
 from .base import Columns, Oracle, OutputHead, sha256_paths
-from .torch_adapter import _select_device, import_object
+from .torch_adapter import import_object, select_device
 
 if TYPE_CHECKING:
     from ..recipes import Recipe
@@ -253,7 +253,7 @@ class BorzoiOracle(Oracle):
         cfg = model.config
         self.config: dict[str, Any] = {k: getattr(cfg, k, None) for k in _ARCH_KEYS}
         self._dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
-        self.device = _select_device(device)
+        self.device = select_device(device)
         self.model = model.to(self.device).eval()
         torch.backends.cudnn.benchmark = False  # autotuned kernels differ run to run
 

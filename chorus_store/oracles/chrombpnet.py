@@ -416,14 +416,14 @@ class ChromBPNetOracle(Oracle):
                 f"(fold-0 chrombpnet_nobias) for ATAC/DNASE and <BP id>_model.h5 (the "
                 f"JASPAR MODEL_URL file) for CHIP"
             )
-        self._device = self._select_device(device)
+        self._device = self.select_device(device)
 
     # ---------------------------------------------------------------- devices
-    def _select_device(self, device: str) -> Any:
+    def select_device(self, device: str) -> Any:
         if self.framework == "bpnet-lite":
-            from .torch_adapter import _select_device
+            from .torch_adapter import select_device
 
-            return _select_device(device)
+            return select_device(device)
         _keras()
         import tensorflow as tf
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from ..errors import RecipeError
 from .base import Columns, Oracle, OutputHead, sha256_paths
-from .torch_adapter import _select_device
+from .torch_adapter import select_device
 
 if TYPE_CHECKING:
     from ..recipes import Recipe
@@ -214,7 +214,7 @@ class EnformerTorchOracle(_EnformerOracle):
                 )
             self._check_head(head, cfg.target_length, int(cfg.output_heads[head.name]))
         self.config: dict[str, Any] = {k: getattr(cfg, k, None) for k in _ARCH_KEYS}
-        self.device = _select_device(device)
+        self.device = select_device(device)
         self.model = model.to(self.device).eval()
         torch.backends.cudnn.benchmark = False  # autotuned kernels differ run to run
 

@@ -127,7 +127,7 @@ class SeiOracle(Oracle):
         import torch
 
         from .sei_model import NonStrandSpecific, Sei
-        from .torch_adapter import _select_device
+        from .torch_adapter import select_device
 
         super().__init__()
         if not isinstance(network, Sei):
@@ -147,7 +147,7 @@ class SeiOracle(Oracle):
         frame = tracks.frame
         self._track_head = frame["head"].to_numpy(dtype=object)
         self._track_column = frame["column"].to_numpy(dtype=np.int64)
-        self.device = _select_device(device)
+        self.device = select_device(device)
         network = network.to(self.device).eval()
         self.network: nn.Module = NonStrandSpecific(network) if self.strand_average else network
         torch.backends.cudnn.benchmark = False  # autotuned kernels differ from run to run

@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import RecipeError
 from .base import Columns, Oracle, OutputHead, sha256_paths
 
-__all__ = ["TorchOracle", "import_object"]
+__all__ = ["TorchOracle", "import_object", "select_device"]
 
 
 def import_object(spec: str) -> Any:
@@ -37,7 +37,8 @@ def import_object(spec: str) -> Any:
         raise RecipeError(f"{module_name!r} has no attribute {attr!r}") from exc
 
 
-def _select_device(device: str) -> Any:
+def select_device(device: str) -> Any:
+    """``auto`` → CUDA when present, else CPU; anything else as torch names it."""
     import torch
 
     if device == "auto":
@@ -109,7 +110,7 @@ class TorchOracle(Oracle):
                 f"'weights' (or --weights) at them"
             )
         self._weights_sha256 = sha256_paths(self.weights)
-        self.device = _select_device(device)
+        self.device = select_device(device)
         cls = import_object(architecture)
         model = cls(**self.config)
         state = torch.load(self.weights, map_location="cpu", weights_only=True)
