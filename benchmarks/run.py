@@ -13,6 +13,10 @@ Parts (each runs in its own process, so its peak memory is its own):
                effect layers), time and peak memory, vs (a) an in-RAM numpy sort of the same
                values and (b) chorus's reservoir path, measured on a subset of tracks and
                scaled per track.
+
+Per oracle adapter (Enformer, Borzoi, AlphaGenome, ChromBPNet, Sei, LegNet, each on a tiny
+instance of its real architecture): ``python benchmarks/adapters.py [--quick]`` times the
+bare forward pass against a full build with the same loaded model.
 """
 
 from __future__ import annotations
