@@ -150,7 +150,10 @@ def _write_block(
 ) -> int:
     store = ChorusStore.open(store_path, mode="r+")
     # every source is (rows, [strand, bin_sample,] tracks): its values, one column per track
-    values = np.concatenate([v.reshape(-1, v.shape[-1]) for v in sources])
+    parts = [v.reshape(-1, v.shape[-1]) for v in sources if v.size] or [
+        sources[0].reshape(-1, sources[0].shape[-1])
+    ]
+    values = parts[0] if len(parts) == 1 else np.concatenate(parts)  # no copy for one source
     grids, offered = grid_block(values, absolute, n_points)
     t1 = t0 + grids.shape[0]
     store.array(f"reductions/{layer}/grid")[t0:t1] = grids
