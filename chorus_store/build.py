@@ -111,12 +111,15 @@ def plan_tasks(
     part: str = "all",
     shard: tuple[int, int] | None = None,
     per_model: bool = False,
+    joint_tracks: bool = False,
 ) -> list[Task]:
     """The tasks still to do, for ``part`` and (``k``, ``n``) = every n-th row shard from k.
 
     One task per row shard holds all its pending tracks (one forward pass serves every
     track). For one-model-per-track oracles (``per_model``) a task is one row shard × one
     track shard, ordered track shard first, so each model group is loaded once in a row.
+    For oracles whose effects need every track of a row at once (``joint_tracks``: Sei's
+    histone equalisation), a row shard with any track pending is redone for all tracks.
     """
     tasks = []
     n_tracks = len(store.tracks)
@@ -128,6 +131,8 @@ def plan_tasks(
             pending = np.flatnonzero(done[s, :n_tracks] < stop - start)
             if len(pending) == 0:
                 continue
+            if joint_tracks:
+                pending = np.arange(n_tracks)
             groups = (
                 [
                     pending[pending // store.layout.track_shard == ts]
@@ -699,7 +704,8 @@ def build(
     report = BuildReport()
     t_start = time.perf_counter()
     per_model = bool(recipe.oracle.get("per_model", False))
-    tasks = plan_tasks(store, part=part, shard=shard, per_model=per_model)
+    joint = bool(recipe.oracle.get("joint_tracks", False))
+    tasks = plan_tasks(store, part=part, shard=shard, per_model=per_model, joint_tracks=joint)
     if not tasks:
         report.seconds = time.perf_counter() - t_start
         return report
@@ -717,9 +723,14 @@ def build(
             )
         # claims taken: re-read what is pending, another build may have finished some
         store = ChorusStore.open(store_path, mode="r+")
-        tasks = plan_tasks(store, part=part, shard=shard, per_model=per_model)
+        tasks = plan_tasks(store, part=part, shard=shard, per_model=per_model, joint_tracks=joint)
         if oracle is None:
             oracle = recipe.load_oracle(weights=weights, device=device)
+        if oracle.joint_tracks and not joint:
+            raise RecipeError(
+                f"the {oracle.name} adapter computes effects from all tracks of a row at once; "
+                f"set joint_tracks = true in the recipe's [oracle] section"
+            )
         if oracle.per_model != per_model:
             raise RecipeError(
                 f"the recipe says per_model = {per_model} but the {oracle.name} adapter is "

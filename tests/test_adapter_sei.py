@@ -107,7 +107,7 @@ def tiny_recipe(
         "name": "sei_tiny",
         "oracle": {
             "adapter": "sei", "input_length": 4096, "batch_size": 4, "max_n_fraction": 0.5,
-            "config": dict(TINY),
+            "joint_tracks": True, "config": dict(TINY),
             "heads": [{"name": "profiles", "resolution_bp": 0, "n_columns": N_PROFILES},
                       {"name": "classes", "resolution_bp": 0, "n_columns": SEI_CLASSES}],
             **oracle,
@@ -120,9 +120,8 @@ def tiny_recipe(
     }  # fmt: skip
     if weights_in_recipe:
         data["oracle"]["weights"] = str(folder)
-    recipe = Recipe.from_dict(data, base=folder)
-    # set after parsing: Recipe.from_dict resolves every [tracks] string but `format` as a path
-    return dataclasses.replace(recipe, tracks={**recipe.tracks, "effects": effects})
+    data["tracks"]["effects"] = effects
+    return Recipe.from_dict(data, base=folder)
 
 
 def random_onehot(n: int, seed: int = 3) -> np.ndarray:

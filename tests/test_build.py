@@ -361,3 +361,19 @@ def test_a_growth_killed_midway_is_finished_by_the_next_writer(
     ChorusStore.open(store).validate()
     reduce(store, progress=False)
     assert export(store, out=tmp_path / "o.npz").read_bytes() == small_build[1].read_bytes()
+
+
+def test_joint_track_oracles_never_split_a_row_shard(
+    tmp_path: Path, demo_inputs: DemoInputs
+) -> None:
+    from chorus_store.build import plan_tasks
+
+    store = tmp_path / "s.zarr"
+    plan_small(store, demo_inputs, small_recipe(tmp_path))
+    s = ChorusStore.open(store, mode="r+")
+    s.array("baselines/done_rows")[0, :16] = 32  # a kill left track shard 0 of row shard 0 done
+    s = ChorusStore.open(store)
+    split = plan_tasks(s, part="baselines")
+    assert split[0].tracks == tuple(range(16, 40))
+    joint = plan_tasks(s, part="baselines", joint_tracks=True)
+    assert joint[0].tracks == tuple(range(40)) and joint[0].start == 0

@@ -123,6 +123,8 @@ class Oracle(ABC):
     batch_size: int
     #: one model per column: ``_predict_batch`` receives the columns to compute
     per_model: bool = False
+    #: effects need every track of a row together (``effect_inputs`` reads them all)
+    joint_tracks: bool = False
 
     def __init__(self) -> None:
         self.calls = 0  # forward passes run; a finished build re-run must leave it at 0

@@ -110,6 +110,8 @@ class SeiOracle(Oracle):
         What identifies the weights (file hashes), for :meth:`describe`.
     """
 
+    joint_tracks = True  # histone equalisation reads every profile of a variant
+
     def __init__(
         self,
         network: nn.Module,
