@@ -36,7 +36,7 @@ import numpy as np
 
 from ..errors import RecipeError
 from .base import Columns, Oracle, OutputHead, sha256_paths
-from .torch_adapter import import_object, select_device
+from .torch_adapter import import_object, select_device, torch_numerics
 
 if TYPE_CHECKING:
     from ..recipes import Recipe
@@ -305,13 +305,8 @@ class BorzoiOracle(Oracle):
                 "borzoi_pytorch": _version("borzoi-pytorch"),
                 "transformers": _version("transformers"),
             },
-            "device_type": self.device.type,
+            **torch_numerics(self.device),
         }
-        if self.device.type == "cuda":  # TF32 changes the last bits of every conv/matmul
-            desc["tf32"] = [
-                torch.backends.cuda.matmul.allow_tf32,
-                torch.backends.cudnn.allow_tf32,
-            ]
         return desc
 
     def _predict_batch(self, onehot: np.ndarray, columns: Columns) -> dict[str, np.ndarray]:

@@ -39,7 +39,7 @@ import numpy as np
 from ..errors import RecipeError
 from ..metadata import LEGNET_CELL_TYPES
 from .base import Columns, Oracle, OutputHead, sha256_paths
-from .torch_adapter import select_device
+from .torch_adapter import select_device, torch_numerics
 
 if TYPE_CHECKING:
     import torch
@@ -388,7 +388,6 @@ class LegNetOracle(Oracle):
         return {head.name: out}
 
     def describe(self) -> dict[str, Any]:
-        import torch
 
         return {
             "adapter": "legnet",
@@ -400,8 +399,7 @@ class LegNetOracle(Oracle):
                 "n_value": N_VALUE,
                 "pad_to": LEGNET_WINDOW,
             },
-            "framework": f"torch {torch.__version__}",
-            "device_type": self.device.type,
+            **torch_numerics(self.device),
         }
 
     def close(self) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import RecipeError
 from .base import Columns, Oracle, OutputHead, sha256_paths
 
-__all__ = ["TorchOracle", "import_object", "select_device"]
+__all__ = ["TorchOracle", "import_object", "select_device", "torch_numerics"]
 
 
 def import_object(spec: str) -> Any:
@@ -35,6 +35,16 @@ def import_object(spec: str) -> Any:
         return getattr(module, attr)
     except AttributeError as exc:
         raise RecipeError(f"{module_name!r} has no attribute {attr!r}") from exc
+
+
+def torch_numerics(device: Any) -> dict[str, Any]:
+    """What of a torch runtime changes a model's numbers: version, device, TF32 on CUDA."""
+    import torch
+
+    out: dict[str, Any] = {"framework": f"torch {torch.__version__}", "device_type": device.type}
+    if device.type == "cuda":  # TF32 changes the last bits of every conv/matmul
+        out["tf32"] = [torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32]
+    return out
 
 
 def select_device(device: str) -> Any:
@@ -125,7 +135,6 @@ class TorchOracle(Oracle):
         torch.backends.cudnn.benchmark = False
 
     def describe(self) -> dict[str, Any]:
-        import torch
 
         return {
             "adapter": "pytorch",
@@ -133,8 +142,7 @@ class TorchOracle(Oracle):
             "config": self.config,
             "weights_sha256": self._weights_sha256,
             "layouts": [self.input_layout, self.output_layout],
-            "framework": f"torch {torch.__version__}",
-            "device_type": self.device.type,
+            **torch_numerics(self.device),
         }
 
     def _predict_batch(self, onehot: np.ndarray, columns: Columns) -> dict[str, np.ndarray]:
