@@ -41,7 +41,7 @@ def torch_numerics(device: Any) -> dict[str, Any]:
     """What of a torch runtime changes a model's numbers: version, device, TF32 on CUDA."""
     import torch
 
-    out: dict[str, Any] = {"framework": f"torch {torch.__version__}", "device_type": device.type}
+    out: dict[str, Any] = {"runtime": f"torch {torch.__version__}", "device_type": device.type}
     if device.type == "cuda":  # TF32 changes the last bits of every conv/matmul
         out["tf32"] = [torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32]
     return out
