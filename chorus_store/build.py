@@ -179,8 +179,8 @@ def require_complete(store: ChorusStore, groups: tuple[str, ...] = DATA_GROUPS) 
             f"{g} {s['shards'] - s['shards_done']} of {s['shards']} shards" for g, s in todo.items()
         )
         raise IncompleteStageError(
-            f"{store.path}: the build is not finished ({what} pending). Run "
-            f"`chorus-store build {store.path}` (it resumes where it stopped)."
+            f"{store.url}: the build is not finished ({what} pending). Run "
+            f"`chorus-store build {store.url}` (it resumes where it stopped)."
         )
 
 
@@ -359,14 +359,14 @@ def write_task(store: ChorusStore, task: Task, arrays: dict[str, np.ndarray]) ->
         _write_task(store, task, arrays)
     except ValueError as exc:
         if is_checksum_error(exc):
-            raise as_corruption(store.path, f"{task.group} shard {task.shard}", exc) from exc
+            raise as_corruption(store.url, f"{task.group} shard {task.shard}", exc) from exc
         raise
     except OSError as exc:
         reason = "the disk is full" if exc.errno == errno.ENOSPC else str(exc)
         raise WriteError(
-            f"{store.path}: writing {task.group} shard {task.shard} failed: {reason}. That "
+            f"{store.url}: writing {task.group} shard {task.shard} failed: {reason}. That "
             f"shard was not marked done and everything written before is intact; fix it and "
-            f"re-run `chorus-store build {store.path}` to resume."
+            f"re-run `chorus-store build {store.url}` to resume."
         ) from exc
 
 
@@ -590,7 +590,7 @@ def _check_oracle(store: ChorusStore, oracle: Oracle) -> None:
     info = dict(store.attrs["oracle"])
     if info.get("fingerprint") is None:
         with store.claim(["oracle-pin"], command="pin oracle fingerprint"):
-            fresh = ChorusStore.open(store.path, mode="r+")
+            fresh = ChorusStore.open(store.url, mode="r+")
             info = dict(fresh.attrs["oracle"])
             if info.get("fingerprint") is None:
                 info["fingerprint"] = oracle.fingerprint
@@ -608,7 +608,7 @@ def _check_oracle(store: ChorusStore, oracle: Oracle) -> None:
         detail = "; ".join(f"{k}: store {old.get(k)!r} vs now {new.get(k)!r}" for k in diff[:4])
         detail = detail or "batch shape or heads differ"
         raise OracleMismatchError(
-            f"{store.path} was built with another oracle ({detail}). "
+            f"{store.url} was built with another oracle ({detail}). "
             f"Mixing predictions of two models (or two numerics: device, framework version, "
             f"batch size) would make the background depend on when the build was "
             f"interrupted. Use the original weights/settings, or build a new store."
@@ -623,7 +623,7 @@ def _check_tracks(store: ChorusStore, recipe: Recipe) -> None:
     if stored.is_prefix_of(given):
         raise TrackTableMismatchError(
             f"the recipe's track table has {len(given) - len(stored)} track(s) more than "
-            f"{store.path}; add them with `chorus-store add-tracks {store.path}` (only the "
+            f"{store.url}; add them with `chorus-store add-tracks {store.url}` (only the "
             f"new tracks are computed), then build"
         )
     old, new = stored.frame, given.frame
@@ -640,7 +640,7 @@ def _check_tracks(store: ChorusStore, recipe: Recipe) -> None:
         else f"length {len(old)} vs {len(new)}"
     )
     raise TrackTableMismatchError(
-        f"the recipe's track table differs from {store.path}'s at {where}; a store holds one "
+        f"the recipe's track table differs from {store.url}'s at {where}; a store holds one "
         f"track table. Build a new store for the new table."
     )
 
@@ -699,7 +699,7 @@ def build(
     fasta_path = str(fasta or store.attrs["genome"]["fasta_path"])
     genome = Genome(fasta_path, assembly=store.attrs["genome"].get("assembly"))
     genome.fingerprint.require_same(
-        store.attrs["genome"], what=f"the store {store.path}", fasta=genome.path
+        store.attrs["genome"], what=f"the store {store.url}", fasta=genome.path
     )
     report = BuildReport()
     t_start = time.perf_counter()
@@ -711,15 +711,15 @@ def build(
         return report
     claims = store.claim(
         sorted({c for t in tasks for c in t.claims(store.layout.track_shard)}),
-        command=f"chorus-store build {store.path}",
+        command=f"chorus-store build {store.url}",
     )
     try:
         busy = locks.live_claims(
-            store.path, exclude_run=claims.holder.run_id, prefix=locks.STRUCTURE
+            store.location, exclude_run=claims.holder.run_id, prefix=locks.STRUCTURE
         )
         if busy:
             raise StoreLockedError(
-                f"{store.path} is being restructured by {busy[0]}; build after it finishes"
+                f"{store.url} is being restructured by {busy[0]}; build after it finishes"
             )
         # claims taken: re-read what is pending, another build may have finished some
         store = ChorusStore.open(store_path, mode="r+")
@@ -778,7 +778,7 @@ def _run_pool(
         max_workers=workers,
         mp_context=ctx,
         initializer=_worker_init,
-        initargs=(str(store.path), recipe.to_dict(), fasta, weights, device, batch_size),
+        initargs=(store.url, recipe.to_dict(), fasta, weights, device, batch_size),
     ) as pool:
         futures = {pool.submit(_worker_run, t): t for t in tasks}
         pending = set(futures)

@@ -25,7 +25,10 @@ app = typer.Typer(
 console = Console(stderr=True)
 out = Console()
 
-StorePath = Annotated[Path, typer.Argument(help="The Zarr store (a directory).")]
+StorePath = Annotated[
+    str,
+    typer.Argument(help="The Zarr store: a directory, or an object-store URL (s3://bucket/x.zarr)."),
+]
 
 
 def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -106,7 +109,7 @@ def plan(
         assembly=assembly,
     )
     p = s.attrs["plan"]
-    table = Table("set", "stratum", "planned", "usable", "rejected", title=f"plan of {s.path}")
+    table = Table("set", "stratum", "planned", "usable", "rejected", title=f"plan of {s.url}")
     for kind, key in (("positions", "position_strata"), ("variants", "variant_strata")):
         for stratum, r in p[key].items():
             rejected = ", ".join(f"{k[9:]} {v}" for k, v in r.items() if k.startswith("rejected_"))
@@ -193,8 +196,11 @@ def reduce(
 def export(
     store: StorePath,
     out_path: Annotated[
-        Path | None,
-        typer.Option("--out", help="Directory or .npz path (default: chorus's backgrounds dir)."),
+        str | None,
+        typer.Option(
+            "--out",
+            help="Directory, .npz path or object-store URL (default: chorus's backgrounds dir).",
+        ),
     ] = None,
 ) -> None:
     """Write the validated {oracle}_pertrack.npz that chorus loads (atomically)."""
@@ -262,7 +268,7 @@ def add_tracks(
     out.print(f"added {n} track(s); run `chorus-store build {store}`")
 
 
-def _add_rows(store: Path, table: Path, group: str, fasta: Path | None) -> None:
+def _add_rows(store: str, table: Path, group: str, fasta: Path | None) -> None:
     from .plan import add_rows, read_rows_table
     from .sampling import POSITION_FIELDS, VARIANT_FIELDS
 

@@ -237,5 +237,5 @@ def run_demo(
     )
     build_report = build(store_path, workers=workers, progress=progress)
     reduce_report = reduce(store_path, progress=progress)
-    npz = export(store_path, out=directory / f"{recipe.name}_pertrack.npz")
+    npz = Path(export(store_path, out=directory / f"{recipe.name}_pertrack.npz"))
     return DemoResult(store_path, npz, build_report, reduce_report)

@@ -14,6 +14,7 @@ import datetime as dt
 import errno
 import json
 import os
+import tempfile
 import uuid
 import zipfile
 from pathlib import Path
@@ -24,6 +25,7 @@ import numpy as np
 from ._version import __version__
 from .build import require_complete
 from .errors import ExportValidationError, WriteError
+from .location import Location, is_remote
 from .reduce import GRID_RULES, active_layers, require_reduced
 from .store import ChorusStore
 from .tracks import LAYER_CONFIGS
@@ -149,29 +151,41 @@ def validate_npz(arrays: dict[str, np.ndarray], *, n_points: int = 10_000) -> li
 # --------------------------------------------------------------------------------------
 
 
-def write_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
+def _write_npz_file(tmp: Path, arrays: dict[str, np.ndarray]) -> None:
+    """The NPZ container (a deflated zip of ``.npy`` members, fixed timestamps), fsynced
+    and read back."""
+    with tmp.open("wb") as fh:
+        with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            for key, arr in arrays.items():
+                info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_DATE)
+                info.compress_type = zipfile.ZIP_DEFLATED
+                info.external_attr = 0o644 << 16
+                with zf.open(info, "w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, np.asanyarray(arr), allow_pickle=False)
+        fh.flush()
+        os.fsync(fh.fileno())
+    with np.load(tmp, allow_pickle=False) as check:
+        if sorted(check.files) != sorted(arrays):
+            raise WriteError(f"read-back of {tmp} lacks keys; not installed")
+
+
+def write_npz_atomic(path: Path | str, arrays: dict[str, np.ndarray]) -> None:
     """Write ``arrays`` as a compressed NPZ at ``path`` atomically and reproducibly.
 
-    Same container as ``np.savez_compressed`` (a deflated zip of ``.npy`` members), but
-    with fixed member timestamps, written to a temporary file in the same directory,
-    fsynced, read back and checked, then renamed over ``path``.
+    Same container as ``np.savez_compressed``, but with fixed member timestamps. A local
+    ``path`` is written to a temporary file in the same directory, fsynced, read back and
+    checked, then renamed over ``path``. An object-store URL (``s3://…/x.npz``) is written
+    to a local temporary file, checked, then uploaded in one PUT (multipart for large
+    files), which readers see whole or not at all.
     """
+    if is_remote(path):
+        _upload_npz(str(path), arrays)
+        return
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
     try:
-        with tmp.open("wb") as fh:
-            with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-                for key, arr in arrays.items():
-                    info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_DATE)
-                    info.compress_type = zipfile.ZIP_DEFLATED
-                    info.external_attr = 0o644 << 16
-                    with zf.open(info, "w", force_zip64=True) as member:
-                        np.lib.format.write_array(member, np.asanyarray(arr), allow_pickle=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        with np.load(tmp, allow_pickle=False) as check:
-            if sorted(check.files) != sorted(arrays):
-                raise WriteError(f"read-back of {tmp} lacks keys; not installed")
+        _write_npz_file(tmp, arrays)
         os.replace(tmp, path)
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
@@ -180,16 +194,31 @@ def write_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
             os.close(dir_fd)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        if isinstance(exc, WriteError):
-            raise
-        reason = "the disk is full" if exc.errno == errno.ENOSPC else str(exc)
-        raise WriteError(
-            f"could not write {path}: {reason}. Nothing was replaced (any previous file is "
-            f"intact); fix that and re-run `chorus-store export`."
-        ) from exc
+        raise _write_failed(path, exc) from exc
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _upload_npz(url: str, arrays: dict[str, np.ndarray]) -> None:
+    parent, name = url.rsplit("/", 1)
+    with tempfile.TemporaryDirectory(prefix="chorus-export-") as tmpdir:
+        tmp = Path(tmpdir) / name
+        try:
+            _write_npz_file(tmp, arrays)
+            Location.of(parent).upload(name, tmp)
+        except OSError as exc:
+            raise _write_failed(url, exc) from exc
+
+
+def _write_failed(path: Path | str, exc: OSError) -> Exception:
+    if isinstance(exc, WriteError):
+        return exc
+    reason = "the disk is full" if exc.errno == errno.ENOSPC else str(exc)
+    return WriteError(
+        f"could not write {path}: {reason}. Nothing was replaced (any previous file is "
+        f"intact); fix that and re-run `chorus-store export`."
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -308,7 +337,7 @@ def collect_arrays(store: ChorusStore) -> dict[str, np.ndarray]:
     return arrays
 
 
-def export(store_path: str | Path, *, out: str | Path | None = None) -> Path:
+def export(store_path: str | Path, *, out: str | Path | None = None) -> Path | str:
     """Validate and write ``{oracle}_pertrack.npz`` from a reduced store.
 
     Parameters
@@ -317,10 +346,12 @@ def export(store_path: str | Path, *, out: str | Path | None = None) -> Path:
         A directory (the file is named ``{oracle}_pertrack.npz`` in it) or a ``.npz`` path.
         Default: :func:`default_backgrounds_dir`, where chorus looks.
 
+        An object-store URL (``s3://bucket/backgrounds/``) uploads it there.
+
     Returns
     -------
-    Path
-        The file written.
+    Path or str
+        The file written (its URL for an object store).
     """
     store = ChorusStore.open(store_path)
     store.validate()
@@ -330,10 +361,15 @@ def export(store_path: str | Path, *, out: str | Path | None = None) -> Path:
     problems = validate_npz(arrays, n_points=store.layout.n_points)
     if problems:
         raise ExportValidationError(
-            f"{store.path}: the export would break chorus's loader contract; nothing was "
+            f"{store.url}: the export would break chorus's loader contract; nothing was "
             f"written:\n  - " + "\n  - ".join(problems)
         )
     name = f"{store.attrs['oracle']['name']}_pertrack.npz"
+    if out is not None and is_remote(out):
+        url = str(out).rstrip("/")
+        url = url if url.endswith(".npz") else f"{url}/{name}"
+        write_npz_atomic(url, arrays)
+        return url
     target = Path(out).expanduser() if out is not None else default_backgrounds_dir()
     path = target if target.suffix == ".npz" else target / name
     write_npz_atomic(path, arrays)

@@ -1,8 +1,9 @@
 """Claims on parts of a store, so that two writers never touch one shard.
 
-A claim is a small JSON file created with ``O_CREAT | O_EXCL`` under
-``<store>/.chorus-locks/``: creating it either succeeds (the claim is ours) or fails
-because someone holds it. The file names its holder (host, boot id, pid, command, time).
+A claim is a small JSON object created with create-if-absent under
+``<store>/.chorus-locks/`` (a hard link on a filesystem, a conditional PUT on an object
+store; see :mod:`chorus_store.location`): creating it either succeeds (the claim is ours)
+or fails because someone holds it. The file names its holder (host, boot id, pid, command, time).
 
 A claim left behind by a killed process is *stale*. On the same machine that is
 detected (the pid is gone, or the machine rebooted since) and the claim is taken over;
@@ -12,7 +13,6 @@ command that clears it (``chorus-store unlock STORE``).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import socket
@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import StoreLockedError
+from .location import Location
 
 __all__ = ["Holder", "LockSet", "LOCK_DIR", "acquire", "list_claims", "clear_claims"]
 
@@ -80,73 +81,56 @@ class Holder:
         return True
 
 
-def _read_holder(path: Path) -> Holder | None:
+def _parse(raw: bytes, where: str) -> Holder:
     try:
-        data: dict[str, Any] = json.loads(path.read_text())
+        data: dict[str, Any] = json.loads(raw)
         return Holder(**data)
-    except FileNotFoundError:
-        return None
     except (ValueError, TypeError):
-        # a claim file torn by a crash mid-write: nobody can be holding it
-        return Holder("?", "", -1, "unreadable claim", path.stat().st_mtime, "")
+        # a claim torn by a crash mid-write: nobody can be holding it
+        return Holder("?", "", -1, f"unreadable claim {where}", 0.0, "")
 
 
-def _take_over(path: Path, stale: Holder) -> None:
-    """Remove a stale claim without ever removing a fresh one taken meanwhile."""
-    grave = path.with_name(f".{path.name}.stale.{uuid.uuid4().hex}")
-    try:
-        os.rename(path, grave)
-    except FileNotFoundError:
-        return
-    moved = _read_holder(grave)
-    if moved is not None and moved.run_id != stale.run_id:
-        # another process replaced the stale claim with its own before we moved it: put
-        # it back (if a third process already took the name, the link fails and that
-        # process holds the claim; either way the one we moved is not ours to remove)
-        with contextlib.suppress(FileExistsError):
-            os.link(grave, path)
-    grave.unlink()
+def _read(loc: Location, key: str) -> tuple[Holder, bytes] | None:
+    raw = loc.get(key)
+    return None if raw is None else (_parse(raw, key), raw)
 
 
 class LockSet:
     """Claims held by this process; release them with :meth:`release` or ``with``."""
 
-    def __init__(self, root: Path, holder: Holder) -> None:
-        self.root = root
+    def __init__(self, loc: Location, holder: Holder) -> None:
+        self.loc = loc
         self.holder = holder
         self.names: list[str] = []
 
-    def _path(self, name: str) -> Path:
-        return self.root / LOCK_DIR / f"{name}.json"
+    @staticmethod
+    def _key(name: str) -> str:
+        return f"{LOCK_DIR}/{name}.json"
 
     def _try(self, name: str) -> Holder | None:
         """Take ``name``; return None on success or the live (or unknown) holder."""
-        path = self._path(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        key = self._key(name)
         payload = json.dumps(self.holder.__dict__).encode()
         for _ in range(3):
-            # write the holder to a private file, then hard-link it into place: the link
-            # either creates the claim with its content whole, or fails because it exists
-            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-            tmp.write_bytes(payload)
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                other = _read_holder(path)
-                if other is None:
-                    continue  # released between our attempt and the read
-                if other.run_id == self.holder.run_id:
-                    return None
-                alive = other.is_alive() if other.pid >= 0 else False
-                if alive is False:
-                    _take_over(path, other)  # stale: its holder is gone
-                    continue
+            if self.loc.create(key, payload):
+                self.names.append(name)
+                return None
+            found = _read(self.loc, key)
+            if found is None:
+                continue  # released between our attempt and the read
+            other, raw = found
+            if other.run_id == self.holder.run_id:
+                return None
+            alive = other.is_alive() if other.pid >= 0 else False
+            if alive is not False:
                 return other
-            finally:
-                tmp.unlink()
-            self.names.append(name)
-            return None
-        return _read_holder(path)
+            # stale: its holder is gone. Replace it only if it is still that stale claim,
+            # so a fresh claim another process took meanwhile is never overwritten
+            if self.loc.swap(key, payload, expect=raw):
+                self.names.append(name)
+                return None
+        found = _read(self.loc, key)
+        return None if found is None else found[0]
 
     def acquire(self, names: Iterable[str], *, store: str) -> None:
         """Take every claim in ``names`` or none of them."""
@@ -167,11 +151,9 @@ class LockSet:
                 taken.append(name)
 
     def _release_one(self, name: str) -> None:
-        path = self._path(name)
-        other = _read_holder(path)
-        if other is not None and other.run_id == self.holder.run_id:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
+        found = _read(self.loc, self._key(name))
+        if found is not None and found[0].run_id == self.holder.run_id:
+            self.loc.delete(self._key(name))
         if name in self.names:
             self.names.remove(name)
 
@@ -186,40 +168,44 @@ class LockSet:
         self.release()
 
 
-def acquire(root: Path, names: Iterable[str], *, store: str, command: str | None = None) -> LockSet:
-    locks = LockSet(root, Holder.me(command))
+def acquire(
+    loc: Location, names: Iterable[str], *, store: str, command: str | None = None
+) -> LockSet:
+    locks = LockSet(loc, Holder.me(command))
     locks.acquire(names, store=store)
     return locks
 
 
-def list_claims(root: Path) -> Iterator[tuple[str, Holder, bool | None]]:
-    """Every claim under ``root``: (name, holder, alive?)."""
-    base = root / LOCK_DIR
-    if not base.is_dir():
-        return
-    for path in sorted(base.rglob("*.json")):
-        holder = _read_holder(path)
-        if holder is None:
+def list_claims(loc: Location) -> Iterator[tuple[str, Holder, bool | None]]:
+    """Every claim of the store at ``loc``: (name, holder, alive?)."""
+    keys = sorted(
+        key
+        for key, _ in loc.list(f"{LOCK_DIR}/")
+        if key.endswith(".json") and not key.rsplit("/", 1)[-1].startswith(".")
+    )
+    for key in keys:
+        found = _read(loc, key)
+        if found is None:
             continue
-        name = str(path.relative_to(base).with_suffix(""))
+        holder = found[0]
+        name = key[len(LOCK_DIR) + 1 : -len(".json")]
         yield name, holder, (holder.is_alive() if holder.pid >= 0 else False)
 
 
-def live_claims(root: Path, *, exclude_run: str | None = None, prefix: str = "") -> list[str]:
+def live_claims(loc: Location, *, exclude_run: str | None = None, prefix: str = "") -> list[str]:
     """Names of claims whose holder is (or may be) alive, other than ``exclude_run``'s."""
     return [
         f"{name} ({holder.describe()})"
-        for name, holder, alive in list_claims(root)
+        for name, holder, alive in list_claims(loc)
         if alive is not False and holder.run_id != exclude_run and name.startswith(prefix)
     ]
 
 
-def clear_claims(root: Path, *, force: bool = False) -> list[str]:
+def clear_claims(loc: Location, *, force: bool = False) -> list[str]:
     """Remove stale claims (and, with ``force``, claims held by other hosts)."""
     cleared = []
-    for name, holder, alive in list_claims(root):
+    for name, holder, alive in list_claims(loc):
         if alive is False or (alive is None and force):
-            with contextlib.suppress(FileNotFoundError):
-                (root / LOCK_DIR / f"{name}.json").unlink()
+            loc.delete(LockSet._key(name))
             cleared.append(f"{name} ({holder.describe()})")
     return cleared

@@ -34,6 +34,7 @@ from .errors import (
 )
 from .genes import GeneIndex, merge_intervals
 from .genome import Genome, read_ccre_bed, read_gtf
+from .location import Location
 from .oracles.base import OutputHead
 from .recipes import Recipe, load_recipe
 from .sampling import (
@@ -47,7 +48,7 @@ from .sampling import (
     rows_sha256,
     table_sha256,
 )
-from .store import ChorusStore, GeneRows, Layout, PlanArrays
+from .store import ChorusStore, GeneRows, Layout, PlanArrays, is_chorus_store
 from .tracks import TrackTable
 
 __all__ = [
@@ -532,9 +533,9 @@ def plan_store(
         index = _gene_index(recipe, gtf)
         meta["genes"] = {"mode": index.mode, "gtf_sha256": _file_sha256(Path(str(gtf)))}
     genome_attrs = {**genome.fingerprint.as_dict(), "fasta_path": str(genome.path)}
-    path = Path(store_path).expanduser()
-    if (path / "zarr.json").exists():
-        return _confirm_existing(path, genome, meta, tracks)
+    loc = Location.of(store_path)
+    if is_chorus_store(loc):
+        return _confirm_existing(loc.url, genome, meta, tracks)
     attrs = {
         "oracle": {"name": recipe.name, "fingerprint": None, "description": None},
         "genome": genome_attrs,
@@ -552,7 +553,7 @@ def plan_store(
         position_genes = variant_genes = GeneRows.empty()
         gene_bins = np.full((len(positions), BIN_SAMPLES), -1, np.int32)
     return ChorusStore.create(
-        path,
+        loc.url,
         attrs=attrs,
         tracks=tracks,
         plan=PlanArrays(
@@ -611,11 +612,11 @@ def _gene_index(recipe: Recipe, gtf: str | Path | None) -> GeneIndex:
 
 
 def _confirm_existing(
-    path: Path, genome: Genome, meta: dict[str, Any], tracks: TrackTable
+    path: str, genome: Genome, meta: dict[str, Any], tracks: TrackTable
 ) -> ChorusStore:
     store = ChorusStore.open(path)
     genome.fingerprint.require_same(
-        store.attrs["genome"], what=f"the store {store.path}", fasta=genome.path
+        store.attrs["genome"], what=f"the store {store.url}", fasta=genome.path
     )
     stored = dict(store.attrs["plan"])
     stored.update(stored.pop("base", None) or {})  # rows appended later: compare the base plan
@@ -623,14 +624,14 @@ def _confirm_existing(
     diffs = _diff_keys(stored, meta)
     if diffs:
         raise PlanMismatchError(
-            f"{store.path} holds a different plan; refusing to mix plans in one store. "
+            f"{store.url} holds a different plan; refusing to mix plans in one store. "
             f"Differences: " + "; ".join(diffs[:6]) + ". Build a new store for the new plan."
         )
     stored_tracks = store.tracks
     if stored_tracks.sha256() != tracks.sha256():
         hint = (
             f"; it extends the store's table: add the new tracks with `chorus-store "
-            f"add-tracks {store.path}`"
+            f"add-tracks {store.url}`"
             if stored_tracks.is_prefix_of(tracks)
             else ""
         )
@@ -653,15 +654,15 @@ def add_tracks(store_path: str | Path, recipe: Recipe | str | Path) -> int:
     if len(tracks.gene_tracks) and not store.layout.position_gene_rows:
         raise TrackTableMismatchError(
             f"the new tracks include gene_expression (RNA) tracks, which are scored per gene, "
-            f"but {store.path} was planned without any, so it has no (position, gene) "
+            f"but {store.url} was planned without any, so it has no (position, gene) "
             f"records; plan a new store with the whole track table (and --gtf)"
         )
     if not store.tracks.is_prefix_of(tracks):
         raise TrackTableMismatchError(
-            f"the recipe's track table does not extend {store.path}'s (its first "
+            f"the recipe's track table does not extend {store.url}'s (its first "
             f"{len(store.tracks)} rows differ); only appending tracks is supported"
         )
-    with store.structural_lock(f"chorus-store add-tracks {store.path}"):
+    with store.structural_lock(f"chorus-store add-tracks {store.url}"):
         store = ChorusStore.open(store_path, mode="r+")
         recipe_attrs = {**store.attrs["recipe"], "tracks": recipe.tracks}
         added = store.append_tracks(tracks, {**store.attrs, "recipe": recipe_attrs})
@@ -707,7 +708,7 @@ def add_rows(
         fasta or store.attrs["genome"]["fasta_path"], assembly=store.attrs["genome"].get("assembly")
     )
     genome.fingerprint.require_same(
-        store.attrs["genome"], what=f"the store {store.path}", fasta=genome.path
+        store.attrs["genome"], what=f"the store {store.url}", fasta=genome.path
     )
     plan = store.attrs["plan"]
     rows = assess_windows(
@@ -717,7 +718,7 @@ def add_rows(
         float(plan["max_n_fraction"]),
     )
     recipe = Recipe.from_stored(store.attrs["recipe"])
-    with store.structural_lock(f"chorus-store add-{group} {store.path}"):
+    with store.structural_lock(f"chorus-store add-{group} {store.url}"):
         store = ChorusStore.open(store_path, mode="r+")
         first = len(store.plan_table(group))
         table = pd.concat([store.plan_table(group), rows], ignore_index=True)

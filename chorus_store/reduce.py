@@ -125,8 +125,8 @@ def require_reduced(store: ChorusStore) -> None:
     if stale:
         what = ", ".join(f"{k} {v} block(s)" for k, v in stale.items())
         raise IncompleteStageError(
-            f"{store.path}: reductions are missing or out of date ({what}). Run "
-            f"`chorus-store reduce {store.path}`."
+            f"{store.url}: reductions are missing or out of date ({what}). Run "
+            f"`chorus-store reduce {store.url}`."
         )
 
 
@@ -189,10 +189,10 @@ def reduce(
     require_complete(store)
     layers = layers or active_layers(store)
     report = ReduceReport()
-    with store.claim(["reduce"], command=f"chorus-store reduce {store.path}"):
-        busy = locks.live_claims(store.path, prefix=locks.STRUCTURE)
+    with store.claim(["reduce"], command=f"chorus-store reduce {store.url}"):
+        busy = locks.live_claims(store.location, prefix=locks.STRUCTURE)
         if busy:
-            raise IncompleteStageError(f"{store.path} is being restructured by {busy[0]}")
+            raise IncompleteStageError(f"{store.url} is being restructured by {busy[0]}")
         tracks = store.tracks
         signed = tracks.signed
         chunk = store.layout.track_chunk
@@ -208,7 +208,7 @@ def reduce(
                 t0, t1 = b * chunk, min((b + 1) * chunk, len(tracks))
                 tasks.append(
                     dask.delayed(_write_block)(
-                        str(store.path),
+                        store.url,
                         layer,
                         b,
                         t0,
@@ -230,7 +230,7 @@ def reduce(
                     counts = dask.compute(*tasks, scheduler=scheduler, **kwargs)
             except ValueError as exc:
                 if is_checksum_error(exc):
-                    raise as_corruption(store.path, "a reduced layer's source", exc) from exc
+                    raise as_corruption(store.url, "a reduced layer's source", exc) from exc
                 raise
             report.values_reduced = int(sum(counts))
     report.seconds = time.perf_counter() - t_start

@@ -2,31 +2,27 @@
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from . import locks
 from .build import pending_summary
+from .location import Location
 from .reduce import active_layers, layer_fingerprints, stale_blocks
 from .store import DATA_GROUPS, ChorusStore, is_checksum_error, load_schema
 
 __all__ = ["status", "verify", "unlock", "disk_usage"]
 
 
-def disk_usage(path: Path) -> tuple[int, int, int]:
-    """Bytes, files, and leftover ``*.partial`` temporaries (of writes a kill interrupted)."""
+def disk_usage(loc: Location) -> tuple[int, int, int]:
+    """Bytes, files (objects), and leftover ``*.partial`` temporaries (of writes a kill
+    interrupted; object stores never leave any: a PUT lands whole or not at all)."""
     total = files = partial = 0
-    for root, _, names in os.walk(path):
-        for name in names:
-            files += 1
-            p = os.path.join(root, name)
-            try:
-                total += os.path.getsize(p)
-            except OSError:
-                continue
-            partial += name.endswith(".partial")
+    for key, size in loc.list():
+        files += 1
+        total += size
+        partial += key.endswith(".partial")
     return total, files, partial
 
 
@@ -39,9 +35,9 @@ def status(store_path: str | Path) -> dict[str, Any]:
     for layer in active_layers(store):
         total = len(layer_fingerprints(store, layer))
         reductions[layer] = {"blocks": total, "stale": len(stale_blocks(store, layer))}
-    size, files, partial = disk_usage(store.path)
+    size, files, partial = disk_usage(store.location)
     return {
-        "store": str(store.path),
+        "store": store.url,
         "schema_version": attrs["schema_version"],
         "software_version": attrs["software_version"],
         "oracle": attrs["oracle"]["name"],
@@ -60,7 +56,7 @@ def status(store_path: str | Path) -> dict[str, Any]:
         "disk": {"bytes": size, "files": files, "partial_files": partial},
         "claims": [
             {"name": name, "holder": holder.describe(), "alive": alive}
-            for name, holder, alive in locks.list_claims(store.path)
+            for name, holder, alive in locks.list_claims(store.location)
         ],
     }
 
@@ -128,8 +124,7 @@ def verify(store_path: str | Path, *, repair: bool = False) -> dict[str, Any]:
         for name, shard, ts in damaged_units:
             group = name.split("/")[0]
             for key in _chunk_keys(store, name, shard, ts):
-                path = store.path / key
-                path.unlink(missing_ok=True)
+                store.location.delete(key)
             t0 = ts * lay.track_shard
             store.array(f"{group}/done_rows")[shard, t0 : t0 + lay.track_shard] = 0
         for layer, b in stale_reductions:
@@ -148,4 +143,4 @@ def unlock(store_path: str | Path, *, force: bool = False) -> list[str]:
     Only use ``force`` when no process anywhere is still building this store.
     """
     store = ChorusStore.open(store_path)
-    return locks.clear_claims(store.path, force=force)
+    return locks.clear_claims(store.location, force=force)

@@ -30,6 +30,7 @@ from zarr.codecs import BloscCodec, Crc32cCodec
 from . import locks
 from ._version import __version__
 from .errors import CorruptChunkError, SchemaError, StoreMismatchError
+from .location import Location
 from .resources import data_dir
 from .tracks import TRACK_COLUMNS, TrackTable
 
@@ -190,8 +191,9 @@ class ChorusStore:
     xarray view) for an existing one.
     """
 
-    def __init__(self, path: Path, root: zarr.Group, *, writable: bool) -> None:
-        self.path = path
+    def __init__(self, location: Location, root: zarr.Group, *, writable: bool) -> None:
+        self.location = location
+        self.url = location.url
         self.root = root
         self.writable = writable
         stored = root.attrs.get(ROOT_KEY, {})
@@ -203,7 +205,7 @@ class ChorusStore:
     @classmethod
     def create(
         cls,
-        path: str | Path,
+        url: str | Path,
         *,
         attrs: dict[str, Any],
         tracks: TrackTable,
@@ -215,17 +217,10 @@ class ChorusStore:
         ``attrs`` are the root attributes (oracle, genome, plan, ...); schema version,
         software version, creation time, layout and the track-table hash are added here.
         """
-        final = Path(path).expanduser().resolve()
-        if final.exists() and any(final.iterdir()):
-            raise StoreMismatchError(
-                f"{final} already exists and is not empty; choose a new store path, or "
-                f"resume the existing store with `chorus-store build {final}`"
-            )
-        # build the store under a temporary name and rename it into place: a process
-        # killed while creating leaves no half-made store behind
-        path = final.with_name(f".{final.name}.creating-{uuid.uuid4().hex[:12]}")
-        root = zarr.open_group(str(path), mode="w", zarr_format=3)
-        store = cls(path, root, writable=True)
+        final = Location.of(url)
+        creating = _begin_create(final)
+        root = _open_group(creating, "w-")
+        store = cls(creating, root, writable=True)
         full = {
             "schema_version": SCHEMA_VERSION,
             "software_version": __version__,
@@ -285,33 +280,39 @@ class ChorusStore:
             store.array(f"reductions/{layer}/quantile")[:] = np.linspace(0.0, 1.0, layout.n_points)
         store._sync_coords()
         full["tracks"] = {"n_tracks": len(tracks), "sha256": tracks.sha256()}
-        store.set_attrs(full)
+        store.set_attrs(full)  # the mark of a finished store: written last
         store.consolidate()
-        try:
-            os.rename(path, final)  # replaces an empty directory; fails on a non-empty one
-        except OSError as exc:
-            shutil.rmtree(path, ignore_errors=True)
-            raise StoreMismatchError(f"{final} was created by another process meanwhile") from exc
-        return cls.open(final, mode="r+")
+        _finish_create(creating, final)
+        return cls.open(final.url, mode="r+")
 
     @classmethod
-    def open(cls, path: str | Path, *, mode: Literal["r", "r+"] = "r") -> ChorusStore:
-        """Open an existing store (``mode="r"`` or ``"r+"``) and check its schema version."""
-        path = Path(path).expanduser().resolve()
-        if not (path / "zarr.json").is_file():
+    def open(cls, url: str | Path, *, mode: Literal["r", "r+"] = "r") -> ChorusStore:
+        """Open an existing store (``mode="r"`` or ``"r+"``) and check its schema version.
+
+        ``url`` is a directory, ``file://`` path or an object-store URL (``s3://…``).
+        """
+        loc = Location.of(url)
+        path = loc.url
+        if not loc.exists("zarr.json"):
             raise SchemaError(
                 f"{path} is not a chorus-store (no zarr.json); create one with "
                 f"`chorus-store plan {path} ...`"
             )
         try:
-            root = zarr.open_group(str(path), mode=mode, zarr_format=3)
+            root = _open_group(loc, mode)
         except Exception as exc:  # noqa: BLE001 - zarr raises many types for bad metadata
             raise SchemaError(f"{path}: cannot open as a Zarr v3 group: {exc}") from exc
         if ROOT_KEY not in root.attrs:
             raise SchemaError(
                 f"{path} is a Zarr group but not a chorus-store (no '{ROOT_KEY}' attributes)"
+                + (
+                    "; it is a store whose `chorus-store plan` was interrupted: plan again "
+                    "(the half-made store is replaced)"
+                    if loc.exists(CREATING_MARK)
+                    else ""
+                )
             )
-        store = cls(path, root, writable=mode != "r")
+        store = cls(loc, root, writable=mode != "r")
         if "pending_change" in store.attrs:
             op = store.attrs["pending_change"].get("op", "change")
             if mode == "r":
@@ -435,13 +436,13 @@ class ChorusStore:
         """The Zarr array ``group/name``, e.g. ``store.array("baselines/summary")``."""
         arr = self.root[name]
         if not isinstance(arr, zarr.Array):
-            raise SchemaError(f"{self.path}/{name} is a group, expected an array")
+            raise SchemaError(f"{self.url}/{name} is a group, expected an array")
         return arr
 
     def group(self, name: str) -> zarr.Group:
         grp = self.root[name]
         if not isinstance(grp, zarr.Group):
-            raise SchemaError(f"{self.path}/{name} is an array, expected a group")
+            raise SchemaError(f"{self.url}/{name} is an array, expected a group")
         return grp
 
     def read(self, name: str, selection: Any = slice(None)) -> np.ndarray:
@@ -450,7 +451,7 @@ class ChorusStore:
             return np.asarray(self.array(name)[selection])
         except ValueError as exc:
             if is_checksum_error(exc):
-                raise as_corruption(self.path, name, exc) from exc
+                raise as_corruption(self.url, name, exc) from exc
             raise
 
     # ---------------------------------------------------------------- attrs
@@ -463,7 +464,7 @@ class ChorusStore:
         with warnings.catch_warnings():
             # the claims folder (.chorus-locks) is not a Zarr node; zarr says so when listing
             warnings.filterwarnings("ignore", message="Object at .chorus-locks")
-            zarr.consolidate_metadata(str(self.path))
+            zarr.consolidate_metadata(self.location.zarr_store(read_only=False))
 
     # ---------------------------------------------------------------- tables
     def _write_table(self, gname: str, df: pd.DataFrame, start: int) -> None:
@@ -561,9 +562,7 @@ class ChorusStore:
                     arr.resize(shape)
         # array handles come from the consolidated metadata: refresh it, then reopen
         self.consolidate()
-        self.root = zarr.open_group(
-            str(self.path), mode="r+" if self.writable else "r", zarr_format=3
-        )
+        self.root = _open_group(self.location, "r+" if self.writable else "r")
 
     # A growth (append tracks or rows) resizes many arrays one after another. It is made
     # crash-safe as a journalled, idempotent change: the whole change (target sizes, the
@@ -685,27 +684,27 @@ class ChorusStore:
     def _recover(self) -> None:
         """Finish a growth a killed process left half done (see :meth:`_change`)."""
         with self.structural_lock("finish an interrupted change"):
-            root = zarr.open_group(str(self.path), mode="r+", zarr_format=3)
-            fresh = ChorusStore(self.path, root, writable=True)
+            root = _open_group(self.location, "r+")
+            fresh = ChorusStore(self.location, root, writable=True)
             pending = fresh.attrs.get("pending_change")
             if pending:
                 fresh._apply(pending)
-        self.root = zarr.open_group(str(self.path), mode="r+", zarr_format=3)
+        self.root = _open_group(self.location, "r+")
         self.attrs = dict(self.root.attrs[ROOT_KEY])  # type: ignore[arg-type]
         self._cache.clear()
 
     # ---------------------------------------------------------------- claims
     def claim(self, names: list[str], *, command: str | None = None) -> locks.LockSet:
         """Take claims on parts of this store (see :mod:`chorus_store.locks`)."""
-        return locks.acquire(self.path, names, store=str(self.path), command=command)
+        return locks.acquire(self.location, names, store=self.url, command=command)
 
     def structural_lock(self, command: str) -> locks.LockSet:
         """Claim the whole store's shape; refused while any build holds a part of it."""
         held = self.claim([locks.STRUCTURE], command=command)
-        busy = locks.live_claims(self.path, exclude_run=held.holder.run_id, prefix="build/")
+        busy = locks.live_claims(self.location, exclude_run=held.holder.run_id, prefix="build/")
         if busy:
             held.release()
-            raise locks_error(self.path, busy, command)
+            raise locks_error(self.url, busy, command)
         return held
 
     # ---------------------------------------------------------------- validation
@@ -720,9 +719,7 @@ class ChorusStore:
         try:
             sizes = self.sizes
         except KeyError as exc:
-            raise SchemaError(
-                f"{self.path}: core array missing ({exc}); not a valid store"
-            ) from exc
+            raise SchemaError(f"{self.url}: core array missing ({exc}); not a valid store") from exc
         for gname, gspec in schema["groups"].items():
             if gname not in self.root:
                 problems.append(f"group '{gname}' missing")
@@ -750,7 +747,7 @@ class ChorusStore:
                     problems.append(f"'{key}' has dtype {arr.dtype}, schema says {want}")
         if problems:
             raise SchemaError(
-                f"{self.path} does not match store schema v{SCHEMA_VERSION}:\n  - "
+                f"{self.url} does not match store schema v{SCHEMA_VERSION}:\n  - "
                 + "\n  - ".join(problems)
             )
 
@@ -761,7 +758,7 @@ class ChorusStore:
 
         out = {}
         for gname in load_schema()["groups"]:
-            ds = xr.open_zarr(str(self.path), group=gname, zarr_format=3)
+            ds = xr.open_zarr(self.location.zarr_store(read_only=True), group=gname, zarr_format=3)
             # coordinates are small and used for selection: load them, keep data lazy
             out[gname] = ds.assign_coords({k: ds[k].load() for k in ds.coords})
         return out
@@ -772,6 +769,62 @@ class ChorusStore:
         rows = self.layout.shard_rows(group)
         for s in range(math.ceil(n / rows)):
             yield s, s * rows, min(n, (s + 1) * rows)
+
+
+CREATING = "create"  # the claim held while a store is being created on an object store
+CREATING_MARK = f"{locks.LOCK_DIR}/{CREATING}.json"
+
+
+def _open_group(loc: Location, mode: Literal["r", "r+", "w-"]) -> zarr.Group:
+    return zarr.open_group(loc.zarr_store(read_only=mode == "r"), mode=mode, zarr_format=3)
+
+
+def _begin_create(final: Location) -> Location:
+    """Where to write a new store that must appear at ``final`` whole or not at all.
+
+    On a filesystem: a hidden sibling directory, renamed into place by
+    :func:`_finish_create`, so a killed ``plan`` leaves no half-made store. An object
+    store has no rename: the store is written in place under a ``create`` claim, and
+    its root attributes (what makes it a chorus-store) are written last; a half-made
+    store left by a killed ``plan`` is recognised by its claim and replaced by the next.
+    """
+    exists_msg = (
+        f"{final.url} already exists and is not empty; choose a new store path, or "
+        f"resume the existing store with `chorus-store build {final.url}`"
+    )
+    path = final.local_path
+    if path is not None:
+        if path.exists() and any(path.iterdir()):
+            raise StoreMismatchError(exists_msg)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return Location.of(path.with_name(f".{path.name}.creating-{uuid.uuid4().hex[:12]}"))
+    half_made = final.exists(CREATING_MARK) and not is_chorus_store(final)
+    if not final.is_empty() and not half_made:
+        raise StoreMismatchError(exists_msg)
+    # held until _finish_create removes it; refused while another `plan` is creating here
+    locks.acquire(final, [CREATING], store=final.url, command="chorus-store plan")
+    for key, _ in list(final.list()):
+        if key != CREATING_MARK:
+            final.delete(key)  # a half-made store whose creator is gone
+    return final
+
+
+def is_chorus_store(loc: Location) -> bool:
+    """True when ``loc`` holds a finished chorus-store (its root attributes are written)."""
+    raw = loc.get("zarr.json")
+    return raw is not None and ROOT_KEY in json.loads(raw).get("attributes", {})
+
+
+def _finish_create(creating: Location, final: Location) -> None:
+    src, dst = creating.local_path, final.local_path
+    if src is None or dst is None:
+        final.delete(CREATING_MARK)
+        return
+    try:
+        os.rename(src, dst)  # replaces an empty directory; fails on a non-empty one
+    except OSError as exc:
+        shutil.rmtree(src, ignore_errors=True)
+        raise StoreMismatchError(f"{dst} was created by another process meanwhile") from exc
 
 
 def _pack(values: np.ndarray) -> dict[str, Any]:
@@ -792,7 +845,7 @@ def is_checksum_error(exc: BaseException) -> bool:
     return isinstance(exc, ValueError) and "checksum" in str(exc).lower()
 
 
-def as_corruption(path: Path, name: str, exc: BaseException) -> CorruptChunkError:
+def as_corruption(path: str, name: str, exc: BaseException) -> CorruptChunkError:
     """The error to raise for a chunk of ``name`` failing its checksum."""
     return CorruptChunkError(
         f"{path}: a stored chunk of '{name}' fails its CRC32C checksum ({exc}); the data on "
@@ -801,7 +854,7 @@ def as_corruption(path: Path, name: str, exc: BaseException) -> CorruptChunkErro
     )
 
 
-def locks_error(path: Path, busy: list[str], command: str) -> Exception:
+def locks_error(path: str, busy: list[str], command: str) -> Exception:
     from .errors import StoreLockedError
 
     return StoreLockedError(
@@ -814,6 +867,8 @@ def locks_error(path: Path, busy: list[str], command: str) -> Exception:
 
 def open_store(path: str | Path) -> dict[str, Any]:
     """Open a store read-only as xarray datasets, one per group.
+
+    ``path`` is a directory or an object-store URL (``s3://bucket/demo.zarr``).
 
     Returns a dict with keys ``tracks``, ``plan/positions``, ``plan/variants``,
     ``baselines``, ``variants`` and ``reductions/{effect,summary,perbin}``.

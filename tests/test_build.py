@@ -169,8 +169,9 @@ def test_a_second_writer_is_refused_and_a_dead_ones_claims_are_taken_over(
         [
             sys.executable,
             "-c",
-            "import sys, time, pathlib; from chorus_store.locks import acquire;"
-            "acquire(pathlib.Path(sys.argv[1]), ['build/baselines/s000001-t0001'], store='s',"
+            "import sys, time; from chorus_store.locks import acquire;"
+            "from chorus_store.location import Location;"
+            "acquire(Location.of(sys.argv[1]), ['build/baselines/s000001-t0001'], store='s',"
             " command='another build'); print('held', flush=True); time.sleep(120)",
             str(store),
         ],
