@@ -27,7 +27,9 @@ out = Console()
 
 StorePath = Annotated[
     str,
-    typer.Argument(help="The Zarr store: a directory, or an object-store URL (s3://bucket/x.zarr)."),
+    typer.Argument(
+        help="The Zarr store: a directory, or an object-store URL (s3://bucket/x.zarr)."
+    ),
 ]
 
 

@@ -219,7 +219,7 @@ class ChorusStore:
         """
         final = Location.of(url)
         creating = _begin_create(final)
-        root = _open_group(creating, "w-")
+        root = _open_group(creating, "a")  # empty but for the create claim
         store = cls(creating, root, writable=True)
         full = {
             "schema_version": SCHEMA_VERSION,
@@ -775,7 +775,7 @@ CREATING = "create"  # the claim held while a store is being created on an objec
 CREATING_MARK = f"{locks.LOCK_DIR}/{CREATING}.json"
 
 
-def _open_group(loc: Location, mode: Literal["r", "r+", "w-"]) -> zarr.Group:
+def _open_group(loc: Location, mode: Literal["r", "r+", "a"]) -> zarr.Group:
     return zarr.open_group(loc.zarr_store(read_only=mode == "r"), mode=mode, zarr_format=3)
 
 

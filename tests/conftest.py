@@ -1,6 +1,12 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -43,3 +49,62 @@ def small_copy(small_build: tuple[Path, Path], tmp_path: Path) -> Path:
     dst = tmp_path / "demo.zarr"
     shutil.copytree(small_build[0], dst)
     return dst
+
+
+# --------------------------------------------------------------------------------------
+# a real S3-protocol server (moto) on loopback, for the object-store tests
+# --------------------------------------------------------------------------------------
+
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "chorus-test",
+    "AWS_SECRET_ACCESS_KEY": "chorus-test-secret",
+    "AWS_REGION": "us-east-1",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_ALLOW_HTTP": "true",
+}
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[str]:
+    """``http://127.0.0.1:PORT`` of a moto S3 server in its own process; the AWS
+    environment variables point every client (and every subprocess) at it."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the moto S3 server did not start") from None
+            time.sleep(0.1)
+    saved = {k: os.environ.get(k) for k in [*S3_ENV, "AWS_ENDPOINT_URL"]}
+    os.environ.update(S3_ENV, AWS_ENDPOINT_URL=endpoint)
+    try:
+        yield endpoint
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture()
+def s3_bucket(s3_server: str, request: pytest.FixtureRequest) -> str:
+    """A fresh, empty bucket on the loopback S3 server; returns ``s3://<bucket>``."""
+    import boto3
+
+    name = "t-" + uuid.uuid4().hex[:20]
+    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=name)
+    return f"s3://{name}"
