@@ -13,14 +13,14 @@ disjoint parts run side by side and a second build of the same part is refused.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import errno
 import logging
-import multiprocessing as mp
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,14 @@ from typing import Any
 import numpy as np
 
 from . import locks
+from .cluster import (
+    WorkerSpec,
+    dashboard_link,
+    open_client,
+    oracle_facts,
+    probe_on_cluster,
+    run_on_cluster,
+)
 from .errors import (
     IncompleteStageError,
     OracleMismatchError,
@@ -554,56 +562,41 @@ def run_tasks(
 
 
 # --------------------------------------------------------------------------------------
-# worker processes
-# --------------------------------------------------------------------------------------
-
-_WORKER: _Context | None = None
-
-
-def _worker_init(
-    store_path: str,
-    recipe: dict[str, Any],
-    fasta: str,
-    weights: str | None,
-    device: str,
-    batch_size: int | None,
-) -> None:
-    global _WORKER
-    store = ChorusStore.open(store_path, mode="r+")
-    oracle = Recipe.from_stored(recipe).load_oracle(weights=weights, device=device)
-    genome = Genome(fasta, assembly=store.attrs["genome"].get("assembly"))
-    _WORKER = _Context(store, oracle, genome, batch_size)
-
-
-def _worker_run(task: Task) -> BuildReport:
-    assert _WORKER is not None
-    return run_tasks(_WORKER, [task])
-
-
-# --------------------------------------------------------------------------------------
 # the stage
 # --------------------------------------------------------------------------------------
 
 
-def _check_oracle(store: ChorusStore, oracle: Oracle) -> None:
-    """Pin the oracle's fingerprint at the first build; refuse a different one later."""
+def _check_oracle(store: ChorusStore, recipe: Recipe, facts: dict[str, Any]) -> None:
+    """Check a loaded oracle (:func:`~chorus_store.cluster.oracle_facts`) against the
+    recipe; pin its fingerprint at the first build and refuse a different one later."""
+    per_model = bool(recipe.oracle.get("per_model", False))
+    if facts["joint_tracks"] and not recipe.oracle.get("joint_tracks", False):
+        raise RecipeError(
+            f"the {facts['name']} adapter computes effects from all tracks of a row at once; "
+            f"set joint_tracks = true in the recipe's [oracle] section"
+        )
+    if facts["per_model"] != per_model:
+        raise RecipeError(
+            f"the recipe says per_model = {per_model} but the {facts['name']} adapter is "
+            f"{'one model per track' if facts['per_model'] else 'one model for all tracks'}"
+        )
     info = dict(store.attrs["oracle"])
     if info.get("fingerprint") is None:
         with store.claim(["oracle-pin"], command="pin oracle fingerprint"):
             fresh = ChorusStore.open(store.url, mode="r+")
             info = dict(fresh.attrs["oracle"])
             if info.get("fingerprint") is None:
-                info["fingerprint"] = oracle.fingerprint
-                info["description"] = oracle.describe()
+                info["fingerprint"] = facts["fingerprint"]
+                info["description"] = facts["description"]
                 attrs = dict(fresh.attrs)
                 attrs["oracle"] = info
                 fresh.set_attrs(attrs)
                 fresh.consolidate()
                 store.attrs = attrs
                 return
-    if info["fingerprint"] != oracle.fingerprint:
+    if info["fingerprint"] != facts["fingerprint"]:
         old = info.get("description") or {}
-        new = oracle.describe()
+        new = facts["description"]
         diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         detail = "; ".join(f"{k}: store {old.get(k)!r} vs now {new.get(k)!r}" for k in diff[:4])
         detail = detail or "batch shape or heads differ"
@@ -658,6 +651,8 @@ def build(
     oracle: Oracle | None = None,
     batch_size: int | None = None,
     progress: bool = True,
+    client: Any = None,
+    scheduler: str | None = None,
 ) -> BuildReport:
     """Build every pending row of ``store_path`` (resumable, idempotent).
 
@@ -669,12 +664,20 @@ def build(
         ``(k, n)``: only row shards ``s`` with ``s % n == k``, to split a build over
         machines or GPUs without a merge step.
     workers
-        Processes running tasks at once on this machine (each loads the model once).
+        Worker processes on this machine: more than one starts a dask.distributed
+        ``LocalCluster`` (one GPU per worker where there are GPUs); each loads the model
+        once.
+    client, scheduler
+        Run the tasks on a dask.distributed cluster: a ``distributed.Client``, or the
+        address of a scheduler (``tcp://host:8786``). Workers load the model from the
+        recipe and write their shards straight to the store, which must be reachable
+        from them (a shared filesystem or an object-store URL).
     fasta, recipe, weights, device
         Override the FASTA path, recipe and weights recorded in the store; each must
         match what the store was planned with (refused otherwise, naming what differs).
     oracle
-        An already-loaded oracle (Python API); its fingerprint is checked like any other.
+        An already-loaded oracle (Python API, one process); its fingerprint is checked
+        like any other.
     batch_size
         Sequences read, encoded and passed to the oracle per step (default: the model's
         batch size). The model itself always runs on batches of the recipe's
@@ -685,10 +688,10 @@ def build(
     BuildReport
         Rows built, tasks, oracle calls and time spent in the oracle.
     """
-    if oracle is not None and workers > 1:
+    if oracle is not None and (workers > 1 or client is not None or scheduler is not None):
         raise ValueError(
-            "workers > 1 load the oracle from the recipe in each process; "
-            "pass either oracle= or workers=, not both"
+            "cluster workers load the oracle from the recipe in each process; pass either "
+            "oracle= or workers=/client=/scheduler=, not both"
         )
     store = ChorusStore.open(store_path, mode="r+")
     store.validate()
@@ -724,74 +727,44 @@ def build(
         # claims taken: re-read what is pending, another build may have finished some
         store = ChorusStore.open(store_path, mode="r+")
         tasks = plan_tasks(store, part=part, shard=shard, per_model=per_model, joint_tracks=joint)
-        if oracle is None:
-            oracle = recipe.load_oracle(weights=weights, device=device)
-        if oracle.joint_tracks and not joint:
-            raise RecipeError(
-                f"the {oracle.name} adapter computes effects from all tracks of a row at once; "
-                f"set joint_tracks = true in the recipe's [oracle] section"
-            )
-        if oracle.per_model != per_model:
-            raise RecipeError(
-                f"the recipe says per_model = {per_model} but the {oracle.name} adapter is "
-                f"{'one model per track' if oracle.per_model else 'one model for all tracks'}"
-            )
-        _check_oracle(store, oracle)
-        with _progress(progress, tasks) as advance:
-            if workers <= 1 or len(tasks) == 1:
+        if client is None and scheduler is None and workers <= 1:
+            if oracle is None:
+                oracle = recipe.load_oracle(weights=weights, device=device)
+            _check_oracle(store, recipe, oracle_facts(oracle))
+            with _progress(progress, tasks) as advance:
                 ctx = _Context(store, oracle, genome, batch_size)
                 report.merge(run_tasks(ctx, tasks, on_rows=advance))
-            else:
-                report.merge(
-                    _run_pool(
-                        store,
-                        recipe,
-                        fasta_path,
-                        weights,
-                        device,
-                        batch_size,
-                        tasks,
-                        workers,
-                        advance,
-                    )
-                )
+        else:
+            spec = WorkerSpec(
+                store=store.url,
+                recipe=recipe.to_dict(),
+                fasta=fasta_path,
+                weights=weights,
+                device=device,
+                batch_size=batch_size,
+                run_id=claims.holder.run_id,
+                assembly=store.attrs["genome"].get("assembly"),
+            )
+            given = contextlib.nullcontext(client) if client is not None else None
+            with given or open_client(scheduler, workers) as cl:
+                _check_oracle(store, recipe, probe_on_cluster(cl, spec))
+                spec = dataclasses.replace(spec, fingerprint=store.attrs["oracle"]["fingerprint"])
+                link = dashboard_link(cl)
+                if progress and link:
+                    _console().print(f"dask dashboard: {link}", highlight=False)
+                with _progress(progress, tasks) as advance:
+                    for part_report in run_on_cluster(cl, spec, tasks, advance):
+                        report.merge(part_report)
     finally:
         claims.release()
     report.seconds = time.perf_counter() - t_start
     return report
 
 
-def _run_pool(
-    store: ChorusStore,
-    recipe: Recipe,
-    fasta: str,
-    weights: str | None,
-    device: str,
-    batch_size: int | None,
-    tasks: list[Task],
-    workers: int,
-    advance: Callable[[int], None],
-) -> BuildReport:
-    report = BuildReport()
-    ctx = mp.get_context("spawn")
-    with ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=ctx,
-        initializer=_worker_init,
-        initargs=(store.url, recipe.to_dict(), fasta, weights, device, batch_size),
-    ) as pool:
-        futures = {pool.submit(_worker_run, t): t for t in tasks}
-        pending = set(futures)
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
-            for fut in done:
-                if fut.exception() is not None:
-                    for other in pending:
-                        other.cancel()
-                    raise fut.exception()  # type: ignore[misc]
-                report.merge(fut.result())
-                advance(futures[fut].n_rows)
-    return report
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
 
 
 class _progress:

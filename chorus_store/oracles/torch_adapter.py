@@ -38,12 +38,15 @@ def import_object(spec: str) -> Any:
 
 
 def torch_numerics(device: Any) -> dict[str, Any]:
-    """What of a torch runtime changes a model's numbers: version, device, TF32 on CUDA."""
+    """What of a torch runtime changes a model's numbers: version, device, TF32 on CUDA,
+    intra-op threads on CPU."""
     import torch
 
     out: dict[str, Any] = {"runtime": f"torch {torch.__version__}", "device_type": device.type}
     if device.type == "cuda":  # TF32 changes the last bits of every conv/matmul
         out["tf32"] = [torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32]
+    else:  # on CPU the intra-op thread count changes how convolutions split their sums
+        out["cpu_threads"] = torch.get_num_threads()
     return out
 
 

@@ -1,0 +1,290 @@
+"""The build on a dask.distributed cluster.
+
+The coordinator (the process running :func:`chorus_store.build`) takes the claims,
+cuts the work into tasks exactly as a one-process build does, and submits one dask task
+per build task. Each worker process loads the oracle once — lazily, on its first task,
+from the recipe — and keeps it for every later task of the run; tasks carry only a
+small :class:`WorkerSpec` and the task's row range. A worker writes its shards straight
+to the store (a shared filesystem or an object store), and returns a few counters: the
+coordinator never holds a prediction.
+
+Faults are the cluster's to handle: a worker killed mid-task loses that task, which
+the scheduler reruns elsewhere. Rerunning is safe because a task's output is a pure
+function of the store's plan and the oracle, written whole, with ``done_rows`` marked
+last. Workers that advertise a ``GPU`` resource get one task at a time each.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .errors import OracleMismatchError
+
+__all__ = [
+    "WorkerSpec",
+    "gpu_assignment",
+    "local_cluster",
+    "open_client",
+    "probe_on_cluster",
+    "run_on_cluster",
+]
+
+log = logging.getLogger(__name__)
+
+#: the resource name a GPU worker advertises (``dask worker --resources GPU=1``)
+GPU = "GPU"
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What a worker needs to run tasks of one build run (small; shipped once)."""
+
+    store: str
+    recipe: dict[str, Any]
+    fasta: str
+    weights: str | None
+    device: str
+    batch_size: int | None
+    run_id: str
+    assembly: str | None = None
+    fingerprint: str | None = None  # the store's pinned oracle; None for the probe
+
+    def model_key(self) -> str:
+        """Workers keep one loaded oracle per distinct (recipe, weights, device, FASTA)."""
+        d = asdict(self)
+        for k in ("store", "run_id", "fingerprint", "batch_size"):
+            d.pop(k)
+        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------------------
+# worker side: state kept per worker process
+# --------------------------------------------------------------------------------------
+
+_LOCK = threading.Lock()
+_ORACLES: dict[str, Any] = {}  # model_key -> (oracle, genome)
+_CONTEXTS: dict[str, Any] = {}  # run_id -> build._Context
+
+
+def _worker_name() -> str:
+    try:
+        from distributed import get_worker
+
+        return str(get_worker().name)
+    except ValueError:
+        return "local"
+
+
+def gpu_assignment(worker_name: str, gpus: list[str]) -> str | None:
+    """The GPU of worker ``worker_name`` among ``gpus``: LocalCluster names its workers
+    0, 1, …; worker ``i`` gets ``gpus[i % len(gpus)]``. None without GPUs or a name
+    that is not a number (a worker started by hand picks its own GPU)."""
+    if not gpus or not worker_name.isdigit():
+        return None
+    return gpus[int(worker_name) % len(gpus)]
+
+
+def _pin_gpu() -> None:
+    """On a LocalCluster worker of a several-GPU machine, see only this worker's GPU.
+
+    Must run before the worker's first CUDA call (its first oracle load)."""
+    gpus = [g for g in os.environ.get("CHORUS_STORE_GPUS", "").split(",") if g]
+    gpu = gpu_assignment(_worker_name(), gpus)
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
+
+
+def _oracle(spec: WorkerSpec) -> tuple[Any, Any]:
+    from .genome import Genome
+    from .recipes import Recipe
+
+    key = spec.model_key()
+    with _LOCK:
+        if key not in _ORACLES:
+            _pin_gpu()
+            oracle = Recipe.from_stored(spec.recipe).load_oracle(
+                weights=spec.weights, device=spec.device
+            )
+            genome = Genome(spec.fasta, assembly=spec.assembly)
+            _ORACLES.clear()  # one model per worker process at a time
+            _ORACLES[key] = (oracle, genome)
+            log.info("worker %s loaded %s", _worker_name(), oracle.name)
+        return _ORACLES[key]  # type: ignore[no-any-return]
+
+
+def probe(spec: WorkerSpec) -> dict[str, Any]:
+    """Load the oracle on a worker (kept for its later tasks); what the coordinator checks."""
+    oracle, _ = _oracle(spec)
+    return oracle_facts(oracle)
+
+
+def oracle_facts(oracle: Any) -> dict[str, Any]:
+    """What a build checks of a loaded oracle against the recipe and the store."""
+    return {
+        "name": oracle.name,
+        "fingerprint": oracle.fingerprint,
+        "description": oracle.describe(),
+        "per_model": bool(oracle.per_model),
+        "joint_tracks": bool(oracle.joint_tracks),
+    }
+
+
+def _context(spec: WorkerSpec) -> Any:
+    from .build import _Context
+    from .store import ChorusStore
+
+    oracle, genome = _oracle(spec)
+    if oracle.fingerprint != spec.fingerprint:
+        raise OracleMismatchError(
+            f"worker {_worker_name()} computes a different oracle than the one pinned in "
+            f"{spec.store}: {oracle.describe()} (another framework version, device type, "
+            f"TF32 setting or CPU thread count?). Every worker of a build must compute the "
+            f"same numbers: give the cluster uniform workers (CPU workers: the same "
+            f"OMP_NUM_THREADS as the first build)."
+        )
+    with _LOCK:
+        if spec.run_id not in _CONTEXTS:
+            _CONTEXTS.clear()
+            store = ChorusStore.open(spec.store, mode="r+")
+            _CONTEXTS[spec.run_id] = _Context(store, oracle, genome, spec.batch_size)
+        return _CONTEXTS[spec.run_id]
+
+
+def run_task(spec: WorkerSpec, task: Any) -> Any:
+    """One build task on a worker: rows read, predicted, reduced and written to the store."""
+    from .build import run_tasks
+
+    return run_tasks(_context(spec), [task])
+
+
+# --------------------------------------------------------------------------------------
+# coordinator side
+# --------------------------------------------------------------------------------------
+
+
+def _visible_gpus() -> list[str]:
+    """GPU ids this machine's workers may use: CUDA_VISIBLE_DEVICES, else every GPU torch
+    sees (without initialising CUDA in this process), else none."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [g for g in env.split(",") if g.strip()]
+    try:
+        import torch
+
+        return [str(i) for i in range(torch.cuda.device_count())]
+    except Exception:  # noqa: BLE001 - no torch, or a torch without CUDA
+        return []
+
+
+@contextlib.contextmanager
+def local_cluster(n_workers: int, *, threads_per_worker: int = 1) -> Iterator[Any]:
+    """A ``LocalCluster`` of ``n_workers`` processes and a client to it.
+
+    On a machine with GPUs each worker advertises ``GPU=1`` and sees one GPU (worker
+    ``i`` gets GPU ``i % n_gpus``)."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    gpus = _visible_gpus()
+    kwargs: dict[str, Any] = {}
+    if gpus:
+        kwargs["resources"] = {GPU: 1}
+        kwargs["env"] = {"CHORUS_STORE_GPUS": ",".join(gpus)}
+    # dask starts workers with OMP_NUM_THREADS=1; on CPU the thread count is part of a
+    # model's numerics, so workers keep the machine's default, as a single process has
+    environ = {
+        k: v
+        for k, v in dask.config.get("distributed.nanny.pre-spawn-environ", {}).items()
+        if not k.endswith("_NUM_THREADS")
+    }
+    with (
+        dask.config.set({"distributed.nanny.pre-spawn-environ": environ}),
+        LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=threads_per_worker,
+            processes=True,
+            dashboard_address=":0",
+            **kwargs,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+@contextlib.contextmanager
+def open_client(scheduler: str | None, workers: int) -> Iterator[Any]:
+    """A client to the cluster at ``scheduler``, or to a new LocalCluster of ``workers``."""
+    if scheduler:
+        from distributed import Client
+
+        with Client(scheduler) as client:
+            yield client
+    else:
+        with local_cluster(workers) as client:
+            yield client
+
+
+def _task_resources(client: Any) -> dict[str, float] | None:
+    workers = client.scheduler_info(n_workers=-1).get("workers", {}).values()
+    if any(GPU in (w.get("resources") or {}) for w in workers):
+        return {GPU: 1}
+    return None
+
+
+def probe_on_cluster(client: Any, spec: WorkerSpec) -> dict[str, Any]:
+    """:func:`oracle_facts` of the oracle as a worker loads it (the coordinator loads no
+    model: it may be a CPU login node)."""
+    fut = client.submit(probe, spec, pure=False, resources=_task_resources(client))
+    result: dict[str, Any] = fut.result()
+    return result
+
+
+def run_on_cluster(
+    client: Any,
+    spec: WorkerSpec,
+    tasks: list[Any],
+    advance: Callable[[int], None],
+) -> list[Any]:
+    """Run ``tasks`` on the cluster; the workers' reports, in completion order.
+
+    A task that raises stops the build: the others are cancelled and the error is
+    raised here (what finished is kept in the store; the next build resumes)."""
+    from distributed import as_completed
+
+    resources = _task_resources(client)
+    [spec_future] = client.scatter([spec], broadcast=True, hash=False)
+    futures = {
+        client.submit(
+            run_task,
+            spec_future,
+            task,
+            key=f"chorus-build-{task.group}-{task.shard}-{task.tracks[0]}-{spec.run_id[:8]}",
+            pure=False,
+            resources=resources,
+        ): task
+        for task in tasks
+    }
+    reports = []
+    try:
+        for fut in as_completed(futures):
+            reports.append(fut.result())  # raises the task's error
+            advance(futures[fut].n_rows)
+    finally:
+        client.cancel([f for f in futures if not f.done()])
+    return reports
+
+
+def dashboard_link(client: Any) -> str | None:
+    try:
+        link = client.dashboard_link
+    except Exception:  # noqa: BLE001 - no dashboard (bokeh missing)
+        return None
+    return str(link) if link else None
