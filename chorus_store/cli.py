@@ -126,7 +126,14 @@ def build(
     shard: Annotated[
         str | None, typer.Option(help="K/N: only every N-th row shard from K.")
     ] = None,
-    workers: Annotated[int, typer.Option(help="Worker processes on this machine.")] = 1,
+    workers: Annotated[
+        int,
+        typer.Option(help="Worker processes on this machine (>1: a dask LocalCluster)."),
+    ] = 1,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(help="Address of a dask.distributed scheduler (tcp://host:8786)."),
+    ] = None,
     fasta: Annotated[Path | None, typer.Option(help="FASTA, if moved since planning.")] = None,
     recipe: Annotated[str | None, typer.Option(help="Recipe to check against the store.")] = None,
     weights: Annotated[str | None, typer.Option(help="Weights path, if moved.")] = None,
@@ -150,6 +157,7 @@ def build(
         part=part,
         shard=_parse_shard(shard),
         workers=workers,
+        scheduler=scheduler,
         fasta=fasta,
         recipe=r,
         weights=weights,
@@ -158,7 +166,8 @@ def build(
         progress=progress,
     )
     rows = sum(report.rows_built.values())
-    share = 1 - report.oracle_seconds / report.seconds if report.seconds and workers <= 1 else None
+    one_process = workers <= 1 and scheduler is None
+    share = 1 - report.oracle_seconds / report.seconds if report.seconds and one_process else None
     out.print(
         f"built {rows:,} rows ({report.rows_built}) in {report.tasks} tasks, "
         f"{report.oracle_calls} oracle calls, {report.seconds:.1f} s"
@@ -171,23 +180,36 @@ def reduce(
     store: StorePath,
     layers: Annotated[str | None, typer.Option(help="Comma list of effect,summary,perbin.")] = None,
     scheduler: Annotated[
-        str, typer.Option(help="Dask scheduler: threads, processes or sync.")
+        str,
+        typer.Option(
+            help="Dask scheduler: threads, processes, sync, or a dask.distributed "
+            "scheduler's address (tcp://host:8786)."
+        ),
     ] = "threads",
     workers: Annotated[int | None, typer.Option(help="Dask workers.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Compute exact per-track CDF grids of everything built (only stale blocks)."""
+    import contextlib
+
     from .reduce import reduce as run_reduce
 
     chosen = tuple(x.strip() for x in layers.split(",")) if layers else None
-    report = _run(
-        run_reduce,
-        store,
-        layers=chosen,
-        scheduler=scheduler,
-        num_workers=workers,
-        progress=progress,
-    )
+    with contextlib.ExitStack() as stack:
+        target: Any = scheduler
+        if "://" in scheduler:
+            from distributed import Client
+
+            target = stack.enter_context(Client(scheduler))  # type: ignore[no-untyped-call]
+            console.print(f"dask dashboard: {target.dashboard_link}", highlight=False)
+        report = _run(
+            run_reduce,
+            store,
+            layers=chosen,
+            scheduler=target,
+            num_workers=workers,
+            progress=progress,
+        )
     out.print(
         f"reduced {report.values_reduced:,} values; blocks recomputed "
         f"{report.blocks_computed} of {report.blocks_total}; {report.seconds:.1f} s"
