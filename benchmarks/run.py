@@ -49,22 +49,19 @@ def peak_rss_mb() -> float:
 # ------------------------------------------------------------------------------ build-zero
 
 
-def part_build_zero(work: Path, quick: bool) -> dict[str, Any]:
-    from chorus_baseline import ReservoirSampler, baseline_position
+ZERO_SHAPE = (393_216, 4, 5_313, 896)  # input bp, batch, tracks, bins (Enformer)
 
-    from chorus_store import CallableOracle, OutputHead, Recipe, build, plan_store
-    from chorus_store.demo import make_demo_inputs
+
+def zero_cost_recipe(n: int) -> Any:
+    """A recipe for an Enformer-shaped oracle over the demo genome, ~2n positions."""
+    from chorus_store import OutputHead, Recipe
     from chorus_store.store import Layout
-    from chorus_store.tracks import centered_bin_span
 
-    inputs = make_demo_inputs(work / "inputs")
-    L, B, T, NB = 393_216, 4, 5_313, 896
-    heads = (OutputHead("human", 128, NB, T),)
-    n = 60 if quick else 400
-    recipe = Recipe(
+    L, B, T, NB = ZERO_SHAPE
+    return Recipe(
         name="enformer_shaped",
         oracle={"adapter": "callable", "callable": "none:none", "input_length": L, "batch_size": B},
-        heads=heads,
+        heads=(OutputHead("human", 128, NB, T),),
         tracks={
             "format": "enformer",
             "path": str(HERE.parent / "builders/enformer/enformer_human_targets.txt"),
@@ -87,22 +84,43 @@ def part_build_zero(work: Path, quick: bool) -> dict[str, Any]:
             position_shard_rows=32, variant_shard_rows=32, track_shard=1024, track_chunk=64
         ),
     )
-    store = work / "zero.zarr"
-    plan_store(store, recipe, fasta=inputs.fasta, ccre=inputs.ccre, gtf=inputs.gtf)
-    rng = np.random.default_rng(0)
-    pred = rng.gamma(0.5, 1.0, size=(B, NB, T)).astype(np.float32)
 
-    def zero_cost(onehot: np.ndarray) -> dict[int, np.ndarray]:
+
+def zero_cost_oracle() -> Any:
+    """Returns one fixed random Enformer-shaped prediction: the build's own cost alone."""
+    from chorus_store import CallableOracle, OutputHead
+
+    L, B, T, NB = ZERO_SHAPE
+    pred = np.random.default_rng(0).gamma(0.5, 1.0, size=(B, NB, T)).astype(np.float32)
+
+    def zero_cost(onehot: np.ndarray) -> dict[str, np.ndarray]:
         return {"human": pred}
 
-    oracle = CallableOracle(
+    return CallableOracle(
         zero_cost,
         name="enformer_shaped",
         input_length=L,
-        heads=heads,
+        heads=(OutputHead("human", 128, NB, T),),
         batch_size=B,
         identity="zero-cost",
     )
+
+
+def part_build_zero(work: Path, quick: bool) -> dict[str, Any]:
+    from chorus_baseline import ReservoirSampler, baseline_position
+
+    from chorus_store import build, plan_store
+    from chorus_store.demo import make_demo_inputs
+    from chorus_store.tracks import centered_bin_span
+
+    inputs = make_demo_inputs(work / "inputs")
+    L, B, T, NB = ZERO_SHAPE
+    n = 60 if quick else 400
+    recipe = zero_cost_recipe(n)
+    store = work / "zero.zarr"
+    plan_store(store, recipe, fasta=inputs.fasta, ccre=inputs.ccre, gtf=inputs.gtf)
+    oracle = zero_cost_oracle()
+    pred = oracle.fn(np.zeros((1, 1, 4), np.float32))["human"]
     t0 = time.perf_counter()
     rb = build(store, part="baselines", oracle=oracle, progress=False)
     t_base = time.perf_counter() - t0

@@ -389,8 +389,8 @@ class ChorusStore:
             return (1, lay.track_shard), None
         if dims == ["track", "quantile"]:
             return (lay.track_chunk, lay.n_points), None
-        if dims == ["track"] and role != "index":
-            return (lay.track_chunk,), None
+        # track-table columns: one object each (a store on S3 reads the table in one GET
+        # per column, not one per 64 tracks); they are only written under the store claim
         if dims == ["track_block"]:
             return (1,), None
         if dims == ["quantile"]:

@@ -180,3 +180,15 @@ def test_local_cluster_workers_each_get_one_gpu() -> None:
     assert gpu_assignment("3", ["2"]) == "2"
     assert gpu_assignment("tcp://worker-a", ["0", "1"]) is None  # started by hand
     assert gpu_assignment("0", []) is None  # no GPU: CPU workers
+
+
+def test_gpu_workers_get_one_task_at_a_time(client: Any) -> None:
+    from chorus_store.cluster import _task_resources
+
+    assert _task_resources(client) is None  # these workers advertise no GPU
+
+    class GPUCluster:
+        def scheduler_info(self, n_workers: int) -> dict[str, Any]:
+            return {"workers": {"a": {"resources": {"GPU": 1}}, "b": {"resources": {}}}}
+
+    assert _task_resources(GPUCluster()) == {"GPU": 1}

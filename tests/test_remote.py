@@ -214,3 +214,29 @@ def test_an_interrupted_plan_on_s3_is_replaced_and_a_store_never_overwritten(
     with pytest.raises(StoreMismatchError, match="not empty"):
         plan_small(other, demo_inputs, small_recipe(tmp_path))
     assert Location.of(other).get("data.csv") == b"precious"
+
+
+def test_a_corrupted_object_on_s3_is_found_repaired_and_rebuilt(
+    s3_bucket: str, tmp_path: Path, demo_inputs: DemoInputs, small_build: tuple[Path, Path]
+) -> None:
+    url = f"{s3_bucket}/demo.zarr"
+    plan_small(url, demo_inputs, small_recipe(tmp_path))
+    build(url, progress=False)
+    loc = Location.of(url)
+    key = "baselines/summary/c/2/0/0"
+    data = bytearray(loc.get(key) or b"")
+    data[len(data) // 2] ^= 0xFF  # a flipped bit in the stored object
+    loc.put(key, bytes(data))
+    assert verify(url)["damaged_shards"] == ["baselines/summary shard 2 track-shard 0"]
+    verify(url, repair=True)
+    assert loc.get(key) is None and verify(url)["damaged_shards"] == []
+    assert build(url, progress=False).rows_built == {"baselines": 32, "variants": 0}
+    reduce(url, progress=False)
+    assert Path(export(url, out=tmp_path / "r.npz")).read_bytes() == small_build[1].read_bytes()
+
+
+def test_file_urls_and_unknown_schemes(tmp_path: Path) -> None:
+    assert Location.of(f"file://{tmp_path}/x.zarr").local_path == tmp_path / "x.zarr"
+    assert Location.of("s3://bucket/x.zarr").is_remote
+    with pytest.raises(ValueError, match="unsupported URL scheme 'ftp'"):
+        Location.of("ftp://host/x.zarr")

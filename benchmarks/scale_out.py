@@ -1,0 +1,217 @@
+"""Scale-out benchmarks: one command, ratios against baselines measured in the same run.
+
+    python benchmarks/scale_out.py            # the demo plan and 400-position zero-cost plan
+    python benchmarks/scale_out.py --quick    # small sizes, a smoke run
+
+Parts (each in its own process):
+
+* cluster   the demo model's build (PyTorch, CPU) in one process, and on a dask.distributed
+            LocalCluster of 1 and of 2 worker processes: rows/s and the 2-vs-1 ratio.
+* s3        a zero-cost oracle with Enformer-shaped outputs (896 bins x 5,313 tracks)
+            building into a store on local disk, and into one on an S3-protocol server
+            (moto) on loopback: positions/s and the S3-vs-disk ratio, with the S3
+            requests the build made (counted from the server's request log) per shard.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import json
+import os
+import platform
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+
+# ------------------------------------------------------------------------------ cluster
+
+
+def part_cluster(work: Path, quick: bool) -> dict[str, Any]:
+    from chorus_store import ChorusStore, build, load_recipe, plan_store
+    from chorus_store.cluster import local_cluster
+    from chorus_store.demo import make_demo_inputs
+
+    inputs = make_demo_inputs(work / "inputs")
+    recipe = load_recipe("demo")
+    if quick:
+        plan = copy.deepcopy(recipe.plan)
+        plan["sampling"].update(n_random=200, n_ccre=100, n_tss=50, n_gene_body=50, n_snps=100)
+        recipe = dataclasses.replace(recipe, plan=plan)
+    out: dict[str, Any] = {}
+    for label, workers in (("one_process", 0), ("cluster_1", 1), ("cluster_2", 2)):
+        store = work / f"demo-{label}.zarr"
+        plan_store(store, recipe, fasta=inputs.fasta, ccre=inputs.ccre, gtf=inputs.gtf)
+        rows = len(ChorusStore.open(store).positions) + len(ChorusStore.open(store).variants)
+        if workers == 0:
+            t0 = time.perf_counter()
+            build(store, progress=False)
+            seconds = time.perf_counter() - t0
+        else:
+            with local_cluster(workers) as client:
+                client.wait_for_workers(workers)
+                t0 = time.perf_counter()
+                build(store, client=client, progress=False)  # includes the model loads
+                seconds = time.perf_counter() - t0
+        out[label] = {"rows": rows, "seconds": seconds, "rows_per_s": rows / seconds}
+    out["ratio_2_vs_1_workers"] = out["cluster_2"]["rows_per_s"] / out["cluster_1"]["rows_per_s"]
+    out["ratio_1_worker_vs_one_process"] = (
+        out["cluster_1"]["rows_per_s"] / out["one_process"]["rows_per_s"]
+    )
+    return out
+
+
+# ------------------------------------------------------------------------------ s3
+
+
+def _moto(log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("wb"),
+    )
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return proc, f"http://127.0.0.1:{port}"
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("the moto S3 server did not start") from None
+            time.sleep(0.1)
+
+
+def _requests(log: Path) -> Counter[str]:
+    return Counter(re.findall(r'"(GET|PUT|HEAD|DELETE|POST) /', log.read_text(errors="replace")))
+
+
+def part_s3(work: Path, quick: bool) -> dict[str, Any]:
+    from run import zero_cost_oracle, zero_cost_recipe
+
+    from chorus_store import ChorusStore, build, plan_store
+    from chorus_store.demo import make_demo_inputs
+
+    inputs = make_demo_inputs(work / "inputs")
+    recipe = zero_cost_recipe(60 if quick else 400)
+    log = work / "moto.log"
+    server, endpoint = _moto(log)
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="bench",
+        AWS_SECRET_ACCESS_KEY="bench",
+        AWS_REGION="us-east-1",
+        AWS_ENDPOINT_URL=endpoint,
+        AWS_ALLOW_HTTP="true",
+    )
+    try:
+        import boto3
+
+        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="bench")
+        out: dict[str, Any] = {}
+        for label, url in (("disk", str(work / "zero.zarr")), ("s3", "s3://bench/zero.zarr")):
+            plan_store(url, recipe, fasta=inputs.fasta, ccre=inputs.ccre, gtf=inputs.gtf)
+            store = ChorusStore.open(url)
+            usable = int(store.positions["usable"].sum()) + int(store.variants["usable"].sum())
+            shards = sum(1 for _ in store.iter_shards("baselines")) + sum(
+                1 for _ in store.iter_shards("variants")
+            )
+            before = _requests(log)
+            t0 = time.perf_counter()
+            build(url, oracle=zero_cost_oracle(), progress=False)
+            seconds = time.perf_counter() - t0
+            reqs = _requests(log) - before
+            out[label] = {
+                "rows": usable,
+                "seconds": seconds,
+                "rows_per_s": usable / seconds,
+                "shards": shards,
+            }
+            if label == "s3":
+                out[label]["requests"] = dict(reqs)
+                out[label]["requests_per_shard"] = sum(reqs.values()) / shards
+                out[label]["puts_per_shard"] = reqs["PUT"] / shards
+                out[label]["requests_per_s"] = sum(reqs.values()) / seconds
+        out["ratio_s3_vs_disk"] = out["s3"]["rows_per_s"] / out["disk"]["rows_per_s"]
+        return out
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+PARTS = {"cluster": part_cluster, "s3": part_s3}
+
+
+def run_part(name: str, work: Path, quick: bool) -> dict[str, Any]:
+    cmd = [sys.executable, __file__, "--part", name, "--workdir", str(work)]
+    res = subprocess.run(
+        cmd + (["--quick"] if quick else []),
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    if res.returncode:
+        raise SystemExit(f"{name} failed:\n{res.stderr[-3000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
+    ap.add_argument("--part", choices=sorted(PARTS), help=argparse.SUPPRESS)
+    ap.add_argument("--only", choices=sorted(PARTS), help="run only this part")
+    ap.add_argument("--workdir", type=Path, help="scratch directory (default: a temporary one)")
+    args = ap.parse_args()
+    if args.part:
+        print(json.dumps(PARTS[args.part](args.workdir, args.quick)))
+        return
+    with tempfile.TemporaryDirectory(prefix="chorus-bench-") as tmp:
+        work = args.workdir or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        out: dict[str, Any] = {
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+            f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
+            f"Python {platform.python_version()}",
+            "quick": args.quick,
+        }
+        if args.only in (None, "cluster"):
+            out["cluster"] = c = run_part("cluster", work / "cluster", args.quick)
+            print(
+                f"demo build (PyTorch CPU), {c['one_process']['rows']} rows: one process "
+                f"{c['one_process']['rows_per_s']:.0f} rows/s | LocalCluster 1 worker "
+                f"{c['cluster_1']['rows_per_s']:.0f} rows/s "
+                f"({c['ratio_1_worker_vs_one_process']:.2f}x one process) | 2 workers "
+                f"{c['cluster_2']['rows_per_s']:.0f} rows/s "
+                f"(2 vs 1 workers: {c['ratio_2_vs_1_workers']:.2f}x)",
+                flush=True,
+            )
+        if args.only in (None, "s3"):
+            out["s3"] = s = run_part("s3", work / "s3", args.quick)
+            print(
+                f"zero-cost Enformer-shaped build, {s['disk']['rows']} rows: local disk "
+                f"{s['disk']['rows_per_s']:.1f} rows/s | loopback S3 (moto) "
+                f"{s['s3']['rows_per_s']:.1f} rows/s (ratio {s['ratio_s3_vs_disk']:.2f}); "
+                f"S3 requests per shard {s['s3']['requests_per_shard']:.1f} "
+                f"({s['s3']['puts_per_shard']:.1f} PUT), {s['s3']['requests_per_s']:.1f} req/s",
+                flush=True,
+            )
+        print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
