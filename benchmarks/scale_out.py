@@ -60,7 +60,8 @@ def part_cluster(work: Path, quick: bool) -> dict[str, Any]:
         return dataclasses.replace(recipe, plan=plan)
 
     timed = sized(200) if quick else recipe
-    out: dict[str, Any] = {"threads": os.environ.get("OMP_NUM_THREADS", "default")}
+    one_thread = os.environ.get("OMP_NUM_THREADS") == "1"
+    out: dict[str, Any] = {"threads": "1" if one_thread else "cores / workers"}
     for label, workers in (("one_process", 0), ("cluster_1", 1), ("cluster_2", 2)):
         store = work / f"demo-{label}.zarr"
         plan_store(store, timed, fasta=inputs.fasta, ccre=inputs.ccre, gtf=inputs.gtf)
@@ -73,7 +74,7 @@ def part_cluster(work: Path, quick: bool) -> dict[str, Any]:
             seconds = time.perf_counter() - t0
         else:
             t0 = time.perf_counter()
-            with local_cluster(workers) as client:
+            with local_cluster(workers, cpu_threads=1 if one_thread else None) as client:
                 client.wait_for_workers(workers)
                 warm = work / f"warm-{label}.zarr"
                 plan_store(warm, sized(8), fasta=inputs.fasta, ccre=inputs.ccre, gtf=inputs.gtf)
@@ -209,11 +210,11 @@ def main() -> None:
             "quick": args.quick,
         }
         if args.only in (None, "cluster"):
-            # machine-default threads per process (what --workers uses), then 1 thread each
+            # the cores shared out (what --workers does), then 1 thread per process
             for tag, env in (("cluster", None), ("cluster-1thread", {"OMP_NUM_THREADS": "1"})):
                 out[tag] = c = run_part("cluster", work / tag, args.quick, env)
                 print(
-                    f"demo build (PyTorch CPU, {c['threads']} threads per process), "
+                    f"demo build (PyTorch CPU, threads per process: {c['threads']}), "
                     f"{c['one_process']['rows']} rows: one process "
                     f"{c['one_process']['rows_per_s']:.0f} rows/s | LocalCluster 1 worker "
                     f"{c['cluster_1']['rows_per_s']:.0f} rows/s "

@@ -147,10 +147,10 @@ def _context(spec: WorkerSpec) -> Any:
     if oracle.fingerprint != spec.fingerprint:
         raise OracleMismatchError(
             f"worker {_worker_name()} computes a different oracle than the one pinned in "
-            f"{spec.store}: {oracle.describe()} (another framework version, device type, "
-            f"TF32 setting or CPU thread count?). Every worker of a build must compute the "
-            f"same numbers: give the cluster uniform workers (CPU workers: the same "
-            f"OMP_NUM_THREADS as the first build)."
+            f"{spec.store}: {oracle.describe()} (another framework or package version, "
+            f"device type or TF32 setting?). Every worker of a build must compute the same "
+            f"numbers: give the cluster uniform workers (one software environment, one "
+            f"kind of device)."
         )
     with _LOCK:
         if spec.run_id not in _CONTEXTS:
@@ -187,29 +187,37 @@ def _visible_gpus() -> list[str]:
 
 
 @contextlib.contextmanager
-def local_cluster(n_workers: int, *, threads_per_worker: int = 1) -> Iterator[Any]:
+def local_cluster(
+    n_workers: int, *, threads_per_worker: int = 1, cpu_threads: int | None = None
+) -> Iterator[Any]:
     """A ``LocalCluster`` of ``n_workers`` processes and a client to it.
 
-    On a machine with GPUs each worker advertises ``GPU=1`` and sees one GPU (worker
-    ``i`` gets GPU ``i % n_gpus``)."""
+    Each worker runs one task at a time (``threads_per_worker``) and its model on
+    ``cpu_threads`` intra-op threads (default: the machine's cores shared out). On a
+    machine with GPUs each worker advertises ``GPU=1`` and sees one GPU (worker ``i``
+    gets GPU ``i % n_gpus``)."""
     import dask
     from distributed import Client, LocalCluster
 
-    gpus = _visible_gpus()
-    kwargs: dict[str, Any] = {}
-    if gpus:
-        kwargs["resources"] = {GPU: 1}
-        kwargs["env"] = {"CHORUS_STORE_GPUS": ",".join(gpus)}
-    # dask starts workers with OMP_NUM_THREADS=1 and MALLOC_TRIM_THRESHOLD_=65536. On CPU
-    # the thread count is part of a model's numerics, so workers keep the machine's
-    # default, as a single process has; and the trim threshold made the demo model's
-    # forward pass 3x slower in a worker (measured: 5.6 s vs 1.9 s for the same rows),
-    # as every large tensor allocation went back to mmap/munmap
+    # dask starts workers with MALLOC_TRIM_THRESHOLD_=65536, which made the demo model's
+    # forward pass 3x slower in a worker (5.6 s vs 1.9 s for the same rows: every large
+    # tensor allocation went back to mmap/munmap); workers keep glibc's default. Threads:
+    # the machine's cores shared out, so N workers do not oversubscribe them (results do
+    # not depend on it: see oracles.torch_adapter.select_device)
+    # (dask writes its pre-spawn variables into this process's own environment, where
+    # they would outlive the cluster: the thread counts go in each worker's env instead)
     environ = {
         k: v
         for k, v in dask.config.get("distributed.nanny.pre-spawn-environ", {}).items()
-        if not k.endswith("_NUM_THREADS") and k != "MALLOC_TRIM_THRESHOLD_"
+        if k != "MALLOC_TRIM_THRESHOLD_" and not k.endswith("_NUM_THREADS")
     }
+    threads = str(cpu_threads or max(1, (os.cpu_count() or 1) // n_workers))
+    env = {f"{lib}_NUM_THREADS": threads for lib in ("OMP", "MKL", "OPENBLAS")}
+    kwargs: dict[str, Any] = {}
+    gpus = _visible_gpus()
+    if gpus:
+        kwargs["resources"] = {GPU: 1}
+        env["CHORUS_STORE_GPUS"] = ",".join(gpus)
     with (
         dask.config.set({"distributed.nanny.pre-spawn-environ": environ}),
         LocalCluster(
@@ -217,6 +225,7 @@ def local_cluster(n_workers: int, *, threads_per_worker: int = 1) -> Iterator[An
             threads_per_worker=threads_per_worker,
             processes=True,
             dashboard_address=":0",
+            env=env,
             **kwargs,
         ) as cluster,
         Client(cluster) as client,

@@ -88,3 +88,30 @@ def test_callable_oracle_checks_shapes() -> None:
         bad.predict(np.zeros((1, 10, 4), np.float32))
     with pytest.raises(ValueError, match="one-hot input"):
         good.predict(np.zeros((1, 9, 4), np.float32))
+
+
+def _at_threads(n: int, fn):  # type: ignore[no-untyped-def]
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        return fn()
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_cpu_predictions_do_not_depend_on_the_thread_count(tmp_path: Path) -> None:
+    """What lets N workers share a machine's cores without changing a bit (oneDNN off)."""
+    oracle = load_recipe("demo").load_oracle(device="cpu")
+    assert oracle.describe()["onednn"] is False
+    x = _random_onehot(8, seed=5)
+    one, two, four = (_at_threads(n, lambda: oracle.predict(x)["128bp"]) for n in (1, 2, 4))
+    np.testing.assert_array_equal(one, two)
+    np.testing.assert_array_equal(one, four)
+    # the tiny real Enformer too (convolutions, attention, batch norm)
+    from tests.test_adapter_enformer import _random_onehot as enformer_onehot
+    from tests.test_adapter_enformer import _recipe, _save_tiny_torch
+
+    enformer = _recipe(_save_tiny_torch(tmp_path), batch_size=1).load_oracle(device="cpu")
+    xe = enformer_onehot(1, seed=2)
+    a, b = (_at_threads(n, lambda: enformer.predict(xe)["human"]) for n in (1, 2))
+    np.testing.assert_array_equal(a, b)

@@ -39,24 +39,35 @@ def import_object(spec: str) -> Any:
 
 def torch_numerics(device: Any) -> dict[str, Any]:
     """What of a torch runtime changes a model's numbers: version, device, TF32 on CUDA,
-    intra-op threads on CPU."""
+    oneDNN on CPU."""
     import torch
 
     out: dict[str, Any] = {"runtime": f"torch {torch.__version__}", "device_type": device.type}
     if device.type == "cuda":  # TF32 changes the last bits of every conv/matmul
         out["tf32"] = [torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32]
-    else:  # on CPU the intra-op thread count changes how convolutions split their sums
-        out["cpu_threads"] = torch.get_num_threads()
+    else:  # oneDNN's convolutions split their sums by thread count (see select_device)
+        out["onednn"] = bool(torch.backends.mkldnn.enabled)
     return out
 
 
 def select_device(device: str) -> Any:
-    """``auto`` → CUDA when present, else CPU; anything else as torch names it."""
+    """``auto`` → CUDA when present, else CPU; anything else as torch names it.
+
+    On CPU this turns oneDNN (``torch.backends.mkldnn``) off for the process: oneDNN's
+    convolutions give results that depend in the last bits on the number of intra-op
+    threads (measured on the demo CNN: up to 4e-6 between 1 and 2 threads), which would
+    make a background depend on how many workers shared the machine. PyTorch's native
+    kernels give the same bytes for any thread count (a test checks it), and were not
+    slower on the demo model.
+    """
     import torch
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(device)
+    resolved = torch.device(device)
+    if resolved.type == "cpu":
+        torch.backends.mkldnn.enabled = False  # type: ignore[assignment]
+    return resolved
 
 
 class TorchOracle(Oracle):
