@@ -362,7 +362,7 @@ class ChorusStore:
         )
 
     def _chunking(
-        self, dims: list[str], role: str, sizes: dict[str, int]
+        self, dims: list[str], role: str, sizes: dict[str, int], *, table: bool = False
     ) -> tuple[tuple[int, ...], tuple[int, ...] | None]:
         lay = self.layout
         fixed = {
@@ -389,8 +389,12 @@ class ChorusStore:
             return (1, lay.track_shard), None
         if dims == ["track", "quantile"]:
             return (lay.track_chunk, lay.n_points), None
-        # track-table columns: one object each (a store on S3 reads the table in one GET
-        # per column, not one per 64 tracks); they are only written under the store claim
+        if dims == ["track"] and role != "index" and not table:
+            # per-track reduction outputs: one chunk per reduce block, so concurrent
+            # blocks never rewrite each other's chunk
+            return (lay.track_chunk,), None
+        # track-table columns fall through: one object each (a store on S3 reads the
+        # table in one GET per column); they are only written under the store claim
         if dims == ["track_block"]:
             return (1,), None
         if dims == ["quantile"]:
@@ -408,7 +412,7 @@ class ChorusStore:
     ) -> None:
         dims = spec["dims"]
         role = spec.get("role", "")
-        chunks, shards = self._chunking(dims, role, sizes)
+        chunks, shards = self._chunking(dims, role, sizes, table=gname == "tracks")
         dtype = str if spec["dtype"] == "str" else spec["dtype"]
         fill = spec.get("fill")
         if fill == "NaN":

@@ -123,3 +123,18 @@ def test_a_corrupted_chunk_is_an_error_and_is_repaired(
     reduce(small_copy, progress=False)
     npz = export(small_copy, out=tmp_path / "out.npz")
     assert npz.read_bytes() == small_build[1].read_bytes()
+
+
+def test_arrays_written_per_reduce_block_have_a_chunk_per_block(
+    small_build: tuple[Path, Path],
+) -> None:
+    """Reduce blocks run concurrently and each writes its tracks' slice of ``offered``,
+    ``retained`` and ``grid``: a chunk shared by two blocks would be rewritten by both,
+    one of them losing the other's values (a read-modify-write race)."""
+    store = ChorusStore.open(small_build[0])
+    chunk = store.layout.track_chunk
+    for layer in ("effect", "summary", "perbin"):
+        for name in ("grid", "offered", "retained"):
+            assert store.array(f"reductions/{layer}/{name}").chunks[0] == chunk, (layer, name)
+    # the track table is written only under the store claim: one object per column
+    assert store.array("tracks/layer").chunks[0] >= len(store.tracks)
