@@ -21,13 +21,9 @@ bare forward pass against a full build with the same loaded model.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
-import os
-import platform
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,6 +36,8 @@ import pandas as pd
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
+
+from common import machine, parse_args, run_part  # noqa: E402
 
 
 def peak_rss_mb() -> float:
@@ -354,41 +352,19 @@ PARTS = {
 }
 
 
-def run_part(name: str, work: Path, quick: bool) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--part", name, "--workdir", str(work)] + (
-        ["--quick"] if quick else []
-    )
-    res = subprocess.run(
-        cmd, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"}
-    )
-    if res.returncode:
-        raise SystemExit(f"{name} failed:\n{res.stderr[-3000:]}")
-    return json.loads(res.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
-    ap.add_argument("--part", choices=sorted(PARTS), help=argparse.SUPPRESS)
-    ap.add_argument("--only", choices=["build", "reduce"], help="run only these parts")
-    ap.add_argument("--workdir", type=Path, help="scratch directory (default: a temporary one)")
-    args = ap.parse_args()
-    if args.part:
-        print(json.dumps(PARTS[args.part](args.workdir, args.quick)))
+    args = parse_args(__doc__, PARTS, ["build", "reduce"])
+    if args is None:
         return
     with tempfile.TemporaryDirectory(prefix="chorus-bench-") as tmp:
         work = args.workdir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         out: dict[str, Any] = {
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
-            f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
-            f"Python {platform.python_version()}",
+            "machine": machine(),
             "quick": args.quick,
         }
         if args.only in (None, "build"):
-            out["build-zero"] = z = run_part("build-zero", work, args.quick)
+            out["build-zero"] = z = run_part(__file__, "build-zero", work, args.quick)
             print(
                 f"build, zero-cost Enformer-shaped oracle (896 x 5,313): "
                 f"{z['baselines_positions_per_s']:.1f} positions/s, {z['variants_snps_per_s']:.1f} SNPs/s; "
@@ -396,7 +372,7 @@ def main() -> None:
                 f"-> {z['speedup_vs_chorus_loop']:.1f}x; peak RSS {z['peak_rss_mb']:.0f} MB",
                 flush=True,
             )
-            out["build-demo"] = d = run_part("build-demo", work, args.quick)
+            out["build-demo"] = d = run_part(__file__, "build-demo", work, args.quick)
             print(
                 f"build, demo model on CPU: bare forward {d['bare_forward_sequences_per_s']:.0f} seq/s, "
                 f"full build {d['build_sequences_per_s']:.0f} seq/s "
@@ -405,9 +381,9 @@ def main() -> None:
                 flush=True,
             )
         if args.only in (None, "reduce"):
-            out["reduce"] = r = run_part("reduce", work, args.quick)
-            out["reduce-in-ram"] = m = run_part("reduce-in-ram", work, args.quick)
-            out["reduce-chorus"] = c = run_part("reduce-chorus", work, args.quick)
+            out["reduce"] = r = run_part(__file__, "reduce", work, args.quick)
+            out["reduce-in-ram"] = m = run_part(__file__, "reduce-in-ram", work, args.quick)
+            out["reduce-chorus"] = c = run_part(__file__, "reduce-chorus", work, args.quick)
             print(
                 f"reduce, {r['values']:,} values in {r['blocks']} blocks: {r['seconds']:.1f} s, "
                 f"peak RSS {r['peak_rss_mb']:.0f} MB | in-RAM numpy {m['seconds']:.1f} s, "

@@ -15,15 +15,11 @@ Parts (each in its own process):
 
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
 import json
 import os
-import platform
 import re
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -32,9 +28,10 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE.parent))  # `chorus_store` and `tests` (the S3 server helper)
 sys.path.insert(0, str(HERE))
 
+from common import machine, parse_args, run_part  # noqa: E402
 
 # ------------------------------------------------------------------------------ cluster
 
@@ -94,26 +91,6 @@ def part_cluster(work: Path, quick: bool) -> dict[str, Any]:
 # ------------------------------------------------------------------------------ s3
 
 
-def _moto(log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=log.open("wb"),
-    )
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return proc, f"http://127.0.0.1:{port}"
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("the moto S3 server did not start") from None
-            time.sleep(0.1)
-
-
 def _requests(log: Path) -> Counter[str]:
     return Counter(re.findall(r'"(GET|PUT|HEAD|DELETE|POST) /', log.read_text(errors="replace")))
 
@@ -127,7 +104,9 @@ def part_s3(work: Path, quick: bool) -> dict[str, Any]:
     inputs = make_demo_inputs(work / "inputs")
     recipe = zero_cost_recipe(60 if quick else 400)
     log = work / "moto.log"
-    server, endpoint = _moto(log)
+    from tests.helpers import start_s3_server
+
+    server, endpoint = start_s3_server(log)
     os.environ.update(
         AWS_ACCESS_KEY_ID="bench",
         AWS_SECRET_ACCESS_KEY="bench",
@@ -173,46 +152,21 @@ def part_s3(work: Path, quick: bool) -> dict[str, Any]:
 PARTS = {"cluster": part_cluster, "s3": part_s3}
 
 
-def run_part(
-    name: str, work: Path, quick: bool, env: dict[str, str] | None = None
-) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--part", name, "--workdir", str(work)]
-    res = subprocess.run(
-        cmd + (["--quick"] if quick else []),
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})},
-    )
-    if res.returncode:
-        raise SystemExit(f"{name} failed:\n{res.stderr[-3000:]}")
-    return json.loads(res.stdout.strip().splitlines()[-1])
-
-
 def main() -> None:
-    ap = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    ap.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
-    ap.add_argument("--part", choices=sorted(PARTS), help=argparse.SUPPRESS)
-    ap.add_argument("--only", choices=sorted(PARTS), help="run only this part")
-    ap.add_argument("--workdir", type=Path, help="scratch directory (default: a temporary one)")
-    args = ap.parse_args()
-    if args.part:
-        print(json.dumps(PARTS[args.part](args.workdir, args.quick)))
+    args = parse_args(__doc__, PARTS, sorted(PARTS))
+    if args is None:
         return
     with tempfile.TemporaryDirectory(prefix="chorus-bench-") as tmp:
         work = args.workdir or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         out: dict[str, Any] = {
-            "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
-            f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB, "
-            f"Python {platform.python_version()}",
+            "machine": machine(),
             "quick": args.quick,
         }
         if args.only in (None, "cluster"):
             # the cores shared out (what --workers does), then 1 thread per process
             for tag, env in (("cluster", None), ("cluster-1thread", {"OMP_NUM_THREADS": "1"})):
-                out[tag] = c = run_part("cluster", work / tag, args.quick, env)
+                out[tag] = c = run_part(__file__, "cluster", work / tag, args.quick, env)
                 print(
                     f"demo build (PyTorch CPU, threads per process: {c['threads']}), "
                     f"{c['one_process']['rows']} rows: one process "
@@ -226,7 +180,7 @@ def main() -> None:
                     flush=True,
                 )
         if args.only in (None, "s3"):
-            out["s3"] = s = run_part("s3", work / "s3", args.quick)
+            out["s3"] = s = run_part(__file__, "s3", work / "s3", args.quick)
             print(
                 f"zero-cost Enformer-shaped build, {s['disk']['rows']} rows: local disk "
                 f"{s['disk']['rows_per_s']:.1f} rows/s | loopback S3 (moto) "
