@@ -192,3 +192,41 @@ def test_gpu_workers_get_one_task_at_a_time(client: Any) -> None:
             return {"workers": {"a": {"resources": {"GPU": 1}}, "b": {"resources": {}}}}
 
     assert _task_resources(GPUCluster()) == {"GPU": 1}
+
+
+def test_a_worker_reading_another_fasta_at_the_path_refuses(
+    small_build: tuple[Path, Path], demo_inputs: DemoInputs, tmp_path: Path
+) -> None:
+    """Workers read the FASTA at the path the coordinator gives; on a machine where that
+    path holds another genome, the worker refuses before computing anything."""
+    from chorus_store.cluster import WorkerSpec, run_task
+    from chorus_store.errors import GenomeMismatchError
+
+    other = tmp_path / "other.fa"
+    text = demo_inputs.fasta.read_text().splitlines()
+    text[1] = "T" + text[1][1:] if not text[1].startswith("T") else "A" + text[1][1:]
+    other.write_text("\n".join(text) + "\n")
+    store = ChorusStore.open(small_build[0])
+    spec = WorkerSpec(
+        store=store.url,
+        recipe=store.attrs["recipe"],
+        fasta=str(other),
+        weights=None,
+        device="cpu",
+        batch_size=None,
+        run_id="test-run",
+        assembly=store.attrs["genome"].get("assembly"),
+        fingerprint=store.attrs["oracle"]["fingerprint"],
+    )
+    done = store.read("baselines/done_rows").copy()
+    with pytest.raises(GenomeMismatchError, match="read on worker"):
+        run_task(spec, _a_task(store))
+    assert (ChorusStore.open(small_build[0]).read("baselines/done_rows") == done).all()
+
+
+def _a_task(store: ChorusStore) -> Any:
+    """The first row shard, all tracks (the store is built: nothing is pending)."""
+    from chorus_store.build import Task
+
+    n = store.layout.position_shard_rows
+    return Task("baselines", 0, 0, n, n, tuple(range(len(store.tracks))))
