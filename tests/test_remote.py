@@ -59,6 +59,21 @@ def test_location_primitives_are_atomic_on_disk_and_on_s3(location: Location) ->
     assert [k for k, _ in location.list()] == ["c.bin"]
 
 
+def test_racing_writers_get_exactly_one_winner(location: Location) -> None:
+    """Eight threads create one key at once, then eight replace the same old value at
+    once: each time exactly one succeeds, and the key holds the winner's bytes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        created = list(pool.map(lambda i: location.create("k", b"c%d" % i), range(8)))
+        assert created.count(True) == 1
+        assert location.get("k") == b"c%d" % created.index(True)
+        old = location.get("k") or b""
+        swapped = list(pool.map(lambda i: location.swap("k", b"s%d" % i, expect=old), range(8)))
+    assert swapped.count(True) == 1
+    assert location.get("k") == b"s%d" % swapped.index(True)
+
+
 def test_stale_claims_are_taken_over_on_s3_and_live_ones_refused(s3_bucket: str) -> None:
     loc = Location.of(f"{s3_bucket}/claims")
     holder = subprocess.Popen(
