@@ -159,7 +159,10 @@ def test_a_killed_coordinator_resumes_with_nothing_lost_or_done_twice(
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)  # then the orphans, as a lost machine would
     s = ChorusStore.open(store)
-    done_before = {g: int(s.read(f"{g}/done_rows").max(axis=1).sum()) for g in DATA_GROUPS}
+    # a row shard counts as done when every track of it is (a kill can fall between the
+    # done marks of its track shards: then its pending tracks are built again)
+    n = len(s.tracks)
+    done_before = {g: int(s.read(f"{g}/done_rows")[:, :n].min(axis=1).sum()) for g in DATA_GROUPS}
     assert 0 < sum(done_before.values()) < len(s.positions) + len(s.variants)
     report = build(store, progress=False)  # one process resumes it
     # exactly the rows not marked done are built, once each; none marked done is redone
