@@ -26,7 +26,7 @@ from chorus_store.demo import DemoInputs
 from chorus_store.status import status
 from chorus_store.store import DATA_GROUPS
 
-from .helpers import composition_oracle, plan_small, small_recipe
+from .helpers import SMALL_SAMPLING, composition_oracle, plan_small, small_recipe
 
 CLI = [sys.executable, "-m", "chorus_store.cli"]
 
@@ -73,10 +73,16 @@ def test_two_workers_build_and_reduce_the_one_process_npz(
 
 
 def test_a_worker_killed_mid_build_loses_only_its_task(
-    client: Any, tmp_path: Path, demo_inputs: DemoInputs, small_build: tuple[Path, Path]
+    client: Any, tmp_path: Path, demo_inputs: DemoInputs
 ) -> None:
+    # a plan four times the small one, so the build is still running when the kill lands
+    bigger = {k: v * 4 for k, v in SMALL_SAMPLING.items()}
+    recipe = small_recipe(tmp_path, sampling=bigger, layout={"position_shard_rows": 16})
+    reference = tmp_path / "one-process.zarr"
+    plan_small(reference, demo_inputs, recipe)
+    build(reference, progress=False)
     store = tmp_path / "demo.zarr"
-    plan_small(store, demo_inputs, small_recipe(tmp_path, layout={"position_shard_rows": 16}))
+    plan_small(store, demo_inputs, recipe)
     pids = client.run(os.getpid)
     result: dict[str, Any] = {}
 
@@ -88,15 +94,25 @@ def test_a_worker_killed_mid_build_loses_only_its_task(
 
     thread = threading.Thread(target=run)
     thread.start()
-    # a worker is in the middle of a task (the cluster is busy, rows are being written)
-    _wait(lambda: any(client.processing().values()) and _done(store) > 0 or not thread.is_alive())
-    victim = next(addr for addr, tasks in client.processing().items() if tasks)
-    os.kill(pids[victim], signal.SIGKILL)
+    victim: list[str] = []
+
+    def mid_task() -> bool:  # rows are being written and a worker is running a task
+        if not thread.is_alive():
+            return True
+        busy = [addr for addr, tasks in client.processing().items() if tasks]
+        if busy and _done(store) > 0:
+            victim.append(busy[0])
+            return True
+        return False
+
+    _wait(mid_task)
+    assert victim, "the build finished before a worker could be killed"
+    os.kill(pids[victim[0]], signal.SIGKILL)
     thread.join(timeout=300)
     assert "error" not in result, result.get("error")
     client.wait_for_workers(2, timeout=60)  # the nanny restarted the killed worker
-    assert pids[victim] not in client.run(os.getpid).values()
-    assert _npz(store, tmp_path / "k.npz") == small_build[1].read_bytes()
+    assert pids[victim[0]] not in client.run(os.getpid).values()
+    assert _npz(store, tmp_path / "k.npz") == _npz(reference, tmp_path / "ref.npz")
 
 
 def test_status_works_while_a_cluster_build_runs(
