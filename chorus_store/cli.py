@@ -200,8 +200,12 @@ def reduce(
         if "://" in scheduler:
             from distributed import Client
 
+            from .cluster import dashboard_link
+
             target = stack.enter_context(Client(scheduler))  # type: ignore[no-untyped-call]
-            console.print(f"dask dashboard: {target.dashboard_link}", highlight=False)
+            link = dashboard_link(target)
+            if link:
+                console.print(f"dask dashboard: {link}", highlight=False)
         report = _run(
             run_reduce,
             store,

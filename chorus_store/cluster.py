@@ -303,8 +303,10 @@ def run_on_cluster(
 
 
 def dashboard_link(client: Any) -> str | None:
+    """The dask dashboard's address, or None where the cluster serves none."""
     try:
-        link = client.dashboard_link
-    except Exception:  # noqa: BLE001 - no dashboard (bokeh missing)
+        info = client.scheduler_info(n_workers=0)
+        link = client.dashboard_link if info.get("services", {}).get("dashboard") else None
+    except Exception:  # noqa: BLE001 - an old scheduler, or none reachable
         return None
     return str(link) if link else None

@@ -70,6 +70,13 @@ def test_two_workers_build_and_reduce_the_one_process_npz(
     assert sorted(loads.values()) == [1, 1]
     assert _npz(store, tmp_path / "a.npz", client) == small_build[1].read_bytes()
     assert build(store, client=client, progress=False).tasks == 0  # nothing left
+    # the dashboard the build prints a link to is served
+    import urllib.request
+
+    from chorus_store.cluster import dashboard_link
+
+    link = dashboard_link(client)
+    assert link is not None and urllib.request.urlopen(link, timeout=30).status == 200
 
 
 def test_a_worker_killed_mid_build_loses_only_its_task(
