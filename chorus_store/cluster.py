@@ -111,12 +111,15 @@ def _oracle(spec: WorkerSpec) -> tuple[Any, Any]:
     key = spec.model_key()
     with _LOCK:
         if key not in _ORACLES:
+            # one model per worker process at a time: free the last one before loading
+            # (a GPU may not hold two)
+            _ORACLES.clear()
+            _CONTEXTS.clear()
             _pin_gpu()
             oracle = Recipe.from_stored(spec.recipe).load_oracle(
                 weights=spec.weights, device=spec.device
             )
             genome = Genome(spec.fasta, assembly=spec.assembly)
-            _ORACLES.clear()  # one model per worker process at a time
             _ORACLES[key] = (oracle, genome)
             log.info("worker %s loaded %s", _worker_name(), oracle.name)
         return _ORACLES[key]  # type: ignore[no-any-return]
