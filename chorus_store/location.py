@@ -325,5 +325,5 @@ def _no_conditional_writes(url: str, exc: BaseException) -> StoreLockedError:
     return StoreLockedError(
         f"{url}: this object store does not support conditional writes ({exc}), so two "
         f"writers could not be kept off one shard. Use a backend that does (AWS S3, GCS, "
-        f"Azure Blob, MinIO), or keep the store on a shared filesystem."
+        f"Azure Blob), or keep the store on a shared filesystem."
     )
