@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .errors import OracleMismatchError
+from .errors import ClusterError, OracleMismatchError
 
 __all__ = [
     "WorkerSpec",
@@ -280,14 +280,15 @@ def run_on_cluster(
 
     A task that raises stops the build: the others are cancelled and the error is
     raised here (what finished is kept in the store; the next build resumes)."""
-    from distributed import as_completed
+    from distributed import KilledWorker, as_completed
 
     resources = _task_resources(client)
-    [spec_future] = client.scatter([spec], broadcast=True, hash=False)
+    # the spec (~1 KB: paths, the recipe) travels with each task rather than scattered: a
+    # scattered value dies with the workers holding it, and the tasks needing it with it
     futures = {
         client.submit(
             run_task,
-            spec_future,
+            spec,
             task,
             key=f"chorus-build-{task.group}-{task.shard}-{task.tracks[0]}-{spec.run_id[:8]}",
             pure=False,
@@ -298,7 +299,16 @@ def run_on_cluster(
     reports = []
     try:
         for fut in as_completed(futures):
-            reports.append(fut.result())  # raises the task's error
+            try:
+                reports.append(fut.result())  # raises the task's error
+            except KilledWorker as exc:
+                task = futures[fut]
+                raise ClusterError(
+                    f"{spec.store}: {task.group} shard {task.shard} killed every worker that "
+                    f"ran it ({exc}); out of memory is the usual cause (GPU or host: a smaller "
+                    f"model batch, or workers with more memory). Finished shards are kept; "
+                    f"`chorus-store build {spec.store}` resumes."
+                ) from exc
             advance(futures[fut].n_rows)
     finally:
         client.cancel([f for f in futures if not f.done()])

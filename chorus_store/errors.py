@@ -24,6 +24,7 @@ __all__ = [
     "ExportValidationError",
     "RecipeError",
     "WriteError",
+    "ClusterError",
 ]
 
 
@@ -89,3 +90,7 @@ class RecipeError(ChorusStoreError, ValueError):
 
 class WriteError(ChorusStoreError, OSError):
     """Writing failed (full disk, permissions); nothing half-written was kept."""
+
+
+class ClusterError(ChorusStoreError, RuntimeError):
+    """A cluster build lost a task for good (its workers kept dying); finished work is kept."""

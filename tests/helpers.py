@@ -191,3 +191,19 @@ def start_s3_server(log: Path | None = None) -> tuple[subprocess.Popen[bytes], s
                 proc.kill()
                 raise RuntimeError("the moto S3 server did not start") from None
             time.sleep(0.1)
+
+
+def dies_in_a_worker(onehot: np.ndarray) -> dict[str, np.ndarray]:
+    """``gc_window_model``, except that in a dask worker it kills its own process, like a
+    model that runs the machine out of memory."""
+    import os
+    import signal
+
+    from distributed import get_worker
+
+    try:
+        get_worker()
+    except ValueError:
+        return gc_window_model(onehot)
+    os.kill(os.getpid(), signal.SIGKILL)
+    raise AssertionError("unreachable")

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from chorus_store import ChorusStore, build, export, reduce
+from chorus_store import ChorusStore, build, export, plan_store, reduce
 from chorus_store.cluster import gpu_assignment, local_cluster
 from chorus_store.demo import DemoInputs
 from chorus_store.status import status
@@ -256,3 +256,36 @@ def _a_task(store: ChorusStore) -> Any:
 
     n = store.layout.position_shard_rows
     return Task("baselines", 0, 0, n, n, tuple(range(len(store.tracks))))
+
+
+def test_a_task_that_kills_every_worker_it_meets_stops_the_build_clearly(
+    tmp_path: Path, demo_inputs: DemoInputs
+) -> None:
+    import dask
+
+    from chorus_store import load_recipe
+    from chorus_store.errors import ClusterError
+
+    from .test_new_oracle import RECIPE
+
+    (tmp_path / "recipe.toml").write_text(
+        RECIPE.replace("tests.helpers:gc_window_model", "tests.helpers:dies_in_a_worker")
+    )
+    (tmp_path / "tracks.tsv").write_text(
+        "track_id\tassay_type\tdescription\nGC:one\tDNASE\tDNASE:gc\nAT:two\tCHIP\tCHIP:x:at\n"
+    )
+    store = tmp_path / "s.zarr"
+    plan_store(
+        store,
+        load_recipe(tmp_path / "recipe.toml"),
+        fasta=demo_inputs.fasta,
+        ccre=demo_inputs.ccre,
+        gtf=demo_inputs.gtf,
+    )
+    with (
+        dask.config.set({"distributed.scheduler.allowed-failures": 1}),
+        local_cluster(1) as client,
+        pytest.raises(ClusterError, match="killed every worker.*resumes"),
+    ):
+        build(store, client=client, progress=False)
+    assert status(store)["claims"] == []  # the coordinator released its claims
