@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -126,6 +127,10 @@ class Location:
     def exists(self, key: str) -> bool:
         return self.get(key) is not None
 
+    def age(self, key: str) -> float | None:
+        """Seconds since ``key`` was last written (by its storage's clock), or None."""
+        raise NotImplementedError
+
     def is_empty(self) -> bool:
         return next(iter(self.list()), None) is None
 
@@ -213,6 +218,12 @@ class LocalLocation(Location):
 
     def delete(self, key: str) -> None:
         self._file(key).unlink(missing_ok=True)
+
+    def age(self, key: str) -> float | None:
+        try:
+            return time.time() - self._file(key).stat().st_mtime
+        except (FileNotFoundError, NotADirectoryError):
+            return None
 
     def list(self, prefix: str = "") -> Iterator[tuple[str, int]]:
         base = self.path / prefix if prefix else self.path
@@ -312,6 +323,15 @@ class ObjectLocation(Location):
 
         with contextlib.suppress(FileNotFoundError):
             obstore.delete(self.store, key)
+
+    def age(self, key: str) -> float | None:
+        import obstore
+
+        try:
+            meta = obstore.head(self.store, key)
+        except FileNotFoundError:
+            return None
+        return time.time() - meta["last_modified"].timestamp()
 
     def list(self, prefix: str = "") -> Iterator[tuple[str, int]]:
         import obstore

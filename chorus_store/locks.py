@@ -5,18 +5,24 @@ A claim is a small JSON object created with create-if-absent under
 store; see :mod:`chorus_store.location`): creating it either succeeds (the claim is ours)
 or fails because someone holds it. The file names its holder (host, boot id, pid, command, time).
 
-A claim left behind by a killed process is *stale*. On the same machine that is
-detected (the pid is gone, or the machine rebooted since) and the claim is taken over;
-a claim held by another machine cannot be checked from here, so it is reported with the
-command that clears it (``chorus-store unlock STORE``).
+A claim left behind by a killed process is *stale*, and is taken over. On the same
+machine that is seen directly (the pid is gone, or the machine rebooted since). From
+another machine it is seen by the holder's *lease*: while a run holds claims it rewrites
+a heartbeat object ``runs/<run_id>.json`` every quarter of its lease (default 10 min,
+``CHORUS_STORE_LEASE_S``); a claim whose run has not beaten for a whole lease is stale
+from anywhere. This compares the heartbeat's modification time (the filesystem's or the
+object store's clock) with the reader's clock, so it assumes clocks agree to well within
+a lease. ``chorus-store unlock STORE --force`` clears claims by hand.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -31,6 +37,14 @@ __all__ = ["Holder", "LockSet", "LOCK_DIR", "acquire", "list_claims", "clear_cla
 
 LOCK_DIR = ".chorus-locks"
 STRUCTURE = "store"  # the claim taken by operations that change the store's shape
+RUNS = "runs"  # LOCK_DIR/runs/<run_id>.json: each run's heartbeat
+log = logging.getLogger(__name__)
+
+
+def lease_seconds() -> float:
+    """How long a run's heartbeat may be silent before its claims count as abandoned by
+    any machine (``CHORUS_STORE_LEASE_S``, default 600; it beats every quarter of that)."""
+    return float(os.environ.get("CHORUS_STORE_LEASE_S", "600"))
 
 
 def _boot_id() -> str:
@@ -50,9 +64,12 @@ class Holder:
     command: str
     started_at: float
     run_id: str
+    #: > 0: the holder's run beats ``runs/<run_id>.json`` every lease/4 while it holds
+    #: claims; 0 (claims written before leases existed): no heartbeat to judge by
+    lease_s: float = 0.0
 
     @classmethod
-    def me(cls, command: str | None = None) -> Holder:
+    def me(cls, command: str | None = None, lease_s: float | None = None) -> Holder:
         return cls(
             host=socket.gethostname(),
             boot_id=_boot_id(),
@@ -60,6 +77,7 @@ class Holder:
             command=command or " ".join(sys.argv[:4]),
             started_at=time.time(),
             run_id=uuid.uuid4().hex,
+            lease_s=lease_seconds() if lease_s is None else lease_s,
         )
 
     def describe(self) -> str:
@@ -67,7 +85,8 @@ class Holder:
         return f"pid {self.pid} on {self.host} ({self.command!r}, since {when})"
 
     def is_alive(self) -> bool | None:
-        """True/False when checkable from this machine, None when it is another host."""
+        """True/False when checkable from this machine (its pid), None for another host
+        (see :func:`holder_alive`, which reads the run's heartbeat then)."""
         if self.host != socket.gethostname():
             return None
         if self.boot_id and self.boot_id != _boot_id():
@@ -95,6 +114,52 @@ def _read(loc: Location, key: str) -> tuple[Holder, bytes] | None:
     return None if raw is None else (_parse(raw, key), raw)
 
 
+def _beat_key(run_id: str) -> str:
+    return f"{LOCK_DIR}/{RUNS}/{run_id}.json"
+
+
+def holder_alive(loc: Location, holder: Holder) -> bool | None:
+    """Is the holder of a claim on ``loc`` alive? A holder on this machine is checked by
+    its pid; one on another machine by its run's heartbeat: silent for longer than its
+    lease means gone. None: another machine and no lease (cannot tell)."""
+    if holder.pid < 0:
+        return False  # an unreadable claim
+    local = holder.is_alive()
+    if local is not None:
+        return local
+    if holder.lease_s <= 0:
+        return None
+    age = loc.age(_beat_key(holder.run_id))
+    # no heartbeat at all: the run released it (it does so after its claims) or was
+    # cleared; either way nobody is holding this claim
+    return age is not None and age <= holder.lease_s
+
+
+class _Heartbeat:
+    """Rewrites ``runs/<run_id>.json`` every lease/4 seconds while a LockSet holds claims."""
+
+    def __init__(self, loc: Location, holder: Holder) -> None:
+        self.loc, self.holder = loc, holder
+        self.key = _beat_key(holder.run_id)
+        self.payload = json.dumps(holder.__dict__).encode()
+        self.stop = threading.Event()
+        self.loc.put(self.key, self.payload)  # before the first claim is created
+        self.thread = threading.Thread(target=self._run, name="chorus-heartbeat", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.wait(self.holder.lease_s / 4):
+            try:
+                self.loc.put(self.key, self.payload)
+            except Exception as exc:  # noqa: BLE001 - keep beating through a hiccup
+                log.warning("heartbeat of %s failed: %s", self.loc.url, exc)
+
+    def end(self) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.loc.delete(self.key)  # after the claims: a claim never outlives its beat
+
+
 class LockSet:
     """Claims held by this process; release them with :meth:`release` or ``with``."""
 
@@ -102,6 +167,7 @@ class LockSet:
         self.loc = loc
         self.holder = holder
         self.names: list[str] = []
+        self._beat: _Heartbeat | None = None
 
     @staticmethod
     def _key(name: str) -> str:
@@ -111,6 +177,8 @@ class LockSet:
         """Take ``name``; return None on success or the live (or unknown) holder."""
         key = self._key(name)
         payload = json.dumps(self.holder.__dict__).encode()
+        if self._beat is None and self.holder.lease_s > 0:
+            self._beat = _Heartbeat(self.loc, self.holder)
         for _ in range(3):
             if self.loc.create(key, payload):
                 self.names.append(name)
@@ -121,7 +189,7 @@ class LockSet:
             other, raw = found
             if other.run_id == self.holder.run_id:
                 return None
-            alive = other.is_alive() if other.pid >= 0 else False
+            alive = holder_alive(self.loc, other)
             if alive is not False:
                 return other
             # stale: its holder is gone. Replace it only if it is still that stale claim,
@@ -139,8 +207,7 @@ class LockSet:
             before = len(self.names)
             other = self._try(name)
             if other is not None:
-                for n in taken:
-                    self._release_one(n)
+                self.release(taken)  # (and stops the heartbeat if nothing else is held)
                 raise StoreLockedError(
                     f"{store}: {name!r} is being written by {other.describe()}. Wait for it "
                     f"to finish, or build a disjoint part (--part/--shard). If that process "
@@ -160,6 +227,9 @@ class LockSet:
     def release(self, names: Iterable[str] | None = None) -> None:
         for name in list(self.names if names is None else names):
             self._release_one(name)
+        if not self.names and self._beat is not None:
+            self._beat.end()
+            self._beat = None
 
     def __enter__(self) -> LockSet:
         return self
@@ -181,7 +251,9 @@ def list_claims(loc: Location) -> Iterator[tuple[str, Holder, bool | None]]:
     keys = sorted(
         key
         for key, _ in loc.list(f"{LOCK_DIR}/")
-        if key.endswith(".json") and not key.rsplit("/", 1)[-1].startswith(".")
+        if key.endswith(".json")
+        and not key.rsplit("/", 1)[-1].startswith(".")
+        and not key.startswith(f"{LOCK_DIR}/{RUNS}/")
     )
     for key in keys:
         found = _read(loc, key)
@@ -189,7 +261,7 @@ def list_claims(loc: Location) -> Iterator[tuple[str, Holder, bool | None]]:
             continue
         holder = found[0]
         name = key[len(LOCK_DIR) + 1 : -len(".json")]
-        yield name, holder, (holder.is_alive() if holder.pid >= 0 else False)
+        yield name, holder, holder_alive(loc, holder)
 
 
 def live_claims(loc: Location, *, exclude_run: str | None = None, prefix: str = "") -> list[str]:
@@ -207,5 +279,6 @@ def clear_claims(loc: Location, *, force: bool = False) -> list[str]:
     for name, holder, alive in list_claims(loc):
         if alive is False or (alive is None and force):
             loc.delete(LockSet._key(name))
+            loc.delete(_beat_key(holder.run_id))
             cleared.append(f"{name} ({holder.describe()})")
     return cleared

@@ -218,7 +218,24 @@ class ChorusStore:
         software version, creation time, layout and the track-table hash are added here.
         """
         final = Location.of(url)
-        creating = _begin_create(final)
+        creating, claim = _begin_create(final)
+        try:
+            cls._write_new(creating, attrs, tracks, plan, layout)
+        except BaseException:
+            _abort_create(creating, claim)
+            raise
+        _finish_create(creating, final, claim)
+        return cls.open(final.url, mode="r+")
+
+    @classmethod
+    def _write_new(
+        cls,
+        creating: Location,
+        attrs: dict[str, Any],
+        tracks: TrackTable,
+        plan: PlanArrays,
+        layout: Layout,
+    ) -> ChorusStore:
         root = _open_group(creating, "a")  # empty but for the create claim
         store = cls(creating, root, writable=True)
         full = {
@@ -282,8 +299,7 @@ class ChorusStore:
         full["tracks"] = {"n_tracks": len(tracks), "sha256": tracks.sha256()}
         store.set_attrs(full)  # the mark of a finished store: written last
         store.consolidate()
-        _finish_create(creating, final)
-        return cls.open(final.url, mode="r+")
+        return store
 
     @classmethod
     def open(cls, url: str | Path, *, mode: Literal["r", "r+"] = "r") -> ChorusStore:
@@ -783,7 +799,7 @@ def _open_group(loc: Location, mode: Literal["r", "r+", "a"]) -> zarr.Group:
     return zarr.open_group(loc.zarr_store(read_only=mode == "r"), mode=mode, zarr_format=3)
 
 
-def _begin_create(final: Location) -> Location:
+def _begin_create(final: Location) -> tuple[Location, locks.LockSet | None]:
     """Where to write a new store that must appear at ``final`` whole or not at all.
 
     On a filesystem: a hidden sibling directory, renamed into place by
@@ -801,16 +817,30 @@ def _begin_create(final: Location) -> Location:
         if path.exists() and any(path.iterdir()):
             raise StoreMismatchError(exists_msg)
         path.parent.mkdir(parents=True, exist_ok=True)
-        return Location.of(path.with_name(f".{path.name}.creating-{uuid.uuid4().hex[:12]}"))
+        tmp = path.with_name(f".{path.name}.creating-{uuid.uuid4().hex[:12]}")
+        return Location.of(tmp), None
     half_made = final.exists(CREATING_MARK) and not is_chorus_store(final)
     if not final.is_empty() and not half_made:
         raise StoreMismatchError(exists_msg)
-    # held until _finish_create removes it; refused while another `plan` is creating here
-    locks.acquire(final, [CREATING], store=final.url, command="chorus-store plan")
+    # refused while another `plan` is creating here (its claim is alive)
+    claim = locks.acquire(final, [CREATING], store=final.url, command="chorus-store plan")
     for key, _ in list(final.list()):
-        if key != CREATING_MARK:
+        if not key.startswith(f"{locks.LOCK_DIR}/"):
             final.delete(key)  # a half-made store whose creator is gone
-    return final
+    return final, claim
+
+
+def _abort_create(creating: Location, claim: locks.LockSet | None) -> None:
+    """A create that failed in this process: remove what it wrote, then its claim."""
+    if claim is None:
+        path = creating.local_path
+        if path is not None:
+            shutil.rmtree(path, ignore_errors=True)
+        return
+    for key, _ in list(creating.list()):
+        if not key.startswith(f"{locks.LOCK_DIR}/"):
+            creating.delete(key)
+    claim.release()
 
 
 def is_chorus_store(loc: Location) -> bool:
@@ -819,11 +849,12 @@ def is_chorus_store(loc: Location) -> bool:
     return raw is not None and ROOT_KEY in json.loads(raw).get("attributes", {})
 
 
-def _finish_create(creating: Location, final: Location) -> None:
-    src, dst = creating.local_path, final.local_path
-    if src is None or dst is None:
-        final.delete(CREATING_MARK)
+def _finish_create(creating: Location, final: Location, claim: locks.LockSet | None) -> None:
+    if claim is not None:
+        claim.release()  # the store is whole (its root attributes are written)
         return
+    src, dst = creating.local_path, final.local_path
+    assert src is not None and dst is not None
     try:
         os.rename(src, dst)  # replaces an empty directory; fails on a non-empty one
     except OSError as exc:

@@ -256,3 +256,52 @@ def test_file_urls_and_unknown_schemes(tmp_path: Path) -> None:
     assert Location.of("s3://bucket/x.zarr").is_remote
     with pytest.raises(ValueError, match="unsupported URL scheme 'ftp'"):
         Location.of("ftp://host/x.zarr")
+
+
+def _foreign_claim(loc: Location, name: str, lease_s: float, *, beat: bool) -> None:
+    """A claim as a process on another machine leaves it (its pid cannot be checked)."""
+    import json
+
+    holder = {
+        "host": "another-machine", "boot_id": "", "pid": 4242, "command": "chorus-store build",
+        "started_at": time.time(), "run_id": f"run-{name.replace('/', '-')}", "lease_s": lease_s,
+    }  # fmt: skip
+    raw = json.dumps(holder).encode()
+    if beat:
+        loc.put(f".chorus-locks/runs/{holder['run_id']}.json", raw)
+    loc.put(f".chorus-locks/{name}.json", raw)
+
+
+def test_claims_of_other_machines_are_judged_by_their_heartbeat(location: Location) -> None:
+    _foreign_claim(location, "beating", 60, beat=True)
+    _foreign_claim(location, "silent", 0.5, beat=True)
+    _foreign_claim(location, "no-beat", 60, beat=False)
+    _foreign_claim(location, "legacy", 0, beat=False)  # written before leases existed
+    time.sleep(1.0)  # "silent" has not beaten for longer than its lease
+    alive = {name: a for name, _, a in list_claims(location)}
+    assert alive == {"beating": True, "silent": False, "no-beat": False, "legacy": None}
+    with pytest.raises(StoreLockedError, match="another-machine"):
+        acquire(location, ["beating"], store="s")
+    with pytest.raises(StoreLockedError, match="unlock"):
+        acquire(location, ["legacy"], store="s")
+    with acquire(location, ["silent", "no-beat"], store="s") as mine:
+        assert {n for n, h, _ in list_claims(location) if h.run_id == mine.holder.run_id} == {
+            "silent",
+            "no-beat",
+        }
+
+
+def test_a_holder_beats_while_it_holds_claims_and_stops_after(
+    location: Location, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # S3 timestamps have whole seconds: a 3 s lease (a beat every 0.75 s) stays readable
+    monkeypatch.setenv("CHORUS_STORE_LEASE_S", "3")
+    claims = acquire(location, ["a", "b"], store="s")
+    beat = f".chorus-locks/runs/{claims.holder.run_id}.json"
+    for _ in range(5):
+        time.sleep(0.8)
+        age = location.age(beat)
+        assert age is not None and age < 2.0  # rewritten every lease/4
+    assert all(alive for _, _, alive in list_claims(location))
+    claims.release()
+    assert location.get(beat) is None and list(list_claims(location)) == []
