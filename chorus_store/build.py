@@ -745,8 +745,12 @@ def build(
                 run_id=claims.holder.run_id,
                 assembly=store.attrs["genome"].get("assembly"),
             )
-            given = contextlib.nullcontext(client) if client is not None else None
-            with given or open_client(scheduler, workers) as cl:
+            cluster = (
+                contextlib.nullcontext(client)
+                if client is not None
+                else open_client(scheduler, workers)
+            )
+            with cluster as cl:
                 _check_oracle(store, recipe, probe_on_cluster(cl, spec))
                 spec = dataclasses.replace(spec, fingerprint=store.attrs["oracle"]["fingerprint"])
                 link = dashboard_link(cl)

@@ -208,7 +208,7 @@ def test_local_cluster_workers_each_get_one_gpu() -> None:
     assert gpu_assignment("0", []) is None  # no GPU: CPU workers
 
 
-def test_gpu_workers_get_one_task_at_a_time(client: Any) -> None:
+def test_tasks_claim_a_gpu_only_where_workers_advertise_one(client: Any) -> None:
     from chorus_store.cluster import _task_resources
 
     assert _task_resources(client) is None  # these workers advertise no GPU

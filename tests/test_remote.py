@@ -141,7 +141,7 @@ def test_a_killed_build_on_s3_resumes_to_the_same_npz(
             break
         time.sleep(0.2)
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    assert proc.wait() == -signal.SIGKILL, "the build ended before the kill landed"
     store = ChorusStore.open(url)
     # a row shard is done when all its tracks are (a kill may fall between the done marks
     # of its track shards: its pending tracks are then built again)

@@ -269,11 +269,7 @@ class AlphaGenomeOracle(Oracle):
         import torch
         from alphagenome_pytorch.alphagenome import AlphaGenome, set_update_running_var
 
-        super().__init__()
-        self.name = name
-        self.input_length = int(input_length)
-        self.heads = tuple(heads)
-        self.batch_size = int(batch_size)
+        super().__init__(name=name, input_length=input_length, heads=heads, batch_size=batch_size)
         unknown = set(config) - {"model", "reference_heads"}
         if unknown:
             raise RecipeError(

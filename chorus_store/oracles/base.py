@@ -126,8 +126,24 @@ class Oracle(ABC):
     #: effects need every track of a row together (``effect_inputs`` reads them all)
     joint_tracks: bool = False
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        *,
+        name: str | None = None,
+        input_length: int | None = None,
+        heads: tuple[OutputHead, ...] | None = None,
+        batch_size: int | None = None,
+    ) -> None:
+        """Set whichever of the oracle's identity attributes are given."""
         self.calls = 0  # forward passes run; a finished build re-run must leave it at 0
+        if name is not None:
+            self.name = name
+        if input_length is not None:
+            self.input_length = int(input_length)
+        if heads is not None:
+            self.heads = tuple(heads)
+        if batch_size is not None:
+            self.batch_size = int(batch_size)
 
     @abstractmethod
     def _predict_batch(self, onehot: np.ndarray, columns: Columns) -> dict[str, np.ndarray]:

@@ -197,11 +197,7 @@ class BorzoiOracle(Oracle):
         import torch
         from borzoi_pytorch import Borzoi
 
-        super().__init__()
-        self.name = name
-        self.input_length = int(input_length)
-        self.heads = tuple(heads)
-        self.batch_size = int(batch_size)
+        super().__init__(name=name, input_length=input_length, heads=heads, batch_size=batch_size)
         self.replicate = int(replicate)
         if len(self.heads) != 1 or self.heads[0].name != "human":
             raise RecipeError(

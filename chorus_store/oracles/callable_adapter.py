@@ -34,13 +34,9 @@ class CallableOracle(Oracle):
         identity: str | None = None,
         per_model: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(name=name, input_length=input_length, heads=heads, batch_size=batch_size)
         self.fn = fn
         self.per_model = per_model
-        self.name = name
-        self.input_length = int(input_length)
-        self.heads = tuple(heads)
-        self.batch_size = int(batch_size)
         if identity is None:
             try:
                 src = inspect.getsource(fn)

@@ -377,11 +377,7 @@ class ChromBPNetOracle(Oracle):
         cache_size: int = 16,
         device: str = "auto",
     ) -> None:
-        super().__init__()
-        self.name = name
-        self.input_length = int(input_length)
-        self.heads = (head,)
-        self.batch_size = int(batch_size)
+        super().__init__(name=name, input_length=input_length, heads=(head,), batch_size=batch_size)
         if framework not in FRAMEWORKS:
             raise RecipeError(
                 f"chrombpnet framework must be one of {FRAMEWORKS}, not {framework!r}"

@@ -95,11 +95,7 @@ class _EnformerOracle(Oracle):
     def __init__(
         self, *, name: str, input_length: int, heads: tuple[OutputHead, ...], batch_size: int
     ) -> None:
-        super().__init__()
-        self.name = name
-        self.input_length = int(input_length)
-        self.heads = tuple(heads)
-        self.batch_size = int(batch_size)
+        super().__init__(name=name, input_length=input_length, heads=heads, batch_size=batch_size)
         for head in self.heads:
             centred = (self.input_length - head.n_bins * head.resolution_bp) // 2
             if head.is_scalar or head.start_bp(self.input_length) != centred:

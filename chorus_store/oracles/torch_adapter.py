@@ -108,11 +108,7 @@ class TorchOracle(Oracle):
     ) -> None:
         import torch
 
-        super().__init__()
-        self.name = name
-        self.input_length = int(input_length)
-        self.heads = tuple(heads)
-        self.batch_size = int(batch_size)
+        super().__init__(name=name, input_length=input_length, heads=heads, batch_size=batch_size)
         if input_layout not in ("NLC", "NCL") or output_layout not in ("NLT", "NTL"):
             raise RecipeError(
                 f"input_layout must be NLC or NCL and output_layout NLT or NTL, got "
