@@ -391,7 +391,9 @@ def _write_task(store: ChorusStore, task: Task, arrays: dict[str, np.ndarray]) -
     r0, r1 = task.start, task.stop
     g0, g1 = _gene_span(store, task)
     for name, values in arrays.items():
-        arr = store.array(f"{task.group}/{name}")
+        # an all-NaN unit is still stored, so "marked done" always means "its shard exists"
+        # and a deleted shard is damage that verify can see (not a silent run of NaN)
+        arr = store.array(f"{task.group}/{name}").with_config({"write_empty_chunks": True})
         rows = slice(g0, g1) if name.startswith("gene_") else slice(r0, r1)
         if rows.stop == rows.start:
             continue

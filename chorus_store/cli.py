@@ -329,22 +329,38 @@ def add_variants(
 @app.command()
 def verify(
     store: StorePath,
-    repair: Annotated[bool, typer.Option(help="Mark damaged shards for rebuilding.")] = False,
+    repair: Annotated[
+        bool, typer.Option(help="Mark damaged data for rebuilding; rewrite damaged metadata.")
+    ] = False,
 ) -> None:
-    """Read every chunk; report (and with --repair, reset) those failing their checksum."""
+    """Check every chunk, done mark and metadata document; --repair mends what it can."""
     from .status import verify as run
 
     report = _run(run, store, repair=repair)
-    bad = report["damaged_shards"] + report["damaged_reductions"] + report["damaged_plan"]
+    labels = {
+        "damaged_metadata": "metadata",
+        "damaged_shards": "data",
+        "damaged_marks": "done mark",
+        "damaged_reductions": "reduction",
+        "damaged_derived": "derived array",
+        "damaged_plan": "plan",
+    }
+    bad = [f"damaged {label}: {line}" for key, label in labels.items() for line in report[key]]
     if not bad:
-        out.print("every chunk passed its checksum")
+        out.print("every metadata document, chunk and built shard passed")
         return
     for line in bad:
-        out.print(f"damaged: {line}")
+        out.print(line, highlight=False)
     if report["repaired"]:
-        out.print(f"marked for rebuilding; run `chorus-store build {store}` then reduce")
-    if report["damaged_plan"]:
-        out.print("the plan/track table is damaged: re-plan into a new store")
+        out.print(
+            f"repaired: metadata rewritten, damaged data marked for rebuilding; run "
+            f"`chorus-store build {store}` then `chorus-store reduce {store}`",
+            highlight=False,
+        )
+    elif not repair:
+        out.print(f"run `chorus-store verify {store} --repair` to mend it", highlight=False)
+    for line in report["lost"]:
+        out.print(f"lost: {line}", highlight=False)
     raise typer.Exit(1)
 
 

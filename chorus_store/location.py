@@ -127,6 +127,10 @@ class Location:
     def exists(self, key: str) -> bool:
         return self.get(key) is not None
 
+    def get_tail(self, key: str, size: int, n: int) -> bytes | None:
+        """The last ``n`` bytes of ``key``, whose length is ``size`` (one ranged read)."""
+        raise NotImplementedError
+
     def age(self, key: str) -> float | None:
         """Seconds since ``key`` was last written (by its storage's clock), or None."""
         raise NotImplementedError
@@ -160,6 +164,14 @@ class LocalLocation(Location):
     def get(self, key: str) -> bytes | None:
         try:
             return self._file(key).read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def get_tail(self, key: str, size: int, n: int) -> bytes | None:
+        try:
+            with self._file(key).open("rb") as f:
+                f.seek(max(0, size - n))
+                return f.read(n)
         except (FileNotFoundError, NotADirectoryError):
             return None
 
@@ -280,6 +292,14 @@ class ObjectLocation(Location):
         except FileNotFoundError:
             return None, None
         return bytes(result.bytes()), result.meta.get("e_tag")
+
+    def get_tail(self, key: str, size: int, n: int) -> bytes | None:
+        import obstore
+
+        try:
+            return bytes(obstore.get_range(self.store, key, start=max(0, size - n), end=size))
+        except FileNotFoundError:
+            return None
 
     def put(self, key: str, data: bytes) -> None:
         import obstore

@@ -29,7 +29,8 @@ import numpy as np
 
 from . import locks
 from .build import require_complete
-from .errors import IncompleteStageError
+from .errors import CorruptChunkError, IncompleteStageError
+from .integrity import block_inputs, missing_shards
 from .store import LAYERS, ChorusStore, as_corruption, is_checksum_error, layer_sources
 
 __all__ = [
@@ -105,10 +106,11 @@ def layer_fingerprints(store: ChorusStore, layer: str) -> list[str]:
     }
     tracks = store.tracks
     chunk = store.layout.track_chunk
+    data = block_inputs(store, sources)  # the stored values themselves, not only the plan
     out = []
-    for t0 in range(0, len(tracks), chunk):
+    for b, t0 in enumerate(range(0, len(tracks), chunk)):
         t1 = min(t0 + chunk, len(tracks))
-        doc = {**common, "tracks": tracks.sha256(t0, t1), "block": [t0, t1]}
+        doc = {**common, "tracks": tracks.sha256(t0, t1), "block": [t0, t1], "data": data[b]}
         out.append(hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest())
     return out
 
@@ -127,6 +129,21 @@ def require_reduced(store: ChorusStore) -> None:
         raise IncompleteStageError(
             f"{store.url}: reductions are missing or out of date ({what}). Run "
             f"`chorus-store reduce {store.url}`."
+        )
+
+
+def require_shards(store: ChorusStore) -> None:
+    """Refuse to rank the fill value of a shard its done marks say is written (a deleted
+    or emptied object reads back as NaN, "not sampled", without any error)."""
+    done = {g: store.read(f"{g}/done_rows") for g in ("baselines", "variants")}
+    missing = missing_shards(store, done)
+    if missing:
+        unit, why = missing[0]
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise CorruptChunkError(
+            f"{store.url}: {unit.describe()} is marked built but its object {unit.key} is "
+            f"{why}{more}. Run `chorus-store verify {store.url} --repair` (it marks them for "
+            f"rebuilding), then `chorus-store build {store.url}` and reduce again."
         )
 
 
@@ -187,6 +204,7 @@ def reduce(
     store = ChorusStore.open(store_path, mode="r+")
     store.validate()
     require_complete(store)
+    require_shards(store)
     layers = layers or active_layers(store)
     report = ReduceReport()
     with store.claim(["reduce"], command=f"chorus-store reduce {store.url}"):

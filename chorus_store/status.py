@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import json
+import math
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import zarr
+
 from . import locks
 from .build import pending_summary
+from .integrity import chunk_key, data_arrays, missing_shards
 from .location import Location
 from .reduce import active_layers, layer_fingerprints, stale_blocks
-from .store import DATA_GROUPS, ChorusStore, is_checksum_error, load_schema
+from .store import (
+    DATA_GROUPS,
+    ROOT_COPY,
+    ROOT_KEY,
+    ChorusStore,
+    layer_sources,
+    load_schema,
+    locks_error,
+)
 
 __all__ = ["status", "verify", "unlock", "disk_usage"]
 
@@ -61,80 +75,263 @@ def status(store_path: str | Path) -> dict[str, Any]:
     }
 
 
-def _chunk_keys(store: ChorusStore, name: str, shard: int, track_shard: int) -> list[str]:
-    arr = store.array(name)
-    middle = "/0" * (arr.ndim - 2)
-    return [f"{name}/c/{shard}{middle}/{track_shard}"]
+def _parse_doc(raw: bytes | None) -> dict[str, Any] | None:
+    """A zarr.json document, or None when absent or not a JSON object."""
+    if raw is None:
+        return None
+    try:
+        doc = json.loads(raw)
+    except ValueError:  # also UnicodeDecodeError
+        return None
+    return doc if isinstance(doc, dict) and doc.get("zarr_format") == 3 else None
+
+
+def _schema_nodes() -> dict[str, dict[str, Any] | None]:
+    """Every group and array path of the schema; groups map to their document."""
+    nodes: dict[str, dict[str, Any] | None] = {}
+    schema = load_schema()
+    for gname, gspec in schema["groups"].items():
+        parts = gname.split("/")
+        for i in range(1, len(parts)):  # parent groups ("plan", "reductions")
+            nodes.setdefault("/".join(parts[:i]), {"attributes": {}})
+        nodes[gname] = {"attributes": {"doc": gspec.get("doc", "")}}
+        for aname in [*gspec["arrays"], *gspec.get("coords", {})]:
+            nodes[f"{gname}/{aname}"] = None
+    return nodes
+
+
+_ROOT_LOST = (
+    "the root zarr.json is damaged and its copy {copy} is missing or damaged too: the "
+    "store's provenance and settings (recipe, oracle and genome fingerprints, plan seeds and "
+    "hashes, layout) are lost; the arrays are intact but no command can trust them. Recover "
+    "by planning a new store with the same recipe and inputs (`chorus-store plan NEW ...`) "
+    "and building it; if you know this store came from that recipe and model, its built "
+    "shards can be kept by copying the `baselines/*/c` and `variants/*/c` folders (and the "
+    "`done_rows` chunks) into NEW before its first build."
+)
+
+
+def _check_metadata(loc: Location, repair: bool) -> tuple[list[str], list[str], bool]:
+    """Check every metadata document (root, groups, arrays) as stored, not through the
+    consolidated copy that masks a missing or damaged one. Returns (damaged, lost, whether
+    the store can be opened now). With ``repair``: the root document is restored from its
+    copy (:data:`~chorus_store.store.ROOT_COPY`), a group's from the schema, an array's
+    from the consolidated metadata (an exact copy of it)."""
+    damaged: list[str] = []
+    lost: list[str] = []
+    raw = loc.get("zarr.json")
+    root = _parse_doc(raw)
+    if root is None or ROOT_KEY not in root.get("attributes", {}):
+        damaged.append(f"zarr.json (root metadata, {'missing' if raw is None else 'unreadable'})")
+        copy = _parse_doc(loc.get(ROOT_COPY))
+        if copy is None or ROOT_KEY not in copy.get("attributes", {}):
+            lost.append(_ROOT_LOST.format(copy=ROOT_COPY))
+            return damaged, lost, False
+        root = copy
+        if repair:
+            loc.put("zarr.json", json.dumps(copy, indent=2).encode())
+    consolidated = (root.get("consolidated_metadata") or {}).get("metadata") or {}
+    for path, group_doc in _schema_nodes().items():
+        key = f"{path}/zarr.json"
+        stored = loc.get(key)
+        if _parse_doc(stored) is not None:
+            continue
+        damaged.append(f"{key} ({'missing' if stored is None else 'unreadable'})")
+        doc = consolidated.get(path)
+        if doc is None and group_doc is not None:
+            doc = {**group_doc, "zarr_format": 3, "node_type": "group"}
+        if doc is None:
+            lost.append(
+                f"{key}: no copy to restore it from (the consolidated metadata lacks it); "
+                f"re-plan into a new store with the same recipe and inputs"
+            )
+            continue
+        if repair:
+            doc = {k: v for k, v in doc.items() if k != "consolidated_metadata"}
+            loc.put(key, json.dumps(doc, indent=2).encode())
+    return damaged, lost, repair or not damaged
+
+
+def _bad_chunks(arr: zarr.Array[Any]) -> list[tuple[tuple[int, ...], str]]:
+    """(chunk coords, key) of every stored chunk (shard) of ``arr`` that cannot be read."""
+    step = arr.shards or arr.chunks
+    grid = [math.ceil(n / c) for n, c in zip(arr.shape, step, strict=True)]
+    bad = []
+    for coords in np.ndindex(*grid):
+        region = tuple(slice(i * c, (i + 1) * c) for i, c in zip(coords, step, strict=True))
+        try:
+            arr[region]
+        except Exception:  # noqa: BLE001 - any failure to decode one object is damage to it
+            bad.append((tuple(int(i) for i in coords), chunk_key(arr, tuple(coords))))
+    return bad
+
+
+REDUCED = ("grid", "offered", "retained", "fingerprint")  # per reduce block
+_PLAN_LOST = (
+    "{name}: the plan or track table is damaged and cannot be rebuilt from this store. "
+    "Re-plan into a new store with the same recipe and inputs (`chorus-store plan NEW ...`): "
+    "the plan is deterministic, so NEW's plan hash must equal this one's "
+    "({plan_hash}); only then can its built shards be kept, by copying the "
+    "`baselines/*/c` and `variants/*/c` folders and the `done_rows` chunks into NEW."
+)
 
 
 def verify(store_path: str | Path, *, repair: bool = False) -> dict[str, Any]:
-    """Read every stored chunk and report those failing their checksum.
+    """Check everything the other commands read; with ``repair``, mend what can be mended.
 
-    With ``repair``, damaged build shards are deleted and marked not done (the next
-    ``build`` recomputes exactly them) and damaged reduction blocks are marked stale (the
-    next ``reduce`` recomputes them). Damage to the plan or track table cannot be
-    rebuilt from the store; it is reported for a re-plan.
+    Checked: every metadata document (root, group and array ``zarr.json``, read as stored,
+    not through the consolidated copy), every stored chunk of every array (checksums and
+    decoding: data shards, ``done_rows`` marks, reductions, plan and track tables, coordinate
+    copies), and that every data shard the done marks say is written exists.
+
+    With ``repair`` (under the store claim, refused while a build or reduce runs):
+    damaged or missing data shards are deleted and their rows marked not done (the next
+    ``build`` recomputes exactly them) and the reduction blocks over them marked stale;
+    a damaged done mark is reset (its rows are rebuilt); damaged reduction blocks are marked
+    stale; metadata documents and derived arrays (coordinate copies, quantiles) are
+    rewritten. What cannot be rebuilt from the store (its root attributes without their
+    copy, the plan and track tables) is listed under ``lost`` with how to recover.
     """
-    store = ChorusStore.open(store_path, mode="r+" if repair else "r")
-    lay = store.layout
-    n_tracks = len(store.tracks)
-    damaged_units: list[tuple[str, int, int]] = []
-    damaged_other: list[str] = []
-    for group in DATA_GROUPS:
-        arrays = load_schema()["groups"][group]["arrays"]
-        names = [a for a, spec in arrays.items() if spec.get("role") in ("data", "gene_data")]
-        k = lay.gene_rows(group)
-        for shard, start, stop in store.iter_shards(group):
-            for ts in range(0, max(n_tracks, 1), lay.track_shard):
-                for name in names:
-                    rows = (
-                        slice(shard * k, (shard + 1) * k)
-                        if name.startswith("gene_")
-                        else slice(start, stop)
-                    )
-                    if rows.stop == rows.start:
-                        continue
-                    try:
-                        store.array(f"{group}/{name}")[rows, ..., ts : ts + lay.track_shard]
-                    except ValueError as exc:
-                        if not is_checksum_error(exc):
-                            raise
-                        damaged_units.append((f"{group}/{name}", shard, ts // lay.track_shard))
-    stale_reductions: list[tuple[str, int]] = []
-    for layer in active_layers(store):
-        for b in range(len(layer_fingerprints(store, layer))):
-            t0, t1 = b * lay.track_chunk, (b + 1) * lay.track_chunk
-            for name in ("grid", "offered", "retained"):
-                try:
-                    store.array(f"reductions/{layer}/{name}")[t0:t1]
-                except ValueError as exc:
-                    if not is_checksum_error(exc):
-                        raise
-                    stale_reductions.append((layer, b))
-                    break
-    for name in ("tracks", "plan/positions", "plan/variants"):
-        for aname in store.root[name].array_keys():  # type: ignore[union-attr]
-            try:
-                store.array(f"{name}/{aname}")[:]
-            except ValueError as exc:
-                if not is_checksum_error(exc):
-                    raise
-                damaged_other.append(f"{name}/{aname}")
-    if repair:
-        for name, shard, ts in damaged_units:
-            group = name.split("/")[0]
-            for key in _chunk_keys(store, name, shard, ts):
-                store.location.delete(key)
-            t0 = ts * lay.track_shard
-            store.array(f"{group}/done_rows")[shard, t0 : t0 + lay.track_shard] = 0
-        for layer, b in stale_reductions:
-            store.array(f"reductions/{layer}/fingerprint")[b] = ""
-    return {
-        "damaged_shards": [f"{n} shard {s} track-shard {t}" for n, s, t in damaged_units],
-        "damaged_reductions": [f"{layer} block {b}" for layer, b in stale_reductions],
-        "damaged_plan": damaged_other,
-        "repaired": repair and bool(damaged_units or stale_reductions),
+    loc = Location.of(store_path)
+    held = _repair_claims(loc) if repair else None
+    try:
+        return _verify(loc, repair)
+    finally:
+        if held is not None:
+            held.release()
+
+
+def _repair_claims(loc: Location) -> locks.LockSet:
+    """The claims a repair needs: the whole store's shape (refused while any build holds a
+    shard) and the reduce's (it rewrites done marks, shards and reduction fingerprints)."""
+    command = f"chorus-store verify {loc.url} --repair"
+    held = locks.acquire(loc, [locks.STRUCTURE, "reduce"], store=loc.url, command=command)
+    busy = locks.live_claims(loc, exclude_run=held.holder.run_id, prefix="build/")
+    if busy:
+        held.release()
+        raise locks_error(loc.url, busy, command)
+    return held
+
+
+def _verify(loc: Location, repair: bool) -> dict[str, Any]:
+    report: dict[str, Any] = {
+        "damaged_shards": [],
+        "damaged_marks": [],
+        "damaged_reductions": [],
+        "damaged_metadata": [],
+        "damaged_plan": [],
+        "damaged_derived": [],
+        "lost": [],
+        "repaired": False,
     }
+    damaged_docs, lost, can_open = _check_metadata(loc, repair)
+    report["damaged_metadata"] = damaged_docs
+    report["lost"] = lost
+    if not can_open:
+        return report  # (without repair, a damaged root doc stops every reader)
+    store = ChorusStore.open(loc.url, mode="r+" if repair else "r")
+    lay = store.layout
+    schema = load_schema()["groups"]
+    bad_units: dict[tuple[str, int, int], str] = {}  # (array, shard, track shard) → key
+    bad_marks: dict[str, list[tuple[tuple[int, ...], str]]] = {}
+    done: dict[str, np.ndarray] = {}
+    for group in DATA_GROUPS:
+        arr = store.array(f"{group}/done_rows")
+        bad_marks[group] = _bad_chunks(arr)
+        marks = np.zeros(arr.shape, dtype=np.int64)
+        for (s, ts), _ in bad_marks[group]:
+            report["damaged_marks"].append(f"{group}/done_rows shard {s} track-shard {ts}")
+        good = {c for c, _ in bad_marks[group]}
+        for s in range(arr.shape[0]):
+            for ts in range(math.ceil(arr.shape[1] / lay.track_shard)):
+                if (s, ts) not in good:
+                    t0 = ts * lay.track_shard
+                    marks[s, t0 : t0 + lay.track_shard] = arr[s, t0 : t0 + lay.track_shard]
+        done[group] = marks
+        for name in data_arrays(group):
+            data = store.array(name)
+            for coords, key in _bad_chunks(data):
+                report["damaged_shards"].append(
+                    f"{name} shard {coords[0]} track-shard {coords[-1]}"
+                )
+                bad_units[(name, coords[0], coords[-1])] = key
+    for unit, why in missing_shards(store, done):
+        report["damaged_shards"].append(f"{unit.describe()} ({why})")
+        bad_units[(unit.array, unit.shard, unit.track_shard)] = unit.key
+    stale: set[tuple[str, int]] = set()
+    bad_reduction_keys: list[str] = []
+    for layer in active_layers(store):
+        for name in REDUCED:
+            for coords, key in _bad_chunks(store.array(f"reductions/{layer}/{name}")):
+                stale.add((layer, coords[0]))
+                bad_reduction_keys.append(key)
+    report["damaged_reductions"] = [f"{layer} block {b}" for layer, b in sorted(stale)]
+    derived: list[str] = []  # arrays rewritten from others: quantiles, coordinate copies
+    bad_derived_keys: list[str] = []
+    for gname, gspec in schema.items():
+        names = [*gspec["arrays"], *gspec.get("coords", {})]
+        for aname in names:
+            spec = gspec["arrays"].get(aname, {})
+            full = f"{gname}/{aname}"
+            if spec.get("role") in ("data", "gene_data", "done"):
+                continue
+            if gname.startswith("reductions/") and aname in REDUCED:
+                continue  # checked per block above
+            bad = _bad_chunks(store.array(full))
+            if not bad:
+                continue
+            is_copy = aname in gspec.get("coords", {}) and aname not in gspec["arrays"]
+            if is_copy or aname in ("quantile", "strand"):
+                derived.append(full)
+                bad_derived_keys += [key for _, key in bad]
+            else:
+                report["damaged_plan"].append(full)
+    if report["damaged_plan"]:
+        report["lost"].append(
+            _PLAN_LOST.format(
+                name=", ".join(report["damaged_plan"]),
+                plan_hash=store.attrs["plan"].get("positions_sha256"),
+            )
+        )
+    report["damaged_derived"] = derived
+    if not repair:
+        return report
+    for group in DATA_GROUPS:
+        for _, key in bad_marks[group]:
+            store.location.delete(key)  # a reset mark: the unit's rows are rebuilt
+    reset: set[tuple[str, int, int]] = set()  # (group, shard, track shard)
+    for (name, s, ts), key in bad_units.items():
+        store.location.delete(key)
+        reset.add((name.split("/")[0], s, ts))
+    damaged_mark_units = {(g, c[0], c[1]) for g in DATA_GROUPS for c, _ in bad_marks[g]}
+    for group, s, ts in sorted(reset - damaged_mark_units):
+        t0 = ts * lay.track_shard
+        store.array(f"{group}/done_rows")[s, t0 : t0 + lay.track_shard] = 0
+    for key in bad_reduction_keys + bad_derived_keys:
+        store.location.delete(key)
+    # a rebuilt shard re-reduces the blocks over it, whatever its new bytes
+    blocks_per_ts = lay.track_shard // lay.track_chunk
+    for layer in active_layers(store):
+        group = layer_sources(layer)[0].split("/")[0]
+        for g, _, ts in reset | damaged_mark_units:
+            if g == group:
+                stale.update((layer, ts * blocks_per_ts + i) for i in range(blocks_per_ts))
+    for layer, b in stale:
+        fingerprints = store.array(f"reductions/{layer}/fingerprint")
+        if b < fingerprints.shape[0]:
+            store.location.delete(chunk_key(fingerprints, (b,)))
+    for full in derived:
+        if full.endswith("/quantile"):
+            store.array(full)[:] = np.linspace(0.0, 1.0, lay.n_points)
+        elif full.endswith("/strand"):
+            other = [g for g in DATA_GROUPS if not full.startswith(g)][0]
+            store.array(full)[:] = store.read(f"{other}/strand")
+    if any(not (f.endswith("/quantile") or f.endswith("/strand")) for f in derived):
+        store._sync_coords()
+    if damaged_docs or derived:
+        store.consolidate()
+    report["repaired"] = bool(reset or damaged_mark_units or stale or damaged_docs or derived)
+    return report
 
 
 def unlock(store_path: str | Path, *, force: bool = False) -> list[str]:

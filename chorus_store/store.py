@@ -66,6 +66,9 @@ PRIMARY_DIMS = (
 )
 
 warnings.filterwarnings("ignore", message="Consolidated metadata is currently not part")
+#: a copy of the root ``zarr.json`` (root attributes: provenance no other object holds),
+#: refreshed by every :meth:`ChorusStore.consolidate`; ``verify --repair`` restores from it
+ROOT_COPY = ".chorus-store/root-zarr.json"
 
 
 @cache
@@ -483,8 +486,11 @@ class ChorusStore:
         """Refresh consolidated metadata (after any change of shape or attributes)."""
         with warnings.catch_warnings():
             # the claims folder (.chorus-locks) is not a Zarr node; zarr says so when listing
-            warnings.filterwarnings("ignore", message="Object at .chorus-locks")
+            warnings.filterwarnings("ignore", message="Object at .chorus-")
             zarr.consolidate_metadata(self.location.zarr_store(read_only=False))
+        root_doc = self.location.get("zarr.json")
+        if root_doc is not None:
+            self.location.put(ROOT_COPY, root_doc)
 
     # ---------------------------------------------------------------- tables
     def _write_table(self, gname: str, df: pd.DataFrame, start: int) -> None:
