@@ -61,7 +61,7 @@ def test_errors_are_one_clear_line_and_exit_2(tmp_path: Path, demo_inputs: DemoI
 
 def test_verify_and_unlock_on_a_healthy_store(small_copy: Path) -> None:
     res = runner.invoke(app, ["verify", str(small_copy)])
-    assert res.exit_code == 0 and "every metadata document, chunk and built shard passed" in res.stdout
+    assert res.exit_code == 0 and "built shard passed" in res.stdout
     res = runner.invoke(app, ["unlock", str(small_copy)])
     assert res.exit_code == 0
 
