@@ -19,7 +19,12 @@ import pytest
 
 from chorus_store import ChorusStore, build, export, open_store, reduce
 from chorus_store.demo import DemoInputs
-from chorus_store.errors import SchemaError, StoreLockedError, StoreMismatchError
+from chorus_store.errors import (
+    CorruptChunkError,
+    SchemaError,
+    StoreLockedError,
+    StoreMismatchError,
+)
 from chorus_store.location import Location
 from chorus_store.locks import acquire, list_claims
 from chorus_store.status import status, verify
@@ -246,6 +251,25 @@ def test_a_corrupted_object_on_s3_is_found_repaired_and_rebuilt(
     assert verify(url)["damaged_shards"] == ["baselines/summary shard 2 track-shard 0"]
     verify(url, repair=True)
     assert loc.get(key) is None and verify(url)["damaged_shards"] == []
+    assert build(url, progress=False).rows_built == {"baselines": 32, "variants": 0}
+    reduce(url, progress=False)
+    assert Path(export(url, out=tmp_path / "r.npz")).read_bytes() == small_build[1].read_bytes()
+
+
+def test_a_deleted_object_on_s3_is_found_refused_by_the_reduce_and_rebuilt(
+    s3_bucket: str, tmp_path: Path, demo_inputs: DemoInputs, small_build: tuple[Path, Path]
+) -> None:
+    url = f"{s3_bucket}/demo.zarr"
+    plan_small(url, demo_inputs, small_recipe(tmp_path))
+    build(url, progress=False)
+    loc = Location.of(url)
+    loc.delete("baselines/perbin/c/2/0/0/0")
+    with pytest.raises(CorruptChunkError, match="verify .*--repair"):
+        reduce(url, progress=False)
+    want = ["baselines/perbin shard 2 track-shard 0 (missing)"]
+    assert verify(url)["damaged_shards"] == want
+    assert verify(url, repair=True)["repaired"]
+    assert verify(url)["damaged_shards"] == []
     assert build(url, progress=False).rows_built == {"baselines": 32, "variants": 0}
     reduce(url, progress=False)
     assert Path(export(url, out=tmp_path / "r.npz")).read_bytes() == small_build[1].read_bytes()
