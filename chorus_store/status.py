@@ -230,6 +230,10 @@ def _verify(loc: Location, repair: bool) -> dict[str, Any]:
     if not can_open:
         return report  # (without repair, a damaged root doc stops every reader)
     store = ChorusStore.open(loc.url, mode="r+" if repair else "r")
+    if repair and damaged_docs:
+        # a restored root copy may hold older consolidated metadata than the documents
+        store.consolidate()
+        store = ChorusStore.open(loc.url, mode="r+")
     lay = store.layout
     schema = load_schema()["groups"]
     bad_units: dict[tuple[str, int, int], str] = {}  # (array, shard, track shard) → key
