@@ -245,10 +245,10 @@ def _verify(loc: Location, repair: bool) -> dict[str, Any]:
         marks = np.zeros(arr.shape, dtype=np.int64)
         for (s, ts), _ in bad_marks[group]:
             report["damaged_marks"].append(f"{group}/done_rows shard {s} track-shard {ts}")
-        good = {c for c, _ in bad_marks[group]}
+        unreadable = {c for c, _ in bad_marks[group]}
         for s in range(arr.shape[0]):
             for ts in range(math.ceil(arr.shape[1] / lay.track_shard)):
-                if (s, ts) not in good:
+                if (s, ts) not in unreadable:  # read as 0: its unit is rebuilt
                     t0 = ts * lay.track_shard
                     marks[s, t0 : t0 + lay.track_shard] = arr[s, t0 : t0 + lay.track_shard]
         done[group] = marks
