@@ -262,6 +262,12 @@ def test_build_of_an_unknown_part_is_a_usage_error(small_copy: Path) -> None:
     assert res.exit_code == 2 and "UsageError" in one_line(res) and "--part" in res.stderr
 
 
+def test_reduce_of_an_unknown_layer_is_a_usage_error(small_copy: Path) -> None:
+    res = runner.invoke(app, ["reduce", str(small_copy), "--layers", "summary,foo"])
+    assert res.exit_code == 2 and "UsageError" in one_line(res)
+    assert "no layer 'foo'" in res.stderr and "effect,summary,perbin" in res.stderr
+
+
 def test_plan_into_a_read_only_directory(
     tmp_path: Path, demo_inputs: DemoInputs, read_only: Callable[..., Path]
 ) -> None:
