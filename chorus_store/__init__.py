@@ -18,6 +18,8 @@ from .errors import (
     GenomeMismatchError,
     IncompleteStageError,
     InputFileError,
+    LocationError,
+    OracleError,
     OracleMismatchError,
     PlanHashMismatchError,
     PlanMismatchError,
@@ -27,6 +29,7 @@ from .errors import (
     StoreLockedError,
     StoreMismatchError,
     TrackTableMismatchError,
+    UsageError,
     WriteError,
 )
 from .export import default_backgrounds_dir, export
@@ -86,4 +89,7 @@ __all__ = [
     "ExportValidationError",
     "RecipeError",
     "WriteError",
+    "LocationError",
+    "OracleError",
+    "UsageError",
 ]

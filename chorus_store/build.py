@@ -37,11 +37,14 @@ from .cluster import (
     run_on_cluster,
 )
 from .errors import (
+    ChorusStoreError,
     IncompleteStageError,
+    OracleError,
     OracleMismatchError,
     RecipeError,
     StoreLockedError,
     TrackTableMismatchError,
+    UsageError,
     WriteError,
 )
 from .genome import Genome, one_hot
@@ -110,7 +113,10 @@ def _selected_groups(part: str) -> tuple[str, ...]:
         return DATA_GROUPS
     if part in DATA_GROUPS:
         return (part,)
-    raise ValueError(f"part must be 'all', 'baselines' or 'variants', not {part!r}")
+    raise UsageError(
+        f"--part must be 'all', 'baselines' or 'variants', not {part!r}; e.g. "
+        f"`chorus-store build STORE --part baselines`"
+    )
 
 
 def plan_tasks(
@@ -520,6 +526,23 @@ def _finish(ctx: _Context, st: _TaskState) -> dict[str, np.ndarray]:
     }
 
 
+def _predict(ctx: _Context, task: Task, batch: _Batch, state: _TaskState) -> dict[str, np.ndarray]:
+    """The oracle's predictions for ``batch``; an exception of the model itself (not one
+    of ours: those already say what is wrong) is wrapped to name the shard and oracle."""
+    try:
+        return ctx.oracle.predict(batch.onehot, state.stats.columns)
+    except ChorusStoreError:
+        raise
+    except Exception as exc:
+        raise OracleError(
+            f"the oracle {ctx.oracle.name!r} raised {type(exc).__name__}: {exc} while "
+            f"predicting {task.group} shard {task.shard} (rows {task.start}-{task.stop - 1}, "
+            f"first sequence {batch.labels[0]}); nothing of that shard was written. Fix the "
+            f"model or its environment, then re-run `chorus-store build {ctx.store.url}` "
+            f"(it resumes)."
+        ) from exc
+
+
 def run_tasks(
     ctx: _Context,
     tasks: list[Task],
@@ -550,7 +573,7 @@ def run_tasks(
                 states[batch.task] = _start_task(ctx, tasks[batch.task])
             state = states[batch.task]
             t0 = time.perf_counter()
-            preds = ctx.oracle.predict(batch.onehot, state.stats.columns)
+            preds = _predict(ctx, tasks[batch.task], batch, state)
             report.oracle_seconds += time.perf_counter() - t0
             report.sequences += len(batch.rows)
             _absorb(ctx, state, batch, preds)
@@ -691,7 +714,7 @@ def build(
         Rows built, tasks, oracle calls and time spent in the oracle.
     """
     if oracle is not None and (workers > 1 or client is not None or scheduler is not None):
-        raise ValueError(
+        raise UsageError(
             "cluster workers load the oracle from the recipe in each process; pass either "
             "oracle= or workers=/client=/scheduler=, not both"
         )

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import signal
 import sys
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from . import __version__
-from .errors import ChorusStoreError
+from .errors import ChorusStoreError, os_reason
 
 app = typer.Typer(
     name="chorus-store",
@@ -24,6 +29,7 @@ app = typer.Typer(
 )
 console = Console(stderr=True)
 out = Console()
+log = logging.getLogger(__name__)
 
 StorePath = Annotated[
     str,
@@ -33,13 +39,60 @@ StorePath = Annotated[
 ]
 
 
-def _run(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """Call the API; print a chorus-store error as one clear message and exit 2."""
+def _say(label: str, name: str, message: str) -> None:
+    """One line on stderr: no markup read from the message, no wrapping, no newlines."""
+    text = " ".join(message.split())
+    line = Text.assemble((label, "bold red"), f" {name}{': ' if name else ''}{text}")
+    console.print(line, soft_wrap=True)
+
+
+@contextlib.contextmanager
+def _signals() -> Iterator[list[int]]:
+    """While a command runs, SIGTERM unwinds it like SIGINT (a KeyboardInterrupt), so both
+    release claims and let the writer finish what it holds; yields the signals received."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        return fn(*args, **kwargs)
+        yield received
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _run(fn: Any, *args: Any, on_interrupt: Callable[[], str] | None = None, **kwargs: Any) -> Any:
+    """Call the API; print a chorus-store error as one clear line and exit 2.
+
+    An interrupt (SIGINT, SIGTERM) prints one line, ``on_interrupt()``: what was kept and
+    how to resume, and exits 128 + the signal's number.
+    """
+    try:
+        with _signals() as received:
+            return fn(*args, **kwargs)
     except ChorusStoreError as exc:
-        console.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}", highlight=False)
+        _say("error:", type(exc).__name__, str(exc))
         raise typer.Exit(2) from None
+    except OSError as exc:
+        # not anticipated where it happened, but still the machine's state, not a bug:
+        # one line as well (-v logs where it came from)
+        log.debug("unwrapped OSError", exc_info=True)
+        _say("error:", type(exc).__name__, f"{os_reason(exc)}: {exc}")
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        signum = received[0] if received else int(signal.SIGINT)
+        what = "nothing half-written is kept"
+        if on_interrupt is not None:
+            with contextlib.suppress(Exception):
+                what = on_interrupt()
+        _say(f"interrupted ({signal.Signals(signum).name}):", "", what)
+        raise typer.Exit(128 + signum) from None
 
 
 def _parse_shard(value: str | None) -> tuple[int, int] | None:
@@ -101,6 +154,10 @@ def plan(
         plan_store,
         store,
         recipe,
+        on_interrupt=lambda: (
+            "a plan is written whole or not at all, so nothing was kept; run the same "
+            "`chorus-store plan` again"
+        ),
         fasta=fasta,
         reference_set=reference_set,
         positions_set=positions_set,
@@ -151,9 +208,15 @@ def build(
     from .recipes import load_recipe
 
     r = _run(load_recipe, recipe) if recipe else None
+    resume = " ".join(
+        ["chorus-store build", store]
+        + ([f"--part {part}"] if part != "all" else [])
+        + ([f"--shard {shard}"] if shard else [])
+    )
     report = _run(
         run_build,
         store,
+        on_interrupt=lambda: f"{_kept_shards(store)}; resume with: {resume}",
         part=part,
         shard=_parse_shard(shard),
         workers=workers,
@@ -173,6 +236,17 @@ def build(
         f"{report.oracle_calls} oracle calls, {report.seconds:.1f} s"
         + (f", {share:.0%} of the time outside the oracle" if share is not None and rows else "")
     )
+
+
+def _kept_shards(store: str) -> str:
+    """What an interrupted build left: its finished row shards (every one is whole)."""
+    from .build import pending_summary
+    from .store import ChorusStore
+
+    summary = pending_summary(ChorusStore.open(store))
+    done = sum(g["shards_done"] for g in summary.values())
+    total = sum(g["shards"] for g in summary.values())
+    return f"{done} of {total} row shards are built and kept"
 
 
 @app.command()
@@ -198,17 +272,18 @@ def reduce(
     with contextlib.ExitStack() as stack:
         target: Any = scheduler
         if "://" in scheduler:
-            from distributed import Client
+            from .cluster import connect, dashboard_link
 
-            from .cluster import dashboard_link
-
-            target = stack.enter_context(Client(scheduler))  # type: ignore[no-untyped-call]
+            target = stack.enter_context(_run(connect, scheduler))
             link = dashboard_link(target)
             if link:
                 console.print(f"dask dashboard: {link}", highlight=False)
         report = _run(
             run_reduce,
             store,
+            on_interrupt=lambda: (
+                f"every finished block is kept; resume with: chorus-store reduce {store}"
+            ),
             layers=chosen,
             scheduler=target,
             num_workers=workers,
@@ -234,7 +309,15 @@ def export(
     """Write the validated {oracle}_pertrack.npz that chorus loads (atomically)."""
     from .export import export as run_export
 
-    path = _run(run_export, store, out=out_path)
+    path = _run(
+        run_export,
+        store,
+        out=out_path,
+        on_interrupt=lambda: (
+            f"nothing was replaced (a previous NPZ is intact); run `chorus-store export "
+            f"{store}` again"
+        ),
+    )
     out.print(f"wrote {path}")
 
 
@@ -387,7 +470,15 @@ def demo(
     """plan → build → reduce → export on the bundled synthetic genome and demo model."""
     from .demo import run_demo
 
-    result = _run(run_demo, directory, workers=workers, progress=progress)
+    result = _run(
+        run_demo,
+        directory,
+        workers=workers,
+        progress=progress,
+        on_interrupt=lambda: (
+            f"finished work in {directory} is kept; resume with: chorus-store demo {directory}"
+        ),
+    )
     rows = sum(result.build.rows_built.values())
     out.print(
         f"store {result.store}\nnpz   {result.npz}\n"

@@ -246,13 +246,25 @@ def local_cluster(
 def open_client(scheduler: str | None, workers: int) -> Iterator[Any]:
     """A client to the cluster at ``scheduler``, or to a new LocalCluster of ``workers``."""
     if scheduler:
-        from distributed import Client
-
-        with Client(scheduler) as client:
+        with connect(scheduler) as client:
             yield client
     else:
         with local_cluster(workers) as client:
             yield client
+
+
+def connect(scheduler: str) -> Any:
+    """A ``distributed.Client`` of the scheduler at ``scheduler``; an unreachable one is a
+    :class:`ClusterError` naming the address."""
+    from distributed import Client
+
+    try:
+        return Client(scheduler)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise ClusterError(
+            f"cannot reach the dask scheduler at {scheduler} ({type(exc).__name__}: {exc}); "
+            f"start it (`dask scheduler`) or check the address and port given to --scheduler"
+        ) from exc
 
 
 def _task_resources(client: Any) -> dict[str, float] | None:

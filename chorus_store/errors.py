@@ -25,6 +25,9 @@ __all__ = [
     "RecipeError",
     "WriteError",
     "ClusterError",
+    "LocationError",
+    "OracleError",
+    "UsageError",
 ]
 
 
@@ -94,3 +97,32 @@ class WriteError(ChorusStoreError, OSError):
 
 class ClusterError(ChorusStoreError, RuntimeError):
     """A cluster build lost a task for good (its workers kept dying); finished work is kept."""
+
+
+class LocationError(ChorusStoreError, ValueError):
+    """A store or output path cannot be used: an unknown URL scheme, a file where a
+    directory is needed."""
+
+
+class OracleError(ChorusStoreError, RuntimeError):
+    """The oracle raised while predicting; the shard it was on was not written."""
+
+
+class UsageError(ChorusStoreError, ValueError):
+    """An argument names something that does not exist (``--part foo``) or conflicts with
+    another."""
+
+
+def os_reason(exc: OSError) -> str:
+    """A short reason for a failed write, for messages that then say how to fix it."""
+    import errno
+
+    reasons = {
+        errno.ENOSPC: "the disk is full",
+        errno.EDQUOT: "the disk quota is exceeded",
+        errno.EROFS: "the filesystem is read-only",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "permission denied",
+    }
+    where = f" ({exc.filename})" if exc.filename else ""
+    return reasons.get(exc.errno or 0, exc.strerror or str(exc)) + where

@@ -10,8 +10,8 @@ the file's bytes depend only on its contents.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
-import errno
 import json
 import os
 import tempfile
@@ -24,7 +24,7 @@ import numpy as np
 
 from ._version import __version__
 from .build import require_complete
-from .errors import ExportValidationError, WriteError
+from .errors import ExportValidationError, WriteError, os_reason
 from .location import Location, is_remote
 from .reduce import GRID_RULES, active_layers, require_reduced
 from .store import ChorusStore
@@ -182,9 +182,9 @@ def write_npz_atomic(path: Path | str, arrays: dict[str, np.ndarray]) -> None:
         _upload_npz(str(path), arrays)
         return
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         _write_npz_file(tmp, arrays)
         os.replace(tmp, path)
         dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -193,11 +193,18 @@ def write_npz_atomic(path: Path | str, arrays: dict[str, np.ndarray]) -> None:
         finally:
             os.close(dir_fd)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise _write_failed(path, exc) from exc
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        _discard(tmp)
         raise
+
+
+def _discard(tmp: Path) -> None:
+    """Remove a temporary file if there is one; on a read-only or vanished directory the
+    unlink itself fails (EROFS, ENOENT of the parent), and that must not hide why."""
+    with contextlib.suppress(OSError):
+        tmp.unlink(missing_ok=True)
 
 
 def _upload_npz(url: str, arrays: dict[str, np.ndarray]) -> None:
@@ -214,7 +221,7 @@ def _upload_npz(url: str, arrays: dict[str, np.ndarray]) -> None:
 def _write_failed(path: Path | str, exc: OSError) -> Exception:
     if isinstance(exc, WriteError):
         return exc
-    reason = "the disk is full" if exc.errno == errno.ENOSPC else str(exc)
+    reason = os_reason(exc)
     return WriteError(
         f"could not write {path}: {reason}. Nothing was replaced (any previous file is "
         f"intact); fix that and re-run `chorus-store export`."
@@ -362,7 +369,7 @@ def export(store_path: str | Path, *, out: str | Path | None = None) -> Path | s
     if problems:
         raise ExportValidationError(
             f"{store.url}: the export would break chorus's loader contract; nothing was "
-            f"written:\n  - " + "\n  - ".join(problems)
+            f"written: " + "; ".join(problems)
         )
     name = f"{store.attrs['oracle']['name']}_pertrack.npz"
     if out is not None and is_remote(out):

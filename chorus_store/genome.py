@@ -8,14 +8,16 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
+import re
 import threading
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import pandas as pd
@@ -310,6 +312,27 @@ def _require_file(path: str | Path, what: str, flag: str) -> Path:
     return path
 
 
+def _header_lines(path: Path) -> int | None:
+    """How many lines open the file before its first data row: UCSC ``track`` and
+    ``browser`` lines (legal in any BED) and ``#`` comments; None when no data row follows."""
+    n = 0
+    with _open_text(path) as fh:
+        for line in fh:
+            if not (_HEADER.match(line) or not line.strip()):
+                return n
+            n += 1
+    return None
+
+
+def _open_text(path: Path) -> IO[str]:
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", errors="replace")
+    return path.open(errors="replace")
+
+
+_HEADER = re.compile(r"#|(track|browser)(\s|$)")
+
+
 def read_ccre_bed(path: str | Path) -> pd.DataFrame:
     """Read an ENCODE SCREEN cCRE BED: ``chrom, start, end, category`` (spec §1.2).
 
@@ -318,11 +341,15 @@ def read_ccre_bed(path: str | Path) -> pd.DataFrame:
     file with shifted columns would otherwise sample from nothing.
     """
     path = _require_file(path, "cCRE BED", "--ccre")
+    skip = _header_lines(path)
+    if skip is None:
+        raise InputFileError(f"cCRE BED {path} holds no rows (only header or comment lines)")
     try:
         df = pd.read_csv(
             path,
             sep="\t",
             header=None,
+            skiprows=skip,
             comment="#",
             usecols=[0, 1, 2, 5],
             names=["chrom", "start", "end", "category"],
@@ -330,7 +357,7 @@ def read_ccre_bed(path: str | Path) -> pd.DataFrame:
         )
         df["start"] = pd.to_numeric(df["start"], errors="raise").astype(np.int64)
         df["end"] = pd.to_numeric(df["end"], errors="raise").astype(np.int64)
-    except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+    except (ValueError, IndexError, pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise InputFileError(
             f"cCRE BED {path} is malformed ({exc}); expected the SCREEN Registry V4 layout: "
             f"tab-separated chrom, start, end, accession, accession, category"
@@ -359,6 +386,11 @@ def read_gtf(path: str | Path, features: tuple[str, ...] = ("gene", "exon")) -> 
     transcript_type`` ("" when absent). Gzipped files are read transparently.
     """
     path = _require_file(path, "GTF", "--gtf")
+    if _header_lines(path) is None:
+        raise InputFileError(
+            f"GTF {path} holds no rows (only header or comment lines); pass a GENCODE GTF "
+            f"with its gene and exon rows to --gtf"
+        )
     try:
         df = pd.read_csv(
             path,
@@ -372,7 +404,7 @@ def read_gtf(path: str | Path, features: tuple[str, ...] = ("gene", "exon")) -> 
         df = df[df["feature"].isin(features)].reset_index(drop=True)
         df["start"] = pd.to_numeric(df["start"], errors="raise").astype(np.int64)
         df["end"] = pd.to_numeric(df["end"], errors="raise").astype(np.int64)
-    except (ValueError, pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
+    except (ValueError, IndexError, pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
         raise InputFileError(
             f"GTF {path} is malformed ({exc}); expected 9 tab-separated GTF columns"
         ) from exc

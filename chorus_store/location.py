@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import StoreLockedError
+from .errors import LocationError, StoreLockedError
 
 __all__ = ["Location", "LocalLocation", "ObjectLocation", "is_remote"]
 
@@ -61,7 +61,7 @@ class Location:
             text = text[len("file://") :]
         elif "://" in text:
             scheme = text.split("://", 1)[0]
-            raise ValueError(
+            raise LocationError(
                 f"{text}: unsupported URL scheme {scheme!r}; use a local path, file://, "
                 f"s3://, gs:// or az://"
             )

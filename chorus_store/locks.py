@@ -17,6 +17,7 @@ a lease. ``chorus-store unlock STORE --force`` clears claims by hand.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import StoreLockedError
+from .errors import ChorusStoreError, StoreLockedError, WriteError, os_reason
 from .location import Location
 
 __all__ = ["Holder", "LockSet", "LOCK_DIR", "acquire", "list_claims", "clear_claims"]
@@ -208,11 +209,16 @@ class LockSet:
             other = self._try(name)
             if other is not None:
                 self.release(taken)  # (and stops the heartbeat if nothing else is held)
+                # only a build can step aside to a disjoint part; anything else waits
+                alternative = (
+                    ", or build a disjoint part (--part/--shard)"
+                    if name.startswith("build/")
+                    else ""
+                )
                 raise StoreLockedError(
                     f"{store}: {name!r} is being written by {other.describe()}. Wait for it "
-                    f"to finish, or build a disjoint part (--part/--shard). If that process "
-                    f"is gone (killed on another machine), clear its claims with "
-                    f"`chorus-store unlock {store}`."
+                    f"to finish{alternative}. If that process is gone (killed on another "
+                    f"machine), clear its claims with `chorus-store unlock {store}`."
                 )
             if len(self.names) > before:
                 taken.append(name)
@@ -242,7 +248,20 @@ def acquire(
     loc: Location, names: Iterable[str], *, store: str, command: str | None = None
 ) -> LockSet:
     locks = LockSet(loc, Holder.me(command))
-    locks.acquire(names, store=store)
+    try:
+        locks.acquire(names, store=store)
+    except ChorusStoreError:
+        raise
+    except OSError as exc:
+        # a claim is the first thing a writing command writes: a read-only store (or a
+        # full disk) surfaces here
+        with contextlib.suppress(OSError):
+            locks.release()
+        raise WriteError(
+            f"{store}: cannot write the claims of {command or 'this command'!r}: "
+            f"{os_reason(exc)}. Commands that only read (status, export) work on a "
+            f"read-only store; to write, make it writable or copy it somewhere writable."
+        ) from exc
     return locks
 
 

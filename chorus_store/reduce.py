@@ -29,7 +29,7 @@ import numpy as np
 
 from . import locks
 from .build import require_complete
-from .errors import CorruptChunkError, IncompleteStageError
+from .errors import CorruptChunkError, IncompleteStageError, UsageError
 from .integrity import block_inputs, missing_shards
 from .store import LAYERS, ChorusStore, as_corruption, is_checksum_error, layer_sources
 
@@ -205,6 +205,12 @@ def reduce(
     store.validate()
     require_complete(store)
     require_shards(store)
+    unknown = sorted(set(layers or ()) - set(active_layers(store)))
+    if unknown:
+        raise UsageError(
+            f"{store.url} has no layer {', '.join(map(repr, unknown))} to reduce; --layers "
+            f"takes a comma list of {','.join(active_layers(store))}"
+        )
     layers = layers or active_layers(store)
     report = ReduceReport()
     with store.claim(["reduce"], command=f"chorus-store reduce {store.url}"):

@@ -101,6 +101,10 @@ class TrackStats:
         for j, (f, pc) in enumerate(zip(frame["formula"], frame["pseudocount"], strict=True)):
             formulas.setdefault((str(f), float(pc)), []).append(j)
         self.formula_groups = [(f, pc, np.asarray(p)) for (f, pc), p in formulas.items()]
+        # a log ratio of predictions needs them >= 0: a negative one gives NaN (chorus's
+        # math.log raises), or, two of them, a finite ratio that means nothing
+        self.formulas = frame["formula"].astype(str).tolist()
+        self.log_ratio = frame["formula"].isin(["log2fc", "logfc"]).to_numpy()
         skip = frame["summary_skip_strata"].tolist()
         names = sorted({s for x in skip for s in x.split(",") if s})
         self.skip_strata = {s: np.asarray([s in x.split(",") for x in skip]) for s in names}
@@ -108,17 +112,31 @@ class TrackStats:
 
     # ------------------------------------------------------------------------------
     def _refuse(self, values: np.ndarray, valid: np.ndarray, labels: list[str], what: str) -> None:
-        """Raise PredictionError naming the first non-finite record that would be stored."""
+        """Raise PredictionError naming the first non-finite record that would be stored,
+        or the first negative one of a track whose effect is a log ratio."""
         bad = valid & ~np.isfinite(values)
-        if not bad.any():
-            return
-        where = np.argwhere(bad)[0]
-        raise PredictionError(
-            f"the oracle returned {values[tuple(where)]} in the {what} of track "
-            f"{self.track_ids[int(where[-1])]!r} at {labels[int(where[0])]}; NaN/inf predictions "
-            f"are refused and nothing was written for this chunk. Check the model and its "
-            f"inputs (weights, dtype, device) and re-run `chorus-store build`."
-        )
+        if bad.any():
+            where = np.argwhere(bad)[0]
+            raise PredictionError(
+                f"the oracle returned {values[tuple(where)]} in the {what} of track "
+                f"{self.track_ids[int(where[-1])]!r} at {labels[int(where[0])]}; NaN/inf "
+                f"predictions are refused and nothing was written for this chunk. Check the "
+                f"model and its inputs (weights, dtype, device) and re-run `chorus-store build`."
+            )
+        with np.errstate(invalid="ignore"):
+            negative = valid & self.log_ratio & (values < 0)
+        if negative.any():
+            where = np.argwhere(negative)[0]
+            j = int(where[-1])
+            raise PredictionError(
+                f"the oracle returned {values[tuple(where)]:.6g} in the {what} of track "
+                f"{self.track_ids[j]!r} at {labels[int(where[0])]}; that track's effect is a "
+                f"log ratio ({self.formulas[j]}), which needs predictions >= 0, so negative ones "
+                f"are refused like NaN and nothing was written for this chunk. The model's "
+                f"output is not what the track's layer expects (a missing output activation?), "
+                f"or the track belongs to a layer scored by difference (set its formula to "
+                f"'diff' in the track table)."
+            )
 
     def _strand_mask(self) -> np.ndarray:
         """(strands, n): True where a track has that strand."""

@@ -29,7 +29,15 @@ from zarr.codecs import BloscCodec, Crc32cCodec
 
 from . import locks
 from ._version import __version__
-from .errors import CorruptChunkError, SchemaError, StoreMismatchError
+from .errors import (
+    ChorusStoreError,
+    CorruptChunkError,
+    LocationError,
+    SchemaError,
+    StoreMismatchError,
+    WriteError,
+    os_reason,
+)
 from .location import Location
 from .resources import data_dir
 from .tracks import TRACK_COLUMNS, TrackTable
@@ -221,12 +229,22 @@ class ChorusStore:
         software version, creation time, layout and the track-table hash are added here.
         """
         final = Location.of(url)
-        creating, claim = _begin_create(final)
         try:
-            cls._write_new(creating, attrs, tracks, plan, layout)
-        except BaseException:
-            _abort_create(creating, claim)
+            creating, claim = _begin_create(final)
+            try:
+                cls._write_new(creating, attrs, tracks, plan, layout)
+            except BaseException:
+                _abort_create(creating, claim)
+                raise
+        except ChorusStoreError:
             raise
+        except OSError as exc:
+            # a read-only directory or a full disk: nothing of the new store was kept
+            raise WriteError(
+                f"could not create the store {final.url}: {os_reason(exc)}. Nothing was "
+                f"kept; choose a writable directory with free space and re-run "
+                f"`chorus-store plan`."
+            ) from exc
         _finish_create(creating, final, claim)
         return cls.open(final.url, mode="r+")
 
@@ -312,6 +330,7 @@ class ChorusStore:
         """
         loc = Location.of(url)
         path = loc.url
+        _require_directory(loc)
         if not loc.exists("zarr.json"):
             raise SchemaError(
                 f"{path} is not a chorus-store (no zarr.json); create one with "
@@ -805,6 +824,16 @@ def _open_group(loc: Location, mode: Literal["r", "r+", "a"]) -> zarr.Group:
     return zarr.open_group(loc.zarr_store(read_only=mode == "r"), mode=mode, zarr_format=3)
 
 
+def _require_directory(loc: Location) -> None:
+    """Refuse a local store path that is an existing file (a store is a directory)."""
+    path = loc.local_path
+    if path is not None and path.exists() and not path.is_dir():
+        raise LocationError(
+            f"{path} is a file, not a store directory; give a new path (e.g. one ending "
+            f"in .zarr) for `chorus-store plan`, or the directory of an existing store"
+        )
+
+
 def _begin_create(final: Location) -> tuple[Location, locks.LockSet | None]:
     """Where to write a new store that must appear at ``final`` whole or not at all.
 
@@ -820,6 +849,7 @@ def _begin_create(final: Location) -> tuple[Location, locks.LockSet | None]:
     )
     path = final.local_path
     if path is not None:
+        _require_directory(final)
         if path.exists() and any(path.iterdir()):
             raise StoreMismatchError(exists_msg)
         path.parent.mkdir(parents=True, exist_ok=True)
