@@ -11,12 +11,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chorus_store import OutputHead
+from chorus_store import OutputHead, Recipe
+from chorus_store.demo import DemoInputs
 from chorus_store.genes import GeneIndex, bin_ranges, merge_intervals
-from chorus_store.genome import read_gtf
+from chorus_store.genome import Genome, one_hot, read_gtf
 from chorus_store.plan import gene_bin_draws
 from chorus_store.stats import GeneSlot, TrackStats
-from chorus_store.store import GeneRows
+from chorus_store.store import ChorusStore, GeneRows
 
 from .helpers import HEAD, N_TRACKS, small_recipe
 
@@ -168,6 +169,8 @@ def _chorus_rows(text: str) -> list[dict[str, Any]]:
     rows = []
     for line in text.splitlines():
         parts = line.split("\t", 9)
+        if line.startswith("#") or len(parts) < 9:
+            continue
         attrs = {}
         for attr in parts[8].strip().split(";"):
             kv = attr.strip().split(" ", 1)
@@ -234,9 +237,9 @@ def _chorus_gene_exons(rows: list[dict[str, Any]], name: str) -> list[tuple[str,
 
 
 def _chorus_query_value(exons: list[tuple[str, int, int]], chrom: str, values: np.ndarray,
-                        res: int) -> np.ndarray | None:  # fmt: skip
+                        res: int, pred_start: int = PRED_START) -> np.ndarray | None:  # fmt: skip
     """``scorers.score_track_effect``'s gene_expression branch over ``score_region``."""
-    pred_start, pred_end = PRED_START, PRED_START + len(values) * res
+    pred_end = pred_start + len(values) * res
     total, n_bins = np.zeros(values.shape[1]), 0
     for c, start, end in exons:
         if c != chrom or start >= pred_end or end <= pred_start:
@@ -313,3 +316,37 @@ def _chorus_gene_exons_exact(rows: list[dict[str, Any]], name: str) -> list[tupl
     """Every exon row of the gene name (1-based inclusive, as in the file)."""
     return [(r["chrom"], r["start"], r["end"]) for r in rows
             if r["feature"] == "exon" and r["gene_name"] == name]  # fmt: skip
+
+
+def test_built_gene_records_equal_chorus_query_value(
+    small_build: tuple[Path, Path], demo_inputs: DemoInputs
+) -> None:
+    """End to end: the demo store's per-gene records against the restated query rule."""
+    store = ChorusStore.open(small_build[0])
+    positions = store.plan_table("baselines")
+    table, _ = store.gene_rows("baselines")
+    records = store.read("baselines/gene_summary")
+    frame = store.tracks.frame
+    rna = np.flatnonzero(frame["layer"].to_numpy() == "gene_expression")
+    assert len(rna) and store.attrs["plan"]["genes"]["convention"] == "chorus-query"
+    rows = _chorus_rows(demo_inputs.gtf.read_text())
+    picked = sorted(set(table["row"][table["row"] >= 0].tolist()))[:24]
+    with Genome(demo_inputs.fasta) as genome:
+        where = [(str(positions["chrom"].iat[r]), int(positions["pos"].iat[r])) for r in picked]
+        onehot = one_hot([genome.window(c, p, 16_384) for c, p in where])
+    oracle = Recipe.from_stored(store.attrs["recipe"]).load_oracle(device="cpu")
+    preds = oracle.predict(onehot)[HEAD][:, :, frame["column"].to_numpy()[rna]]
+    checked = 0
+    for row, (chrom, pos), values in zip(picked, where, preds, strict=True):
+        pred_start = pos - 16_384 // 2 + 4_096  # the head's central 64 bins of 128 bp
+        expected = {}
+        for name in _chorus_query_genes(rows, chrom, pred_start, pred_start + 64 * 128):
+            v = _chorus_query_value(_chorus_gene_exons(rows, name), chrom, values, 128, pred_start)
+            if v is not None:
+                expected[name] = v
+        mine = table.index[table["row"] == row]
+        assert sorted(table["gene_name"][mine]) == sorted(expected)
+        for i in mine:
+            np.testing.assert_allclose(records[i][rna], expected[table["gene_name"][i]], rtol=1e-5)
+            checked += 1
+    assert checked > 10
