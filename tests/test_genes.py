@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +14,14 @@ from hypothesis import strategies as st
 
 from chorus_store import OutputHead, Recipe
 from chorus_store.demo import DemoInputs
+from chorus_store.errors import PlanMismatchError, RecipeError
 from chorus_store.genes import GeneIndex, bin_ranges, merge_intervals
 from chorus_store.genome import Genome, one_hot, read_gtf
 from chorus_store.plan import gene_bin_draws
 from chorus_store.stats import GeneSlot, TrackStats
 from chorus_store.store import ChorusStore, GeneRows
 
-from .helpers import HEAD, N_TRACKS, small_recipe
+from .helpers import HEAD, N_TRACKS, plan_small, small_recipe
 
 GTF = """\
 chr1\tT\tgene\t1001\t5000\t.\t+\t.\tgene_id "G1"; gene_type "protein_coding"; gene_name "A";
@@ -350,3 +352,19 @@ def test_built_gene_records_equal_chorus_query_value(
             np.testing.assert_allclose(records[i][rna], expected[table["gene_name"][i]], rtol=1e-5)
             checked += 1
     assert checked > 10
+
+
+def test_replanning_under_another_rna_convention_is_a_plan_mismatch(
+    tmp_path: Path, demo_inputs: DemoInputs
+) -> None:
+    recipe = small_recipe(tmp_path)
+    store = tmp_path / "s.zarr"
+    plan_small(store, demo_inputs, recipe)
+    assert ChorusStore.open(store).attrs["plan"]["genes"]["convention"] == "chorus-query"
+    plan_small(store, demo_inputs, recipe)  # the same plan resumes
+    exact = dataclasses.replace(recipe, plan={**recipe.plan, "rna_convention": "exact"})
+    with pytest.raises(PlanMismatchError, match=r"genes\.convention: store 'chorus-query'"):
+        plan_small(store, demo_inputs, exact)
+    typo = dataclasses.replace(recipe, plan={**recipe.plan, "rna_convention": "chorus"})
+    with pytest.raises(RecipeError, match="rna_convention must be one of"):
+        plan_small(tmp_path / "t.zarr", demo_inputs, typo)
