@@ -440,7 +440,7 @@ def _start_task(ctx: _Context, task: Task) -> _TaskState:
             )
         ):
             if row >= 0:
-                bins = np.concatenate([np.arange(a, b) for a, b in ranges[start : start + count]])
+                bins = GeneSlot.from_ranges(j, -1, ranges[start : start + count]).bins
                 slots.setdefault(int(row) - task.start, []).append((j, bins))
     buffers: dict[str, np.ndarray]
     if task.group == "baselines":

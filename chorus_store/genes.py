@@ -1,39 +1,41 @@
 """Per-gene exon masks for the ``gene_expression`` layer (spec §4.5).
 
-chorus scores an RNA track per gene: the mean of the track over the bins touched by the
-gene's exons, one sample per (gene, track) and position. Which genes a window counts
-depends on the oracle:
-
-* ``overlap`` (Borzoi): protein-coding genes whose span overlaps the prediction interval;
-  mask = the merged exons of every transcript of the gene;
-* ``tss`` (AlphaGenome): genes with a protein-coding transcript whose TSS (first exon
-  start on +, last exon end on −) lies in the prediction interval; mask = the merged
-  exons of those transcripts only.
-
-Bins of a gene: every bin touched by a clipped exon, ``b0 = (s - pred_start) // res``,
-``b1 = ceil((e - pred_start) / res)``, clipped to ``[0, n_bins)``. Masks are kept as
-merged bin ranges, not bin lists, so a 1 bp head's masks stay small.
+chorus scores an RNA track per gene at query time: the track summed over each merged exon's
+bins, divided by the number of bins summed. Which genes a window counts (the population,
+``[plan] rna_genes``) and how exons become bins (the convention, ``[plan] rna_convention``)
+are chosen per recipe; ``docs/design-notes.md`` ("RNA per-gene statistic") says why each
+default is what it is. Masks are kept as bin ranges, not bin lists, so 1 bp masks stay small.
 
 The prediction interval of a row is its input window's start (``pos - L/2``) plus the
 head's offset — the central interval the query maps exons through. (chorus's Borzoi
-builder used the input start instead, placing masks 163,840 bp off; spec §10 item 1.
-The statistic here is the one the query computes.)
+builder used the input start instead, placing masks 163,840 bp off; spec §10 item 1.)
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
 
-from .errors import InputFileError
+from .errors import InputFileError, RecipeError
 
-__all__ = ["GeneIndex", "GeneMask", "merge_intervals", "bin_ranges"]
+__all__ = [
+    "Convention",
+    "GeneIndex",
+    "GeneMask",
+    "Mode",
+    "bin_ranges",
+    "merge_intervals",
+]
 
+#: the gene population: span overlaps the window (chorus's query) or a TSS lies in it
 Mode = Literal["overlap", "tss"]
+#: ``chorus-query``: GTF columns as chorus reads them, one bin span per merged exon (a bin
+#: two exons touch counts twice); ``exact``: 0-based exons, each bin once
+Convention = Literal["chorus-query", "exact"]
 
 
 def merge_intervals(starts: np.ndarray, ends: np.ndarray) -> list[tuple[int, int]]:
@@ -48,17 +50,26 @@ def merge_intervals(starts: np.ndarray, ends: np.ndarray) -> list[tuple[int, int
 
 
 def bin_ranges(
-    exons: list[tuple[int, int]], pred_start: int, resolution_bp: int, n_bins: int
+    exons: list[tuple[int, int]],
+    pred_start: int,
+    resolution_bp: int,
+    n_bins: int,
+    *,
+    merge: bool = True,
 ) -> list[tuple[int, int]]:
-    """Merged bin ranges ``[b0, b1)`` touched by genomic half-open ``exons``."""
+    """Bin ranges ``[b0, b1)`` touched by half-open ``exons``, clipped to the interval.
+
+    One range per exon in exon order when ``merge`` is false (chorus's query sums each
+    exon's span on its own, so a bin two exons touch counts twice); their union otherwise.
+    """
     ranges = []
     for s, e in exons:
         b0 = max((s - pred_start) // resolution_bp, 0)
         b1 = min(math.ceil((e - pred_start) / resolution_bp), n_bins)
         if b1 > b0:
             ranges.append((b0, b1))
-    if not ranges:
-        return []
+    if not ranges or not merge:
+        return ranges
     arr = np.asarray(ranges)
     return merge_intervals(arr[:, 0], arr[:, 1])
 
@@ -67,69 +78,105 @@ def bin_ranges(
 class GeneMask:
     gene_id: str
     gene_name: str
-    ranges: list[tuple[int, int]]  # bin ranges, merged
-
-
-@dataclass
-class _Unit:
-    """A gene (overlap mode) or a protein-coding transcript (tss mode) on one contig."""
-
-    key: str
-    gene_id: str
-    gene_name: str
-    anchor_start: np.ndarray  # span start (overlap) or TSS (tss), 0-based
-    anchor_end: np.ndarray  # span end (overlap) or TSS + 1 (tss)
-    exons: dict[str, list[tuple[int, int]]]
+    #: bin ranges: one per exon (``chorus-query``, may overlap) or merged (``exact``)
+    ranges: list[tuple[int, int]]
 
 
 class GeneIndex:
-    """Genes and their exons, indexed for one selection rule.
+    """Protein-coding genes and their exons, indexed for one population and convention.
 
     Build with :meth:`from_gtf` from rows of :func:`chorus_store.genome.read_gtf`
-    (features ``gene``, ``transcript`` and ``exon``).
+    (features ``gene`` and ``exon``).
     """
 
-    def __init__(self, mode: Mode, units: pd.DataFrame, exons: dict[str, list[tuple[int, int]]]):
+    def __init__(
+        self,
+        mode: Mode,
+        convention: Convention,
+        units: pd.DataFrame,
+        exons: dict[str, list[tuple[int, int]]],
+    ) -> None:
         self.mode = mode
+        self.convention = convention
         self._units = {
-            c: g.sort_values("start").reset_index(drop=True) for c, g in units.groupby("chrom")
+            c: g.sort_values(["start", "gene_name"], kind="stable").reset_index(drop=True)
+            for c, g in units.groupby("chrom")
         }
         self._exons = exons
 
     @classmethod
-    def from_gtf(cls, gtf: pd.DataFrame, mode: Mode) -> GeneIndex:
-        if mode not in ("overlap", "tss"):
-            raise ValueError(f"gene selection mode must be 'overlap' or 'tss', not {mode!r}")
+    def from_gtf(
+        cls, gtf: pd.DataFrame, mode: Mode, convention: Convention = "chorus-query"
+    ) -> GeneIndex:
+        """Index ``gtf`` for population ``mode`` under ``convention``.
+
+        Parameters
+        ----------
+        gtf
+            Rows of :func:`chorus_store.genome.read_gtf` (1-based inclusive columns).
+        mode
+            ``"overlap"``: protein-coding genes whose ``gene`` row overlaps the window, by
+            chorus's query test (``end >= start`` and ``start <= end`` on the raw columns
+            for ``chorus-query``, half-open 0-based for ``exact``). ``"tss"``: genes with
+            a transcript whose TSS (first exon start on +, last exon end on −) lies in
+            ``[start, end)``, over every transcript of the gene (chorus's AlphaGenome
+            builder).
+        convention
+            ``"chorus-query"`` or ``"exact"`` (see :data:`Convention`).
+
+        Either way a gene's exons are every exon row carrying its ``gene_name`` (all
+        transcripts of the gene, as chorus's ``get_gene_exons``), merged per (chrom,
+        strand, gene_name) with touching exons joined.
+        """
+        if mode not in get_args(Mode):
+            raise RecipeError(
+                f"[plan] rna_genes must be one of {list(get_args(Mode))}, not {mode!r}; "
+                f"fix the recipe"
+            )
+        if convention not in get_args(Convention):
+            raise RecipeError(
+                f"[plan] rna_convention must be one of {list(get_args(Convention))}, "
+                f"not {convention!r}; fix the recipe"
+            )
         genes = gtf[(gtf["feature"] == "gene") & (gtf["gene_type"] == "protein_coding")]
         if genes.empty:
             raise InputFileError("the GTF has no protein-coding genes; RNA tracks need them")
-        exons = gtf[gtf["feature"] == "exon"].copy()
-        exons["s"] = exons["start"] - 1  # GTF 1-based inclusive → 0-based half-open
+        # chorus reads the start column as a 0-based start (one base late); exact shifts it
+        shift = 0 if convention == "chorus-query" else 1
+        exons = gtf[
+            (gtf["feature"] == "exon") & gtf["gene_name"].isin(set(genes["gene_name"]))
+        ].copy()
+        exons["s"] = exons["start"] - shift
         exons["e"] = exons["end"]
-        if mode == "overlap":
-            # chorus: exon rows whose gene_name is a protein-coding gene's, merged per gene
-            pc_names = set(genes["gene_name"])
-            exons = exons[exons["gene_name"].isin(pc_names)]
-            spans = (
-                genes.groupby(["chrom", "gene_name"], sort=True)
-                .agg(start=("start", "min"), end=("end", "max"), gene_id=("gene_id", "first"))
-                .reset_index()
+        keys = exons["chrom"] + ":" + exons["gene_name"]
+        exons = exons.assign(key=keys)
+        merged: dict[str, list[tuple[int, int]]] = {}
+        for (key, _strand), g in exons.groupby(["key", "strand"], sort=True):
+            merged.setdefault(str(key), []).extend(
+                merge_intervals(g["s"].to_numpy(), g["e"].to_numpy())
             )
-            spans["start"] -= 1
-            units = spans.assign(key=spans["chrom"] + ":" + spans["gene_name"])
-            merged = {
-                f"{c}:{n}": merge_intervals(g["s"].to_numpy(), g["e"].to_numpy())
-                for (c, n), g in exons.groupby(["chrom", "gene_name"], sort=False)
-            }
+        for spans in merged.values():
+            spans.sort()
+        if mode == "overlap":
+            # a half-open anchor tested against [start, end): chorus's closed test on raw
+            # columns (end >= start, start <= end) is the anchor [S - 1, E + 1)
+            units = pd.DataFrame(
+                {
+                    "chrom": genes["chrom"],
+                    "key": genes["chrom"] + ":" + genes["gene_name"],
+                    "gene_id": genes["gene_id"],
+                    "gene_name": genes["gene_name"],
+                    "start": genes["start"] - 1,
+                    "end": genes["end"] + (1 if convention == "chorus-query" else 0),
+                }
+            )
         else:
-            pc_tx = exons[exons["transcript_type"] == "protein_coding"]
-            if pc_tx.empty:
-                raise InputFileError("the GTF has no protein-coding transcripts (transcript_type)")
             tx = (
-                pc_tx.groupby("transcript_id", sort=True)
+                exons.groupby("transcript_id", sort=True)
                 .agg(
                     chrom=("chrom", "first"),
                     strand=("strand", "first"),
+                    key=("key", "first"),
                     gene_id=("gene_id", "first"),
                     gene_name=("gene_name", "first"),
                     first=("s", "min"),
@@ -137,48 +184,46 @@ class GeneIndex:
                 )
                 .reset_index()
             )
-            tss = np.where(tx["strand"] == "+", tx["first"], tx["last"] - 1)
+            # chorus: TSS = spans[0][0] on +, spans[-1][1] on − (raw columns); exact: the
+            # 0-based first base on +, the last base on −
+            tss = np.where(tx["strand"] == "+", tx["first"], tx["last"] - shift)
             units = pd.DataFrame(
                 {
                     "chrom": tx["chrom"],
-                    "key": tx["transcript_id"],
+                    "key": tx["key"],
                     "gene_id": tx["gene_id"],
                     "gene_name": tx["gene_name"],
                     "start": tss,
                     "end": tss + 1,
                 }
             )
-            merged = {
-                t: merge_intervals(g["s"].to_numpy(), g["e"].to_numpy())
-                for t, g in pc_tx.groupby("transcript_id", sort=False)
-            }
-        return cls(mode, units, merged)
+        return cls(mode, convention, units, merged)
 
     def genes_in(
         self, chrom: str, start: int, end: int
     ) -> list[tuple[str, str, list[tuple[int, int]]]]:
-        """``(gene_id, gene_name, merged exons)`` counted by ``[start, end)``, by gene name."""
+        """``(gene_id, gene_name, exons)`` counted by ``[start, end)``, by gene name.
+
+        ``exons`` are the gene's merged exons on ``chrom`` in the index's coordinates.
+        """
         units = self._units.get(chrom)
         if units is None:
             return []
         hit = units[(units["start"] < end) & (units["end"] > start)]
-        by_gene: dict[str, tuple[str, list[tuple[int, int]]]] = {}
+        by_gene: dict[str, tuple[str, str]] = {}
         for rec in hit.itertuples(index=False):
-            gid, intervals = by_gene.get(rec.gene_name, (rec.gene_id, []))
-            by_gene[rec.gene_name] = (gid, intervals + self._exons.get(rec.key, []))
-        out = []
-        for name in sorted(by_gene):
-            gid, intervals = by_gene[name]
-            arr = np.asarray(intervals, dtype=np.int64).reshape(-1, 2)
-            out.append((gid, name, merge_intervals(arr[:, 0], arr[:, 1])))
-        return out
+            by_gene.setdefault(str(rec.gene_name), (str(rec.gene_id), str(rec.key)))
+        return [
+            (gid, name, self._exons.get(key, [])) for name, (gid, key) in sorted(by_gene.items())
+        ]
 
     def masks(self, chrom: str, pred_start: int, resolution_bp: int, n_bins: int) -> list[GeneMask]:
         """The gene masks of a prediction interval; genes with an empty mask are skipped."""
         pred_end = pred_start + n_bins * resolution_bp
+        merge = self.convention == "exact"
         out = []
         for gid, name, exons in self.genes_in(chrom, pred_start, pred_end):
-            ranges = bin_ranges(exons, pred_start, resolution_bp, n_bins)
+            ranges = bin_ranges(exons, pred_start, resolution_bp, n_bins, merge=merge)
             if ranges:
                 out.append(GeneMask(gid, name, ranges))
         return out

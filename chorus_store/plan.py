@@ -361,6 +361,10 @@ def gene_slots(
 def gene_bin_draws(genes: GeneRows, n_rows: int, first_row: int, seed: int) -> np.ndarray:
     """Per position, up to 32 bins drawn from the union of its genes' exon bins (§4.5).
 
+    The union whatever the convention: a bin two exons share is one bin of the track
+    (chorus's builder draws from the set of exon bins too); the convention only decides
+    which bins the exons touch.
+
     More than 32 → 32 without replacement from the union; fewer → all of them; none →
     -1. Each row draws from its own stream, like :func:`draw_perbin_bins`.
     """
@@ -531,7 +535,13 @@ def plan_store(
     gtf = gtf or plan_cfg.get("gtf")
     if head is not None:
         index = _gene_index(recipe, gtf)
-        meta["genes"] = {"mode": index.mode, "gtf_sha256": _file_sha256(Path(str(gtf)))}
+        # the population and the convention define the statistic: a resume under another
+        # one is a plan mismatch
+        meta["genes"] = {
+            "mode": index.mode,
+            "convention": index.convention,
+            "gtf_sha256": _file_sha256(Path(str(gtf))),
+        }
     genome_attrs = {**genome.fingerprint.as_dict(), "fasta_path": str(genome.path)}
     loc = Location.of(store_path)
     if is_chorus_store(loc):
@@ -608,7 +618,8 @@ def _gene_index(recipe: Recipe, gtf: str | Path | None) -> GeneIndex:
             f"over its exons: pass the GENCODE GTF (--gtf)"
         )
     mode = recipe.plan.get("rna_genes", "overlap")
-    return GeneIndex.from_gtf(read_gtf(gtf, ("gene", "transcript", "exon")), mode)
+    convention = recipe.plan.get("rna_convention", "chorus-query")
+    return GeneIndex.from_gtf(read_gtf(gtf, ("gene", "exon")), mode, convention)
 
 
 def _confirm_existing(

@@ -38,7 +38,15 @@ class GeneSlot:
 
     slot: int  # index into the task's gene records
     batch_row: int  # the sequence of the batch it is read from
-    bins: np.ndarray  # every exon bin of the gene's mask
+    #: the bins of the mask's ranges, concatenated: a bin in two ranges is here twice, so
+    #: the mean is chorus's query value (sum per exon span / bins summed)
+    bins: np.ndarray
+
+    @classmethod
+    def from_ranges(cls, slot: int, batch_row: int, ranges: np.ndarray) -> GeneSlot:
+        """The slot of a mask given as bin ranges ``(k, 2)`` (see :mod:`chorus_store.genes`)."""
+        bins = np.concatenate([np.arange(a, b) for a, b in np.asarray(ranges).reshape(-1, 2)])
+        return cls(slot, batch_row, bins.astype(np.int64))
 
 
 class TrackStats:
@@ -235,6 +243,8 @@ class TrackStats:
         self, preds: dict[str, np.ndarray], slots: list[GeneSlot], labels: list[str]
     ) -> np.ndarray:
         """Mean over each (row, gene)'s exon bins, ``(len(slots), n)`` f64 in ``slots`` order.
+
+        A bin listed twice in a slot's ``bins`` counts twice, in the sum and the count.
 
         Tracks other than ``gene_expression`` are NaN.
         """

@@ -254,7 +254,9 @@ def test_the_tiny_model_at_the_real_1mb_input(tiny: dict[str, Path]) -> None:
 def test_the_full_track_table_fits_the_real_heads() -> None:
     recipe = load_recipe("alphagenome")
     assert recipe.oracle["adapter"] == "alphagenome" and recipe.input_length == FULL_L
-    assert recipe.plan["rna_genes"] == "tss" and recipe.plan["variants_set"] == "snps_gene_anchored"
+    assert recipe.plan["variants_set"] == "snps_gene_anchored"
+    # RNA: the population and the per-gene value of chorus's query (design notes)
+    assert recipe.plan["rna_genes"] == "overlap" and recipe.plan["rna_convention"] == "chorus-query"
     heads = {h.name: h for h in recipe.heads}
     sizes = alphagenome_head_sizes(TRACKS_JSON)
     # the port's published reference heads (what the converted checkpoint fills)
