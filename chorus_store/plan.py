@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,7 @@ from .sampling import (
     rows_sha256,
     table_sha256,
 )
-from .store import ChorusStore, GeneRows, Layout, PlanArrays, is_chorus_store
+from .store import BIN_SAMPLES, ChorusStore, GeneRows, Layout, PlanArrays, is_chorus_store
 from .tracks import TrackTable
 
 __all__ = [
@@ -255,9 +256,9 @@ def _file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-BIN_SAMPLES = 32
 #: stream tag of the gene_expression per-bin draws (distinct from every resolution index)
 _GENE_STREAM = 1_000_003
+log = logging.getLogger(__name__)
 
 
 def binned_resolutions(recipe: Recipe) -> list[int]:
@@ -514,8 +515,10 @@ def plan_store(
             },
         )
         seed_perbin = cfg.seed_perbin
+        _say_capped(positions, variants, cfg)
     positions = assess_windows(positions, genome, recipe.input_length, recipe.max_n_fraction)
     variants = assess_windows(variants, genome, recipe.input_length, recipe.max_n_fraction)
+    _refuse_empty_layers(positions, variants)
     meta.update(
         input_length=recipe.input_length,
         max_n_fraction=recipe.max_n_fraction,
@@ -568,6 +571,49 @@ def plan_store(
         ),
         layout=layout,
     )
+
+
+def _say_capped(positions: pd.DataFrame, variants: pd.DataFrame, cfg: SamplingConfig) -> None:
+    """Log each stratum that yielded fewer rows than its count asked for (the annotation
+    has fewer candidates, e.g. ``n_ccre`` beyond the BED's size): chorus takes them all."""
+    got = positions["stratum"].value_counts().to_dict()
+    asked = {"random": cfg.n_random, "ccre": cfg.n_ccre, "tss": cfg.n_tss}
+    if cfg.population == "genome_dominated":
+        asked["gene_body"] = cfg.n_gene_body
+    if cfg.population.endswith("plus_dhs"):
+        asked["dhs"] = cfg.n_dhs_positions
+    capped = [
+        f"{stratum}: {got.get(stratum, 0):,} of {n:,}"
+        for stratum, n in asked.items()
+        if got.get(stratum, 0) < n
+    ]
+    if cfg.effect_family == "uniform" and len(variants) < cfg.n_snps:
+        capped.append(f"SNPs: {len(variants):,} of {cfg.n_snps:,}")
+    if capped:
+        log.warning(
+            "the annotations have fewer candidates than [plan.sampling] asks for; these "
+            "strata are capped: %s",
+            "; ".join(capped),
+        )
+
+
+def _refuse_empty_layers(positions: pd.DataFrame, variants: pd.DataFrame) -> None:
+    """A plan whose rows give a layer nothing to rank is refused here, not after the build
+    (``n_snps = 0`` used to pass plan, build and reduce and fail only at export)."""
+    empty = []
+    if not positions["usable"].any():
+        empty.append(
+            f"no usable position ({len(positions):,} planned): the summary and per-bin nulls "
+            f"would be empty (check n_random / n_ccre / n_tss / n_gene_body, or the positions "
+            f"set)"
+        )
+    if not variants["usable"].any():
+        empty.append(
+            f"no usable SNP ({len(variants):,} planned): the effect null would be empty "
+            f"(check n_snps / n_effect_positions, or the variants set)"
+        )
+    if empty:
+        raise RecipeError("the plan yields " + "; and ".join(empty) + ". Nothing was written.")
 
 
 def _derive_population(

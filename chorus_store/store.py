@@ -29,7 +29,7 @@ from zarr.codecs import BloscCodec, Crc32cCodec
 
 from . import locks
 from ._version import __version__
-from .errors import CorruptChunkError, SchemaError, StoreMismatchError
+from .errors import CorruptChunkError, RecipeError, SchemaError, StoreMismatchError
 from .location import Location
 from .resources import data_dir
 from .tracks import TRACK_COLUMNS, TrackTable
@@ -49,6 +49,8 @@ SCHEMA_VERSION = 2
 ROOT_KEY = "chorus_store"
 DATA_GROUPS = ("baselines", "variants")
 LAYERS = ("effect", "summary", "perbin")
+#: bins each usable position contributes to the per-bin null: chorus's 32, not a setting
+BIN_SAMPLES = 32
 #: the plan tables of each data group: its rows, and its (row, gene) pairs
 PLAN_TABLES = {
     "baselines": ("plan/positions", "plan/position_genes"),
@@ -141,7 +143,7 @@ class Layout:
     variant_shard_rows: int = 256
     track_shard: int = 512
     track_chunk: int = 64
-    bin_samples: int = 32
+    bin_samples: int = BIN_SAMPLES
     n_points: int = 10_000
     coord_chunk: int = 65_536
     #: (row, gene) slots per row shard; set by the plan from the genes it finds
@@ -149,13 +151,27 @@ class Layout:
     variant_gene_rows: int = 0
 
     def __post_init__(self) -> None:
+        problems = []
         for name, value in asdict(self).items():
-            if int(value) < (0 if name.endswith("gene_rows") else 1):
-                raise ValueError(f"layout {name} must be >= 1, got {value}")
-        if self.track_shard % self.track_chunk:
-            raise ValueError(
-                f"track_shard ({self.track_shard}) must be a multiple of track_chunk "
-                f"({self.track_chunk})"
+            lo = 0 if name.endswith("gene_rows") else 1
+            if not isinstance(value, int) or isinstance(value, bool) or value < lo:
+                problems.append(f"{name} = {value!r} (allowed: an integer >= {lo})")
+        if self.bin_samples != BIN_SAMPLES:
+            # one source for the count: the plan's draws, the arrays and the export's notes
+            # all use chorus's 32 (docs/design-notes.md, "Per-bin draws: 32, fixed")
+            problems.append(
+                f"bin_samples = {self.bin_samples!r} (fixed at chorus's {BIN_SAMPLES} bins "
+                f"per position; remove the key)"
+            )
+        if not problems and self.track_shard % self.track_chunk:
+            problems.append(
+                f"track_shard = {self.track_shard} is not a multiple of track_chunk = "
+                f"{self.track_chunk}"
+            )
+        if problems:
+            raise RecipeError(
+                "[layout] has values out of range: " + "; ".join(problems) + ". Fix them in "
+                "the recipe's [layout] section."
             )
 
     def shard_rows(self, group: str) -> int:
@@ -169,7 +185,13 @@ class Layout:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Layout:
-        return cls(**{k: int(v) for k, v in d.items() if k in cls.__dataclass_fields__})
+        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise RecipeError(
+                f"[layout] has unknown key(s) {unknown}; known: "
+                f"{sorted(cls.__dataclass_fields__)}"
+            )
+        return cls(**d)
 
 
 def _now() -> str:
@@ -282,6 +304,10 @@ class ChorusStore:
         store.array("plan/positions/resolution_bp")[:] = np.asarray(plan.resolutions, np.int64)
         for data_group in DATA_GROUPS:
             store.array(f"{data_group}/strand")[:] = np.asarray(plan.strands, dtype=object)
+        _require_shape("bin_index", plan.bin_index, store.array("plan/positions/bin_index"))
+        _require_shape(
+            "gene_bin_index", plan.gene_bin_index, store.array("plan/positions/gene_bin_index")
+        )
         if len(plan.positions):
             store.array("plan/positions/bin_index")[:] = plan.bin_index
             store.array("plan/positions/gene_bin_index")[:] = plan.gene_bin_index
@@ -695,6 +721,9 @@ class ChorusStore:
         for packed in change["arrays"]:
             values = _unpack(packed)
             start = int(packed["start"])
+            arr = self.array(packed["name"])
+            if tuple(values.shape[1:]) != tuple(arr.shape[1:]):
+                _require_shape(packed["name"], values, arr)
             self.array(packed["name"])[start : start + len(values)] = values
         self._sync_coords()
         self.set_attrs({k: v for k, v in change["attrs_after"].items() if k != "pending_change"})
@@ -860,6 +889,16 @@ def _finish_create(creating: Location, final: Location, claim: locks.LockSet | N
     except OSError as exc:
         shutil.rmtree(src, ignore_errors=True)
         raise StoreMismatchError(f"{dst} was created by another process meanwhile") from exc
+
+
+def _require_shape(name: str, values: np.ndarray, arr: zarr.Array[Any]) -> None:
+    # zarr would broadcast or truncate a mis-shaped plan array without a word (a plan of
+    # 32 draws written into 16 slots kept the lowest bins of each sorted draw)
+    if tuple(values.shape) != tuple(arr.shape):
+        raise SchemaError(
+            f"internal: the plan's {name} has shape {tuple(values.shape)} but the store's "
+            f"array has {tuple(arr.shape)}; nothing was written"
+        )
 
 
 def _pack(values: np.ndarray) -> dict[str, Any]:
