@@ -49,7 +49,15 @@ from .sampling import (
     rows_sha256,
     table_sha256,
 )
-from .store import BIN_SAMPLES, ChorusStore, GeneRows, Layout, PlanArrays, is_chorus_store
+from .store import (
+    BIN_SAMPLES,
+    DATA_GROUPS,
+    ChorusStore,
+    GeneRows,
+    Layout,
+    PlanArrays,
+    is_chorus_store,
+)
 from .tracks import TrackTable
 
 __all__ = [
@@ -538,7 +546,8 @@ def plan_store(
     genome_attrs = {**genome.fingerprint.as_dict(), "fasta_path": str(genome.path)}
     loc = Location.of(store_path)
     if is_chorus_store(loc):
-        return _confirm_existing(loc.url, genome, meta, tracks)
+        store = _confirm_existing(loc.url, genome, meta, tracks)
+        return _update_recipe(store, recipe)
     attrs = {
         "oracle": {"name": recipe.name, "fingerprint": None, "description": None},
         "genome": genome_attrs,
@@ -686,6 +695,37 @@ def _confirm_existing(
             f"({len(stored_tracks)} tracks){hint}"
         )
     return store
+
+
+def _update_recipe(store: ChorusStore, recipe: Recipe) -> ChorusStore:
+    """A re-plan with the same plan and tracks but another recipe (a corrected model
+    section, say): recorded when nothing is built yet, since the build loads the oracle
+    from the stored recipe; kept (with a warning) once rows were built with it."""
+    new = json.loads(json.dumps(recipe.to_dict()))
+    diffs = _diff_keys(store.attrs["recipe"], new)
+    if not diffs:
+        return store
+    layout_changed = any(d.startswith("layout.") for d in diffs)
+    with store.structural_lock(f"chorus-store plan {store.url}"):
+        fresh = ChorusStore.open(store.url, mode="r+")
+        built = any(fresh.read(f"{g}/done_rows").any() for g in DATA_GROUPS)
+        if built or layout_changed:
+            log.warning(
+                "%s keeps the recipe it was %s with; the new recipe's differences are not "
+                "applied (%s). Plan a new store to use them.",
+                store.url,
+                "built" if built else "laid out",
+                "; ".join(diffs[:4]),
+            )
+            return fresh
+        fresh.set_attrs({**fresh.attrs, "recipe": new})
+        fresh.consolidate()
+    log.warning(
+        "%s: nothing is built yet, so its recipe was replaced by the one given (%s)",
+        store.url,
+        "; ".join(diffs[:4]),
+    )
+    return ChorusStore.open(store.url)
 
 
 def add_tracks(store_path: str | Path, recipe: Recipe | str | Path) -> int:

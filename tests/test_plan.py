@@ -418,3 +418,26 @@ def test_a_mis_shaped_plan_array_is_refused_not_truncated(
             layout=src.layout,
         )
     assert not (tmp_path / "bad.zarr").exists()
+
+
+def test_replanning_an_unbuilt_store_replaces_its_recipe(
+    tmp_path: Path, demo_inputs: DemoInputs, caplog: pytest.LogCaptureFixture
+) -> None:
+    from chorus_store import build
+
+    from .helpers import composition_oracle
+
+    path = tmp_path / "s.zarr"
+    kw = {"fasta": demo_inputs.fasta, "ccre": demo_inputs.ccre, "gtf": demo_inputs.gtf}
+    plan_store(path, small_recipe(tmp_path), **kw)
+    assert ChorusStore.open(path).attrs["recipe"]["oracle"]["batch_size"] == 8
+    with caplog.at_level("WARNING", logger="chorus_store.plan"):
+        store = plan_store(path, small_recipe(tmp_path, oracle={"batch_size": 4}), **kw)
+    assert store.attrs["recipe"]["oracle"]["batch_size"] == 4
+    assert "recipe was replaced" in caplog.text and "batch_size" in caplog.text
+    caplog.clear()
+    build(path, oracle=composition_oracle(4), part="variants", progress=False)
+    with caplog.at_level("WARNING", logger="chorus_store.plan"):
+        store = plan_store(path, small_recipe(tmp_path, oracle={"batch_size": 2}), **kw)
+    assert store.attrs["recipe"]["oracle"]["batch_size"] == 4  # built with it: kept
+    assert "keeps the recipe it was built with" in caplog.text
