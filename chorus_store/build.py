@@ -731,6 +731,7 @@ def build(
         )
     store = ChorusStore.open(store_path, mode="r+")
     store.validate()
+    locks.clear_stale(store.location)  # a killed run's claims, finished shards' included
     stored_recipe = Recipe.from_stored(store.attrs["recipe"])
     if recipe is not None:
         _check_tracks(store, recipe)

@@ -29,6 +29,7 @@ def disk_usage(loc: Location) -> tuple[int, int, int]:
 def status(store_path: str | Path) -> dict[str, Any]:
     """Per-stage completion, counts per stratum, disk use and who holds claims."""
     store = ChorusStore.open(store_path)
+    locks.clear_stale(store.location)  # dead runs' claims: listed no more
     attrs = store.attrs
     tracks = store.tracks
     reductions = {}
@@ -76,6 +77,7 @@ def verify(store_path: str | Path, *, repair: bool = False) -> dict[str, Any]:
     rebuilt from the store; it is reported for a re-plan.
     """
     store = ChorusStore.open(store_path, mode="r+" if repair else "r")
+    locks.clear_stale(store.location)
     lay = store.layout
     n_tracks = len(store.tracks)
     damaged_units: list[tuple[str, int, int]] = []

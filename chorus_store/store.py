@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import glob
 import json
 import math
 import os
 import shutil
+import socket
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -846,7 +848,11 @@ def _begin_create(final: Location) -> tuple[Location, locks.LockSet | None]:
         if path.exists() and any(path.iterdir()):
             raise StoreMismatchError(exists_msg)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.creating-{uuid.uuid4().hex[:12]}")
+        remove_stale_creating(path)
+        # the creator's host and pid in the name: a later plan can prove a leftover stale
+        tmp = path.with_name(
+            f".{path.name}.creating-{_host_tag()}.{os.getpid()}.{uuid.uuid4().hex[:12]}"
+        )
         return Location.of(tmp), None
     half_made = final.exists(CREATING_MARK) and not is_chorus_store(final)
     if not final.is_empty() and not half_made:
@@ -857,6 +863,32 @@ def _begin_create(final: Location) -> tuple[Location, locks.LockSet | None]:
         if not key.startswith(f"{locks.LOCK_DIR}/"):
             final.delete(key)  # a half-made store whose creator is gone
     return final, claim
+
+
+def _host_tag() -> str:
+    return socket.gethostname().replace(".", "_")
+
+
+def remove_stale_creating(path: Path) -> list[Path]:
+    """Delete the ``.{name}.creating-<host>.<pid>.<id>`` directories a killed ``plan`` of
+    ``path`` left, when their creator (a pid on this machine) is gone. A running plan's
+    directory, another machine's, and older unnamed ones are kept. Returns those removed."""
+    removed = []
+    prefix = f".{path.name}.creating-"
+    for tmp in path.parent.glob(f"{glob.escape(prefix)}*"):
+        parts = tmp.name[len(prefix) :].split(".")
+        if len(parts) != 3 or parts[0] != _host_tag() or not parts[1].isdigit():
+            continue
+        try:
+            os.kill(int(parts[1]), 0)
+            continue  # still creating
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        shutil.rmtree(tmp, ignore_errors=True)
+        removed.append(tmp)
+    return removed
 
 
 def _abort_create(creating: Location, claim: locks.LockSet | None) -> None:
