@@ -240,7 +240,7 @@ def export(
 
     report = _run(export_report, store, out=out_path, force=force)
     for line in report.messages:
-        out.print(line, highlight=False)
+        out.print(line, highlight=False, soft_wrap=True)  # paths whole, to copy
 
 
 @app.command()
