@@ -591,9 +591,19 @@ def run_tasks(
 # --------------------------------------------------------------------------------------
 
 
-def _check_oracle(store: ChorusStore, recipe: Recipe, facts: dict[str, Any]) -> None:
+def _nothing_built(store: ChorusStore) -> bool:
+    return all(not store.read(f"{g}/done_rows").any() for g in DATA_GROUPS)
+
+
+def _check_oracle(
+    store: ChorusStore, recipe: Recipe, facts: dict[str, Any], run_id: str | None = None
+) -> None:
     """Check a loaded oracle (:func:`~chorus_store.cluster.oracle_facts`) against the
-    recipe; pin its fingerprint at the first build and refuse a different one later."""
+    recipe; pin its fingerprint at the first build and refuse a different one later.
+
+    The pin binds once a row is written: while no row of any shard is done and no other
+    build (other than ``run_id``) holds claims, a different oracle replaces the pin, so a
+    first build that failed on its first batch does not lock the store to its mistake."""
     per_model = bool(recipe.oracle.get("per_model", False))
     if facts["joint_tracks"] and not recipe.oracle.get("joint_tracks", False):
         raise RecipeError(
@@ -619,6 +629,8 @@ def _check_oracle(store: ChorusStore, recipe: Recipe, facts: dict[str, Any]) -> 
                 fresh.consolidate()
                 store.attrs = attrs
                 return
+    if info["fingerprint"] != facts["fingerprint"] and _repin_unbuilt(store, facts, run_id):
+        return
     if info["fingerprint"] != facts["fingerprint"]:
         old = info.get("description") or {}
         new = facts["description"]
@@ -631,6 +643,30 @@ def _check_oracle(store: ChorusStore, recipe: Recipe, facts: dict[str, Any]) -> 
             f"batch size) would make the background depend on when the build was "
             f"interrupted. Use the original weights/settings, or build a new store."
         )
+
+
+def _repin_unbuilt(store: ChorusStore, facts: dict[str, Any], run_id: str | None) -> bool:
+    """Re-pin ``facts``' fingerprint if nothing was built with the pinned one."""
+    with store.claim(["oracle-pin"], command="re-pin oracle fingerprint"):
+        fresh = ChorusStore.open(store.url, mode="r+")
+        others = locks.live_claims(fresh.location, exclude_run=run_id, prefix="build/")
+        if not _nothing_built(fresh) or others:
+            return False
+        attrs = dict(fresh.attrs)
+        log.warning(
+            "%s: no row was built with the pinned oracle; pinning the one given now (%s)",
+            store.url,
+            facts["description"],
+        )
+        attrs["oracle"] = {
+            **attrs["oracle"],
+            "fingerprint": facts["fingerprint"],
+            "description": facts["description"],
+        }
+        fresh.set_attrs(attrs)
+        fresh.consolidate()
+        store.attrs = attrs
+    return True
 
 
 def _check_tracks(store: ChorusStore, recipe: Recipe) -> None:
@@ -720,6 +756,7 @@ def build(
         )
     store = ChorusStore.open(store_path, mode="r+")
     store.validate()
+    locks.clear_stale(store.location)  # a killed run's claims, finished shards' included
     stored_recipe = Recipe.from_stored(store.attrs["recipe"])
     if recipe is not None:
         _check_tracks(store, recipe)
@@ -755,7 +792,7 @@ def build(
         if client is None and scheduler is None and workers <= 1:
             if oracle is None:
                 oracle = recipe.load_oracle(weights=weights, device=device)
-            _check_oracle(store, recipe, oracle_facts(oracle))
+            _check_oracle(store, recipe, oracle_facts(oracle), claims.holder.run_id)
             with _progress(progress, tasks) as advance:
                 ctx = _Context(store, oracle, genome, batch_size)
                 report.merge(run_tasks(ctx, tasks, on_rows=advance))
@@ -776,7 +813,7 @@ def build(
                 else open_client(scheduler, workers)
             )
             with cluster as cl:
-                _check_oracle(store, recipe, probe_on_cluster(cl, spec))
+                _check_oracle(store, recipe, probe_on_cluster(cl, spec), claims.holder.run_id)
                 spec = dataclasses.replace(spec, fingerprint=store.attrs["oracle"]["fingerprint"])
                 link = dashboard_link(cl)
                 if progress and link:

@@ -305,20 +305,26 @@ def export(
             help="Directory, .npz path or object-store URL (default: chorus's backgrounds dir).",
         ),
     ] = None,
+    force: Annotated[
+        bool,
+        typer.Option(help="Write a non-hg38 background into chorus's backgrounds dir anyway."),
+    ] = False,
 ) -> None:
     """Write the validated {oracle}_pertrack.npz that chorus loads (atomically)."""
-    from .export import export as run_export
+    from .export import export_report
 
-    path = _run(
-        run_export,
+    report = _run(
+        export_report,
         store,
         out=out_path,
+        force=force,
         on_interrupt=lambda: (
             f"nothing was replaced (a previous NPZ is intact); run `chorus-store export "
             f"{store}` again"
         ),
     )
-    out.print(f"wrote {path}")
+    for line in report.messages:
+        out.print(line, highlight=False, soft_wrap=True)  # paths whole, to copy
 
 
 @app.command()

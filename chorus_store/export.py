@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import glob
 import json
 import os
+import socket
 import tempfile
 import uuid
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +35,8 @@ from .tracks import LAYER_CONFIGS
 
 __all__ = [
     "export",
+    "export_report",
+    "ExportReport",
     "default_backgrounds_dir",
     "validate_npz",
     "write_npz_atomic",
@@ -182,9 +187,13 @@ def write_npz_atomic(path: Path | str, arrays: dict[str, np.ndarray]) -> None:
         _upload_npz(str(path), arrays)
         return
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.partial")
+    # the writer's host and pid in the name: the next export can prove a leftover stale
+    host = socket.gethostname().replace(".", "_")
+    tmp = path.with_name(f".{path.name}.{host}.{os.getpid()}.{uuid.uuid4().hex}.partial")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):  # best effort: a read-only dir fails below, named
+            remove_stale_partials(path)
         _write_npz_file(tmp, arrays)
         os.replace(tmp, path)
         dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -205,6 +214,28 @@ def _discard(tmp: Path) -> None:
     unlink itself fails (EROFS, ENOENT of the parent), and that must not hide why."""
     with contextlib.suppress(OSError):
         tmp.unlink(missing_ok=True)
+
+
+def remove_stale_partials(path: Path) -> list[Path]:
+    """Delete ``.{name}.<host>.<pid>.<uuid>.partial`` files beside ``path`` whose writer
+    (a pid on this machine) is gone: what a SIGKILLed export leaves. A live writer's
+    file, another machine's, and an unnamed older one are kept. Returns those removed."""
+    removed = []
+    here = socket.gethostname().replace(".", "_")
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.partial"):
+        parts = tmp.name[len(path.name) + 2 : -len(".partial")].split(".")
+        if len(parts) != 3 or parts[0] != here or not parts[1].isdigit():
+            continue
+        try:
+            os.kill(int(parts[1]), 0)
+            continue  # its writer is running
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        tmp.unlink(missing_ok=True)
+        removed.append(tmp)
+    return removed
 
 
 def _upload_npz(url: str, arrays: dict[str, np.ndarray]) -> None:
@@ -344,7 +375,25 @@ def collect_arrays(store: ChorusStore) -> dict[str, np.ndarray]:
     return arrays
 
 
-def export(store_path: str | Path, *, out: str | Path | None = None) -> Path | str:
+@dataclass(frozen=True)
+class ExportReport:
+    """What :func:`export_report` did: the file written, and where a previous file went."""
+
+    path: Path | str
+    moved_aside: Path | None = None
+
+    @property
+    def messages(self) -> list[str]:
+        """Lines for the user (the CLI prints them)."""
+        out = [f"wrote {self.path}"]
+        if self.moved_aside is not None:
+            out.append(f"the previous {Path(self.path).name} was kept as {self.moved_aside}")
+        return out
+
+
+def export(
+    store_path: str | Path, *, out: str | Path | None = None, force: bool = False
+) -> Path | str:
     """Validate and write ``{oracle}_pertrack.npz`` from a reduced store.
 
     Parameters
@@ -354,12 +403,25 @@ def export(store_path: str | Path, *, out: str | Path | None = None) -> Path | s
         Default: :func:`default_backgrounds_dir`, where chorus looks.
 
         An object-store URL (``s3://bucket/backgrounds/``) uploads it there.
+    force
+        Write a store of another assembly than hg38 into chorus's backgrounds directory
+        (chorus refuses to load it there; refused without ``force``).
 
     Returns
     -------
     Path or str
-        The file written (its URL for an object store).
+        The file written (its URL for an object store). A different file already in
+        chorus's backgrounds directory is kept under its own stamp; see
+        :func:`export_report` for where it went.
     """
+    return export_report(store_path, out=out, force=force).path
+
+
+def export_report(
+    store_path: str | Path, *, out: str | Path | None = None, force: bool = False
+) -> ExportReport:
+    """:func:`export`, returning an :class:`ExportReport` (the file, and where a previous
+    file in chorus's backgrounds directory was moved aside)."""
     store = ChorusStore.open(store_path)
     store.validate()
     require_complete(store)
@@ -376,8 +438,50 @@ def export(store_path: str | Path, *, out: str | Path | None = None) -> Path | s
         url = str(out).rstrip("/")
         url = url if url.endswith(".npz") else f"{url}/{name}"
         write_npz_atomic(url, arrays)
-        return url
+        return ExportReport(url)
     target = Path(out).expanduser() if out is not None else default_backgrounds_dir()
     path = target if target.suffix == ".npz" else target / name
+    moved = None
+    if _is_chorus_dir(path.parent):
+        assembly = str(store.attrs["genome"].get("assembly"))
+        if assembly != "hg38" and not force:
+            raise ExportValidationError(
+                f"{store.url} is a {assembly!r} background, and chorus loads only hg38 "
+                f"backgrounds from {path.parent}; nothing was written. Write it elsewhere "
+                f"(--out DIR), or pass --force to write it there anyway."
+            )
+        moved = _move_aside(path)
     write_npz_atomic(path, arrays)
-    return path
+    return ExportReport(path, moved)
+
+
+def _is_chorus_dir(directory: Path) -> bool:
+    try:
+        return directory.resolve() == default_backgrounds_dir().expanduser().resolve()
+    except OSError:
+        return False
+
+
+def _move_aside(path: Path) -> Path | None:
+    """Keep an existing ``path`` (typically chorus's published NPZ) under a name carrying
+    its own ``build_config.stamped_at``, so an export never silently replaces it."""
+    if not path.is_file():
+        return None
+    stamp = ""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            stamp = str(json.loads(str(z["build_config"][0])).get("stamped_at") or "")
+    except (OSError, ValueError, KeyError, IndexError, zipfile.BadZipFile):
+        pass  # not an NPZ we can read: name it by its modification time
+    if not stamp:
+        mtime = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC)
+        stamp = mtime.isoformat()
+    safe = "".join(c if c.isalnum() or c in "-." else "-" for c in stamp).strip("-")
+    stem = path.name.removesuffix(".npz")
+    aside = path.with_name(f"{stem}.{safe}.npz")
+    n = 1
+    while aside.exists():
+        n += 1
+        aside = path.with_name(f"{stem}.{safe}.{n}.npz")
+    os.replace(path, aside)
+    return aside

@@ -34,7 +34,15 @@ from typing import Any
 from .errors import ChorusStoreError, StoreLockedError, WriteError, os_reason
 from .location import Location
 
-__all__ = ["Holder", "LockSet", "LOCK_DIR", "acquire", "list_claims", "clear_claims"]
+__all__ = [
+    "Holder",
+    "LockSet",
+    "LOCK_DIR",
+    "acquire",
+    "list_claims",
+    "clear_claims",
+    "clear_stale",
+]
 
 LOCK_DIR = ".chorus-locks"
 STRUCTURE = "store"  # the claim taken by operations that change the store's shape
@@ -290,6 +298,17 @@ def live_claims(loc: Location, *, exclude_run: str | None = None, prefix: str = 
         for name, holder, alive in list_claims(loc)
         if alive is not False and holder.run_id != exclude_run and name.startswith(prefix)
     ]
+
+
+def clear_stale(loc: Location) -> list[str]:
+    """:func:`clear_claims` of provably dead holders only, as every run does on its way in
+    (a killed run's claims of finished shards would otherwise stay until ``unlock``).
+    Best effort: a store this process cannot write (read-only) keeps them."""
+    try:
+        return clear_claims(loc)
+    except Exception as exc:  # noqa: BLE001 - upkeep must not fail the command it serves
+        log.info("stale claims of %s not cleared: %s", loc.url, exc)
+        return []
 
 
 def clear_claims(loc: Location, *, force: bool = False) -> list[str]:

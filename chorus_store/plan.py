@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,15 @@ from .sampling import (
     rows_sha256,
     table_sha256,
 )
-from .store import ChorusStore, GeneRows, Layout, PlanArrays, is_chorus_store
+from .store import (
+    BIN_SAMPLES,
+    DATA_GROUPS,
+    ChorusStore,
+    GeneRows,
+    Layout,
+    PlanArrays,
+    is_chorus_store,
+)
 from .tracks import TrackTable
 
 __all__ = [
@@ -255,9 +264,9 @@ def _file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-BIN_SAMPLES = 32
 #: stream tag of the gene_expression per-bin draws (distinct from every resolution index)
 _GENE_STREAM = 1_000_003
+log = logging.getLogger(__name__)
 
 
 def binned_resolutions(recipe: Recipe) -> list[int]:
@@ -518,8 +527,10 @@ def plan_store(
             },
         )
         seed_perbin = cfg.seed_perbin
+        _say_capped(positions, variants, cfg)
     positions = assess_windows(positions, genome, recipe.input_length, recipe.max_n_fraction)
     variants = assess_windows(variants, genome, recipe.input_length, recipe.max_n_fraction)
+    _refuse_empty_layers(positions, variants)
     meta.update(
         input_length=recipe.input_length,
         max_n_fraction=recipe.max_n_fraction,
@@ -545,7 +556,8 @@ def plan_store(
     genome_attrs = {**genome.fingerprint.as_dict(), "fasta_path": str(genome.path)}
     loc = Location.of(store_path)
     if is_chorus_store(loc):
-        return _confirm_existing(loc.url, genome, meta, tracks)
+        store = _confirm_existing(loc.url, genome, meta, tracks)
+        return _update_recipe(store, recipe)
     attrs = {
         "oracle": {"name": recipe.name, "fingerprint": None, "description": None},
         "genome": genome_attrs,
@@ -578,6 +590,49 @@ def plan_store(
         ),
         layout=layout,
     )
+
+
+def _say_capped(positions: pd.DataFrame, variants: pd.DataFrame, cfg: SamplingConfig) -> None:
+    """Log each stratum that yielded fewer rows than its count asked for (the annotation
+    has fewer candidates, e.g. ``n_ccre`` beyond the BED's size): chorus takes them all."""
+    got = positions["stratum"].value_counts().to_dict()
+    asked = {"random": cfg.n_random, "ccre": cfg.n_ccre, "tss": cfg.n_tss}
+    if cfg.population == "genome_dominated":
+        asked["gene_body"] = cfg.n_gene_body
+    if cfg.population.endswith("plus_dhs"):
+        asked["dhs"] = cfg.n_dhs_positions
+    capped = [
+        f"{stratum}: {got.get(stratum, 0):,} of {n:,}"
+        for stratum, n in asked.items()
+        if got.get(stratum, 0) < n
+    ]
+    if cfg.effect_family == "uniform" and len(variants) < cfg.n_snps:
+        capped.append(f"SNPs: {len(variants):,} of {cfg.n_snps:,}")
+    if capped:
+        log.warning(
+            "the annotations have fewer candidates than [plan.sampling] asks for; these "
+            "strata are capped: %s",
+            "; ".join(capped),
+        )
+
+
+def _refuse_empty_layers(positions: pd.DataFrame, variants: pd.DataFrame) -> None:
+    """A plan whose rows give a layer nothing to rank is refused here, not after the build
+    (``n_snps = 0`` used to pass plan, build and reduce and fail only at export)."""
+    empty = []
+    if not positions["usable"].any():
+        empty.append(
+            f"no usable position ({len(positions):,} planned): the summary and per-bin nulls "
+            f"would be empty (check n_random / n_ccre / n_tss / n_gene_body, or the positions "
+            f"set)"
+        )
+    if not variants["usable"].any():
+        empty.append(
+            f"no usable SNP ({len(variants):,} planned): the effect null would be empty "
+            f"(check n_snps / n_effect_positions, or the variants set)"
+        )
+    if empty:
+        raise RecipeError("the plan yields " + "; and ".join(empty) + ". Nothing was written.")
 
 
 def _derive_population(
@@ -651,6 +706,37 @@ def _confirm_existing(
             f"({len(stored_tracks)} tracks){hint}"
         )
     return store
+
+
+def _update_recipe(store: ChorusStore, recipe: Recipe) -> ChorusStore:
+    """A re-plan with the same plan and tracks but another recipe (a corrected model
+    section, say): recorded when nothing is built yet, since the build loads the oracle
+    from the stored recipe; kept (with a warning) once rows were built with it."""
+    new = json.loads(json.dumps(recipe.to_dict()))
+    diffs = _diff_keys(store.attrs["recipe"], new)
+    if not diffs:
+        return store
+    layout_changed = any(d.startswith("layout.") for d in diffs)
+    with store.structural_lock(f"chorus-store plan {store.url}"):
+        fresh = ChorusStore.open(store.url, mode="r+")
+        built = any(fresh.read(f"{g}/done_rows").any() for g in DATA_GROUPS)
+        if built or layout_changed:
+            log.warning(
+                "%s keeps the recipe it was %s with; the new recipe's differences are not "
+                "applied (%s). Plan a new store to use them.",
+                store.url,
+                "built" if built else "laid out",
+                "; ".join(diffs[:4]),
+            )
+            return fresh
+        fresh.set_attrs({**fresh.attrs, "recipe": new})
+        fresh.consolidate()
+    log.warning(
+        "%s: nothing is built yet, so its recipe was replaced by the one given (%s)",
+        store.url,
+        "; ".join(diffs[:4]),
+    )
+    return ChorusStore.open(store.url)
 
 
 def add_tracks(store_path: str | Path, recipe: Recipe | str | Path) -> int:

@@ -18,6 +18,7 @@ from .errors import RecipeError
 from .metadata import read_tracks
 from .oracles.base import Oracle, OutputHead
 from .resources import data_dir
+from .sampling import SamplingConfig
 from .store import Layout
 from .tracks import TrackTable
 
@@ -41,6 +42,33 @@ def _resolve(base: Path, value: str) -> str:
         return value
     p = Path(expanded)
     return str(p if p.is_absolute() else (base / p).resolve())
+
+
+def _check_oracle_numbers(name: str, oracle: dict[str, Any], heads: list[Any]) -> None:
+    """The [oracle] numbers a build relies on, each an integer (or fraction) in range
+    (``batch_size = 0`` used to pass the plan and crash the build)."""
+    problems: list[str] = []
+
+    def check(key: str, value: Any, lo: int) -> None:
+        if not isinstance(value, int) or isinstance(value, bool) or value < lo:
+            problems.append(f"{key} = {value!r} (allowed: an integer >= {lo})")
+
+    check("[oracle] input_length", oracle["input_length"], 1)
+    check("[oracle] batch_size", oracle.get("batch_size", 8), 1)
+    frac = oracle.get("max_n_fraction", 0.5)
+    if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0 <= frac <= 1:
+        problems.append(f"[oracle] max_n_fraction = {frac!r} (allowed: a fraction in [0, 1])")
+    for i, head in enumerate(heads):
+        if not isinstance(head, dict):
+            problems.append(f"[[oracle.heads]] #{i + 1} is not a table")
+            continue
+        where = f"[[oracle.heads]] {head.get('name', f'#{i + 1}')!r}"
+        check(f"{where} resolution_bp", head.get("resolution_bp"), 0)
+        for key, lo in (("n_bins", 1), ("n_columns", 0), ("n_strands", 1)):
+            if key in head:
+                check(f"{where} {key}", head[key], lo)
+    if problems:
+        raise RecipeError(f"recipe {name!r}: " + "; ".join(problems))
 
 
 def require_path(value: str, what: str) -> str:
@@ -94,7 +122,10 @@ class Recipe:
         for key, value in list(tracks.items()):
             if key not in _TRACK_SETTINGS and isinstance(value, str):
                 tracks[key] = _resolve(base, value)
+        _check_oracle_numbers(name, oracle, heads_raw)
         plan = dict(data.get("plan", {}))
+        if isinstance(plan.get("sampling"), dict):
+            SamplingConfig.from_dict(dict(plan["sampling"]))  # its numbers, checked at load
         if isinstance(plan.get("reference_set"), str):
             plan["reference_set"] = _resolve(base, plan["reference_set"])
         recipe = cls(

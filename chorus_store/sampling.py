@@ -14,6 +14,7 @@ given the same FASTA and annotations it draws the same rows:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 from collections.abc import Iterable
@@ -24,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import GenomeMismatchError, InputFileError
+from .errors import GenomeMismatchError, InputFileError, RecipeError
 from .genome import Genome
 
 __all__ = [
@@ -146,6 +147,7 @@ class SamplingConfig:
     dhs_jitter_bp: int = 150
 
     def __post_init__(self) -> None:
+        _check_numbers(self)
         if self.population not in POPULATIONS:
             raise InputFileError(
                 f"population must be one of {POPULATIONS}, not {self.population!r}"
@@ -198,6 +200,54 @@ class SamplingConfig:
         if unknown:
             raise InputFileError(f"unknown sampling parameter(s) {sorted(unknown)}")
         return cls(**d)
+
+
+#: the most rows one count of a plan may ask for: chorus's counts are 10^3-10^4, and
+#: beyond this a plan is a typo (sampling is in-memory Python; 10^6 rows take minutes)
+MAX_PLAN_COUNT = 1_000_000
+_COUNTS = ("n_random", "n_ccre", "n_tss", "n_gene_body", "n_snps", "n_dhs_positions",
+           "n_effect_positions", "n_dhs_snps")  # fmt: skip
+_BP = ("gene_body_min_bp", "random_margin_bp", "random_max_pos", "random_fallback_margin_bp",
+       "snp_margin_bp", "snp_max_pos", "anchored_margin_bp", "promoter_margin_bp",
+       "tss_near_bp", "junction_bp", "tss_jitter_bp", "dhs_jitter_bp")  # fmt: skip
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _check_numbers(cfg: SamplingConfig) -> None:
+    """Every count, distance and seed of ``cfg`` is an integer in its range, else a
+    :class:`RecipeError` naming the ``[plan.sampling]`` key (a negative count used to be
+    taken as 0, a huge one ran for minutes)."""
+    problems: list[str] = []
+
+    def check(key: str, value: Any, lo: int, hi: int | None) -> None:
+        if not _is_int(value) or value < lo or (hi is not None and value > hi):
+            where = f"[{lo:,}, {hi:,}]" if hi is not None else f">= {lo:,}"
+            problems.append(f"{key} = {value!r} (allowed: an integer in {where})")
+
+    for key in _COUNTS:
+        check(key, getattr(cfg, key), 0, MAX_PLAN_COUNT)
+    for key in _BP:
+        check(key, getattr(cfg, key), 0, None)
+    for key in (f.name for f in dataclasses.fields(cfg) if f.name.startswith("seed_")):
+        # numpy's streams (the per-bin draws) take only non-negative seeds
+        check(key, getattr(cfg, key), 0, 2**63 - 1)
+    for category, n in cfg.ccre_quotas:
+        check(f"ccre_quotas[{category!r}]", n, 0, MAX_PLAN_COUNT)
+    lo_hi = cfg.tss_far_bp
+    if len(lo_hi) != 2 or not all(_is_int(v) and v >= 0 for v in lo_hi) or lo_hi[0] > lo_hi[1]:
+        problems.append(f"tss_far_bp = {list(lo_hi)!r} (allowed: [min, max] with 0 <= min <= max)")
+    for name in ("anchored_strata", "promoter_strata"):
+        for stratum, frac in getattr(cfg, name):
+            if not 0.0 <= float(frac) <= 1.0:
+                problems.append(f"{name}[{stratum!r}] = {frac!r} (allowed: a fraction in [0, 1])")
+    if problems:
+        raise RecipeError(
+            "[plan.sampling] has values out of range: " + "; ".join(problems) + ". Fix them "
+            "in the recipe's [plan.sampling] section."
+        )
 
 
 def json_ready(value: Any) -> Any:

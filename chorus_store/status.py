@@ -43,6 +43,7 @@ def disk_usage(loc: Location) -> tuple[int, int, int]:
 def status(store_path: str | Path) -> dict[str, Any]:
     """Per-stage completion, counts per stratum, disk use and who holds claims."""
     store = ChorusStore.open(store_path)
+    locks.clear_stale(store.location)  # dead runs' claims: listed no more
     attrs = store.attrs
     tracks = store.tracks
     reductions = {}
@@ -193,6 +194,7 @@ def verify(store_path: str | Path, *, repair: bool = False) -> dict[str, Any]:
     copy, the plan and track tables) is listed under ``lost`` with how to recover.
     """
     loc = Location.of(store_path)
+    locks.clear_stale(loc)
     held = _repair_claims(loc) if repair else None
     try:
         return _verify(loc, repair)

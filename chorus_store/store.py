@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import glob
 import json
 import math
 import os
 import shutil
+import socket
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -33,6 +35,7 @@ from .errors import (
     ChorusStoreError,
     CorruptChunkError,
     LocationError,
+    RecipeError,
     SchemaError,
     StoreMismatchError,
     WriteError,
@@ -57,6 +60,8 @@ SCHEMA_VERSION = 2
 ROOT_KEY = "chorus_store"
 DATA_GROUPS = ("baselines", "variants")
 LAYERS = ("effect", "summary", "perbin")
+#: bins each usable position contributes to the per-bin null: chorus's 32, not a setting
+BIN_SAMPLES = 32
 #: the plan tables of each data group: its rows, and its (row, gene) pairs
 PLAN_TABLES = {
     "baselines": ("plan/positions", "plan/position_genes"),
@@ -152,7 +157,7 @@ class Layout:
     variant_shard_rows: int = 256
     track_shard: int = 512
     track_chunk: int = 64
-    bin_samples: int = 32
+    bin_samples: int = BIN_SAMPLES
     n_points: int = 10_000
     coord_chunk: int = 65_536
     #: (row, gene) slots per row shard; set by the plan from the genes it finds
@@ -160,13 +165,27 @@ class Layout:
     variant_gene_rows: int = 0
 
     def __post_init__(self) -> None:
+        problems = []
         for name, value in asdict(self).items():
-            if int(value) < (0 if name.endswith("gene_rows") else 1):
-                raise ValueError(f"layout {name} must be >= 1, got {value}")
-        if self.track_shard % self.track_chunk:
-            raise ValueError(
-                f"track_shard ({self.track_shard}) must be a multiple of track_chunk "
-                f"({self.track_chunk})"
+            lo = 0 if name.endswith("gene_rows") else 1
+            if not isinstance(value, int) or isinstance(value, bool) or value < lo:
+                problems.append(f"{name} = {value!r} (allowed: an integer >= {lo})")
+        if self.bin_samples != BIN_SAMPLES:
+            # one source for the count: the plan's draws, the arrays and the export's notes
+            # all use chorus's 32 (docs/design-notes.md, "Per-bin draws: 32, fixed")
+            problems.append(
+                f"bin_samples = {self.bin_samples!r} (fixed at chorus's {BIN_SAMPLES} bins "
+                f"per position; remove the key)"
+            )
+        if not problems and self.track_shard % self.track_chunk:
+            problems.append(
+                f"track_shard = {self.track_shard} is not a multiple of track_chunk = "
+                f"{self.track_chunk}"
+            )
+        if problems:
+            raise RecipeError(
+                "[layout] has values out of range: " + "; ".join(problems) + ". Fix them in "
+                "the recipe's [layout] section."
             )
 
     def shard_rows(self, group: str) -> int:
@@ -180,7 +199,13 @@ class Layout:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Layout:
-        return cls(**{k: int(v) for k, v in d.items() if k in cls.__dataclass_fields__})
+        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise RecipeError(
+                f"[layout] has unknown key(s) {unknown}; known: "
+                f"{sorted(cls.__dataclass_fields__)}"
+            )
+        return cls(**d)
 
 
 def _now() -> str:
@@ -303,6 +328,10 @@ class ChorusStore:
         store.array("plan/positions/resolution_bp")[:] = np.asarray(plan.resolutions, np.int64)
         for data_group in DATA_GROUPS:
             store.array(f"{data_group}/strand")[:] = np.asarray(plan.strands, dtype=object)
+        _require_shape("bin_index", plan.bin_index, store.array("plan/positions/bin_index"))
+        _require_shape(
+            "gene_bin_index", plan.gene_bin_index, store.array("plan/positions/gene_bin_index")
+        )
         if len(plan.positions):
             store.array("plan/positions/bin_index")[:] = plan.bin_index
             store.array("plan/positions/gene_bin_index")[:] = plan.gene_bin_index
@@ -720,6 +749,9 @@ class ChorusStore:
         for packed in change["arrays"]:
             values = _unpack(packed)
             start = int(packed["start"])
+            arr = self.array(packed["name"])
+            if tuple(values.shape[1:]) != tuple(arr.shape[1:]):
+                _require_shape(packed["name"], values, arr)
             self.array(packed["name"])[start : start + len(values)] = values
         self._sync_coords()
         self.set_attrs({k: v for k, v in change["attrs_after"].items() if k != "pending_change"})
@@ -853,7 +885,11 @@ def _begin_create(final: Location) -> tuple[Location, locks.LockSet | None]:
         if path.exists() and any(path.iterdir()):
             raise StoreMismatchError(exists_msg)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.creating-{uuid.uuid4().hex[:12]}")
+        remove_stale_creating(path)
+        # the creator's host and pid in the name: a later plan can prove a leftover stale
+        tmp = path.with_name(
+            f".{path.name}.creating-{_host_tag()}.{os.getpid()}.{uuid.uuid4().hex[:12]}"
+        )
         return Location.of(tmp), None
     half_made = final.exists(CREATING_MARK) and not is_chorus_store(final)
     if not final.is_empty() and not half_made:
@@ -864,6 +900,32 @@ def _begin_create(final: Location) -> tuple[Location, locks.LockSet | None]:
         if not key.startswith(f"{locks.LOCK_DIR}/"):
             final.delete(key)  # a half-made store whose creator is gone
     return final, claim
+
+
+def _host_tag() -> str:
+    return socket.gethostname().replace(".", "_")
+
+
+def remove_stale_creating(path: Path) -> list[Path]:
+    """Delete the ``.{name}.creating-<host>.<pid>.<id>`` directories a killed ``plan`` of
+    ``path`` left, when their creator (a pid on this machine) is gone. A running plan's
+    directory, another machine's, and older unnamed ones are kept. Returns those removed."""
+    removed = []
+    prefix = f".{path.name}.creating-"
+    for tmp in path.parent.glob(f"{glob.escape(prefix)}*"):
+        parts = tmp.name[len(prefix) :].split(".")
+        if len(parts) != 3 or parts[0] != _host_tag() or not parts[1].isdigit():
+            continue
+        try:
+            os.kill(int(parts[1]), 0)
+            continue  # still creating
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        shutil.rmtree(tmp, ignore_errors=True)
+        removed.append(tmp)
+    return removed
 
 
 def _abort_create(creating: Location, claim: locks.LockSet | None) -> None:
@@ -896,6 +958,16 @@ def _finish_create(creating: Location, final: Location, claim: locks.LockSet | N
     except OSError as exc:
         shutil.rmtree(src, ignore_errors=True)
         raise StoreMismatchError(f"{dst} was created by another process meanwhile") from exc
+
+
+def _require_shape(name: str, values: np.ndarray, arr: zarr.Array[Any]) -> None:
+    # zarr would broadcast or truncate a mis-shaped plan array without a word (a plan of
+    # 32 draws written into 16 slots kept the lowest bins of each sorted draw)
+    if tuple(values.shape) != tuple(arr.shape):
+        raise SchemaError(
+            f"internal: the plan's {name} has shape {tuple(values.shape)} but the store's "
+            f"array has {tuple(arr.shape)}; nothing was written"
+        )
 
 
 def _pack(values: np.ndarray) -> dict[str, Any]:

@@ -378,3 +378,28 @@ def test_joint_track_oracles_never_split_a_row_shard(
     assert split[0].tracks == tuple(range(16, 40))
     joint = plan_tasks(s, part="baselines", joint_tracks=True)
     assert joint[0].tracks == tuple(range(40)) and joint[0].start == 0
+
+
+def test_a_first_build_that_fails_before_any_row_does_not_pin_its_oracle(
+    tmp_path: Path, demo_inputs: DemoInputs
+) -> None:
+    store = tmp_path / "s.zarr"
+    plan_small(store, demo_inputs, small_recipe(tmp_path))
+    wrong = CallableOracle(
+        lambda x: {HEAD: np.zeros((x.shape[0], 64, N_TRACKS - 1), np.float32)},  # a track short
+        name="demo",
+        input_length=16384,
+        heads=(OutputHead(HEAD, 128, 64, N_TRACKS),),
+        batch_size=8,
+        identity="first-try-v1",
+    )
+    with pytest.raises(PredictionError, match="shape"):
+        build(store, oracle=wrong, progress=False)
+    assert (ChorusStore.open(store).read("baselines/done_rows") == 0).all()
+    # the corrected oracle is accepted (it was refused with OracleMismatchError) ...
+    build(store, oracle=composition_oracle(), part="variants", progress=False)
+    pinned = ChorusStore.open(store).attrs["oracle"]["fingerprint"]
+    assert pinned == composition_oracle().fingerprint
+    # ... and once rows are built with it, the pin binds
+    with pytest.raises(OracleMismatchError):
+        build(store, oracle=wrong, progress=False)

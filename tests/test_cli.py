@@ -80,3 +80,24 @@ def test_the_console_script_is_installed() -> None:
     )
     for command in ("plan", "build", "reduce", "export", "status", "demo", "add-tracks"):
         assert command in res.stdout
+
+
+def test_export_into_chorus_dir_needs_force_and_prints_what_it_kept(
+    small_build: tuple[Path, Path], tmp_path: Path, monkeypatch: object
+) -> None:
+    import numpy as np
+    import pytest
+
+    from chorus_store.export import default_backgrounds_dir, write_npz_atomic
+
+    assert isinstance(monkeypatch, pytest.MonkeyPatch)
+    monkeypatch.setenv("CHORUS_DATA_DIR", str(tmp_path))
+    res = runner.invoke(app, ["export", str(small_build[0])])
+    assert res.exit_code == 2 and "ExportValidationError" in res.stderr and "--force" in res.stderr
+    published = default_backgrounds_dir() / "demo_pertrack.npz"
+    cfg = json.dumps({"schema_version": 4, "stamped_at": "2025-06-01T00:00:00+00:00"})
+    write_npz_atomic(published, {"build_config": np.asarray([cfg])})
+    res = runner.invoke(app, ["export", str(small_build[0]), "--force"])
+    assert res.exit_code == 0, res.output
+    aside = published.with_name("demo_pertrack.2025-06-01T00-00-00-00-00.npz")
+    assert aside.is_file() and "was kept as" in res.stdout and aside.name in res.stdout

@@ -12,7 +12,7 @@ import pytest
 
 from chorus_store import ChorusStore, default_backgrounds_dir, export
 from chorus_store.errors import ExportValidationError, IncompleteStageError
-from chorus_store.export import collect_arrays, validate_npz, write_npz_atomic
+from chorus_store.export import collect_arrays, export_report, validate_npz, write_npz_atomic
 from chorus_store.query import Backgrounds
 
 KEYS = {
@@ -242,3 +242,73 @@ def test_validation_error_is_raised_before_writing(
     with pytest.raises(ExportValidationError, match="nothing was written"):
         export(small_build[0], out=tmp_path)
     assert not list(tmp_path.iterdir())
+
+
+# ------------------------------------------------------------------ what export leaves (issue 9)
+
+
+def _as_hg38(store_path: Path) -> None:
+    store = ChorusStore.open(store_path, mode="r+")
+    attrs = dict(store.attrs)
+    attrs["genome"] = {**attrs["genome"], "assembly": "hg38"}
+    store.set_attrs(attrs)
+    store.consolidate()
+
+
+def test_an_npz_in_chorus_dir_is_moved_aside_under_its_own_stamp(
+    small_copy: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHORUS_DATA_DIR", str(tmp_path / "chorus"))
+    backgrounds = default_backgrounds_dir()
+    published = backgrounds / "demo_pertrack.npz"
+    cfg = json.dumps({"schema_version": 4, "stamped_at": "2025-01-02T03:04:05+00:00"})
+    write_npz_atomic(published, {"build_config": np.asarray([cfg])})
+    before = published.read_bytes()
+    _as_hg38(small_copy)
+    report = export_report(small_copy)
+    assert report.path == published
+    aside = backgrounds / "demo_pertrack.2025-01-02T03-04-05-00-00.npz"
+    assert report.moved_aside == aside and aside.read_bytes() == before
+    assert any(str(aside) in line for line in report.messages)
+    with np.load(published, allow_pickle=False) as z:
+        assert "track_ids" in z.files  # the new export is in place
+    # outside chorus's directory a file is replaced as before (no copies pile up)
+    other = tmp_path / "elsewhere"
+    export(small_copy, out=other)
+    assert export_report(small_copy, out=other).moved_aside is None
+    assert sorted(p.name for p in other.iterdir()) == ["demo_pertrack.npz"]
+
+
+def test_a_non_hg38_npz_into_chorus_dir_needs_force(
+    small_build: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHORUS_DATA_DIR", str(tmp_path / "chorus"))
+    with pytest.raises(ExportValidationError, match="chorus-store-demo-v1.*--force"):
+        export(small_build[0])
+    assert not default_backgrounds_dir().exists() or not list(default_backgrounds_dir().iterdir())
+    path = export(small_build[0], force=True)
+    assert path == default_backgrounds_dir() / "demo_pertrack.npz" and Path(path).is_file()
+
+
+def test_a_killed_exports_partial_is_removed_and_a_running_ones_kept(
+    small_build: tuple[Path, Path], tmp_path: Path
+) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    host = socket.gethostname().replace(".", "_")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        stale = tmp_path / f".demo_pertrack.npz.{host}.{dead.pid}.{'a' * 32}.partial"
+        live = tmp_path / f".demo_pertrack.npz.{host}.{running.pid}.{'b' * 32}.partial"
+        stale.write_bytes(b"x" * 1000)
+        live.write_bytes(b"y" * 1000)
+        export(small_build[0], out=tmp_path)
+        assert not stale.exists()
+        assert live.exists()
+    finally:
+        running.kill()
+        running.wait()

@@ -20,6 +20,8 @@ from chorus_store.errors import (
     InputFileError,
     PlanHashMismatchError,
     PlanMismatchError,
+    RecipeError,
+    SchemaError,
     TrackTableMismatchError,
 )
 from chorus_store.genome import read_ccre_bed, read_gtf
@@ -290,3 +292,152 @@ def test_generated_plan_needs_its_annotations(tmp_path: Path, demo_inputs: DemoI
             gtf=demo_inputs.gtf,
         )
     assert not (tmp_path / "s.zarr").exists()
+
+
+# ----------------------------------------------------------------------------- numbers (issue 9)
+
+
+@pytest.mark.parametrize(
+    ("section", "values", "message"),
+    [
+        ("sampling", {"n_random": -5}, r"n_random = -5 \(allowed: an integer in \[0, 1,000,000"),
+        ("sampling", {"n_random": 50_000_000}, r"n_random = 50000000"),
+        ("sampling", {"n_snps": 1.5}, r"n_snps = 1.5"),
+        ("sampling", {"seed_perbin": -1}, r"seed_perbin = -1"),
+        ("oracle", {"batch_size": 0}, r"\[oracle\] batch_size = 0 \(allowed: an integer >= 1\)"),
+        ("oracle", {"max_n_fraction": 2.0}, r"max_n_fraction = 2.0"),
+        ("layout", {"track_chunk": 5}, r"track_shard = 16 is not a multiple of track_chunk = 5"),
+        ("layout", {"track_shard": 0}, r"track_shard = 0 \(allowed: an integer >= 1\)"),
+        ("layout", {"bin_samples": 16}, r"bin_samples = 16 \(fixed at chorus's 32"),
+        ("layout", {"position_shard_row": 8}, r"unknown key\(s\) \['position_shard_row'\]"),
+    ],
+)
+def test_every_recipe_number_is_checked_at_recipe_load(
+    tmp_path: Path, section: str, values: dict[str, object], message: str
+) -> None:
+    kwargs = {section: values}
+    with pytest.raises(RecipeError, match=message):
+        small_recipe(tmp_path, **kwargs)  # type: ignore[arg-type]
+
+
+def test_out_of_range_sampling_config_is_refused_at_plan(
+    tmp_path: Path, demo_inputs: DemoInputs
+) -> None:
+    path = tmp_path / "s.zarr"
+    with pytest.raises(RecipeError, match="n_random = -5"):
+        plan_store(
+            path,
+            small_recipe(tmp_path),
+            fasta=demo_inputs.fasta,
+            ccre=demo_inputs.ccre,
+            gtf=demo_inputs.gtf,
+            sampling=SamplingConfig(n_random=-5),
+        )
+    assert not path.exists()
+
+
+def test_a_plan_with_an_empty_layer_is_refused_at_plan(
+    tmp_path: Path, demo_inputs: DemoInputs
+) -> None:
+    path = tmp_path / "s.zarr"
+    with pytest.raises(RecipeError, match="no usable SNP .*effect null would be empty"):
+        plan_store(
+            path,
+            small_recipe(tmp_path, sampling={"n_snps": 0}),
+            fasta=demo_inputs.fasta,
+            ccre=demo_inputs.ccre,
+            gtf=demo_inputs.gtf,
+        )
+    assert not path.exists()
+
+
+def test_a_capped_stratum_is_reported(
+    tmp_path: Path, demo_inputs: DemoInputs, caplog: pytest.LogCaptureFixture
+) -> None:
+    n_bed = len(read_ccre_bed(demo_inputs.ccre))
+    with caplog.at_level("WARNING", logger="chorus_store.plan"):
+        store = plan_store(
+            tmp_path / "s.zarr",
+            small_recipe(tmp_path, sampling={"n_ccre": n_bed + 500}),
+            fasta=demo_inputs.fasta,
+            ccre=demo_inputs.ccre,
+            gtf=demo_inputs.gtf,
+        )
+    got = store.attrs["plan"]["position_strata"]["ccre"]["planned"]
+    assert got < n_bed + 500
+    assert f"ccre: {got:,} of {n_bed + 500:,}" in caplog.text
+
+
+def test_the_plan_draws_the_layouts_bin_sample_count(
+    tmp_path: Path, demo_inputs: DemoInputs
+) -> None:
+    store = plan_store(
+        tmp_path / "s.zarr",
+        small_recipe(tmp_path),
+        fasta=demo_inputs.fasta,
+        ccre=demo_inputs.ccre,
+        gtf=demo_inputs.gtf,
+    )
+    bins = store.read("plan/positions/bin_index")
+    assert bins.shape[-1] == store.layout.bin_samples == 32
+    usable = store.positions["usable"].to_numpy()
+    # unbiased: over 64 bins the mean drawn index is ~31.5 (a truncated draw gave ~15.7)
+    assert abs(bins[usable].mean() - 31.5) < 2.0
+
+
+def test_a_mis_shaped_plan_array_is_refused_not_truncated(
+    tmp_path: Path, demo_inputs: DemoInputs
+) -> None:
+    import dataclasses
+
+    from chorus_store import store as store_mod
+
+    src = plan_store(
+        tmp_path / "s.zarr",
+        small_recipe(tmp_path),
+        fasta=demo_inputs.fasta,
+        ccre=demo_inputs.ccre,
+        gtf=demo_inputs.gtf,
+    )
+    plan = store_mod.PlanArrays(
+        positions=src.positions,
+        variants=src.variants,
+        resolutions=src.resolutions,
+        bin_index=src.read("plan/positions/bin_index")[:, :, :16],
+        gene_bin_index=src.read("plan/positions/gene_bin_index"),
+        position_genes=store_mod.GeneRows.empty(),
+        variant_genes=store_mod.GeneRows.empty(),
+        strands=src.strands,
+    )
+    with pytest.raises(SchemaError, match=r"bin_index has shape \(\d+, 1, 16\)"):
+        ChorusStore.create(
+            tmp_path / "bad.zarr",
+            attrs={k: v for k, v in src.attrs.items() if k not in ("layout", "tracks")},
+            tracks=src.tracks,
+            plan=dataclasses.replace(plan),
+            layout=src.layout,
+        )
+    assert not (tmp_path / "bad.zarr").exists()
+
+
+def test_replanning_an_unbuilt_store_replaces_its_recipe(
+    tmp_path: Path, demo_inputs: DemoInputs, caplog: pytest.LogCaptureFixture
+) -> None:
+    from chorus_store import build
+
+    from .helpers import composition_oracle
+
+    path = tmp_path / "s.zarr"
+    kw = {"fasta": demo_inputs.fasta, "ccre": demo_inputs.ccre, "gtf": demo_inputs.gtf}
+    plan_store(path, small_recipe(tmp_path), **kw)
+    assert ChorusStore.open(path).attrs["recipe"]["oracle"]["batch_size"] == 8
+    with caplog.at_level("WARNING", logger="chorus_store.plan"):
+        store = plan_store(path, small_recipe(tmp_path, oracle={"batch_size": 4}), **kw)
+    assert store.attrs["recipe"]["oracle"]["batch_size"] == 4
+    assert "recipe was replaced" in caplog.text and "batch_size" in caplog.text
+    caplog.clear()
+    build(path, oracle=composition_oracle(4), part="variants", progress=False)
+    with caplog.at_level("WARNING", logger="chorus_store.plan"):
+        store = plan_store(path, small_recipe(tmp_path, oracle={"batch_size": 2}), **kw)
+    assert store.attrs["recipe"]["oracle"]["batch_size"] == 4  # built with it: kept
+    assert "keeps the recipe it was built with" in caplog.text

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -12,10 +15,13 @@ import pytest
 import xarray as xr
 import zarr
 
-from chorus_store import ChorusStore, open_store, reduce, verify
+from chorus_store import ChorusStore, locks, open_store, reduce, status, verify
 from chorus_store.build import build
+from chorus_store.demo import DemoInputs
 from chorus_store.errors import CorruptChunkError, SchemaError
 from chorus_store.export import export
+
+from .helpers import plan_small, small_recipe
 
 
 def test_root_attributes_record_provenance(small_build: tuple[Path, Path]) -> None:
@@ -138,3 +144,57 @@ def test_arrays_written_per_reduce_block_have_a_chunk_per_block(
             assert store.array(f"reductions/{layer}/{name}").chunks[0] == chunk, (layer, name)
     # the track table is written only under the store claim: one object per column
     assert store.array("tracks/layer").chunks[0] >= len(store.tracks)
+
+
+# ---------------------------------------------------- leftovers of killed runs (issue 9)
+
+
+def _dead_and_running() -> tuple[int, subprocess.Popen[bytes]]:
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    return dead.pid, running
+
+
+def test_a_killed_plans_creating_dir_is_removed_and_a_running_ones_kept(
+    tmp_path: Path, demo_inputs: DemoInputs
+) -> None:
+    host = socket.gethostname().replace(".", "_")
+    dead_pid, running = _dead_and_running()
+    try:
+        stale = tmp_path / f".s.zarr.creating-{host}.{dead_pid}.aaaaaaaaaaaa"
+        live = tmp_path / f".s.zarr.creating-{host}.{running.pid}.bbbbbbbbbbbb"
+        for d in (stale, live):
+            (d / "plan").mkdir(parents=True)
+            (d / "zarr.json").write_text("{}")
+        plan_small(tmp_path / "s.zarr", demo_inputs, small_recipe(tmp_path))
+        assert not stale.exists()
+        assert live.exists()
+        assert sorted(p.name for p in tmp_path.iterdir() if "creating" in p.name) == [live.name]
+    finally:
+        running.kill()
+        running.wait()
+
+
+def test_a_dead_runs_claims_are_cleared_by_the_next_status(small_copy: Path) -> None:
+    dead_pid, running = _dead_and_running()
+    try:
+        for name, pid in (("s000000-t0000", dead_pid), ("s000001-t0000", running.pid)):
+            holder = locks.Holder(
+                host=socket.gethostname(),
+                boot_id=locks._boot_id(),
+                pid=pid,
+                command="chorus-store build",
+                started_at=0.0,
+                run_id=f"run-{pid}",
+            )
+            key = small_copy / locks.LOCK_DIR / "build" / "baselines" / f"{name}.json"
+            key.parent.mkdir(parents=True, exist_ok=True)
+            key.write_text(json.dumps(holder.__dict__))
+        claims = status(small_copy)["claims"]
+        assert [c["name"] for c in claims] == ["build/baselines/s000001-t0000"]
+        assert claims[0]["alive"] is True
+        assert not (small_copy / locks.LOCK_DIR / "build/baselines/s000000-t0000.json").exists()
+    finally:
+        running.kill()
+        running.wait()
