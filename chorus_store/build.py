@@ -701,9 +701,7 @@ def build(
     recipe = recipe or stored_recipe
     fasta_path = str(fasta or store.attrs["genome"]["fasta_path"])
     genome = Genome(fasta_path, assembly=store.attrs["genome"].get("assembly"))
-    genome.fingerprint.require_same(
-        store.attrs["genome"], what=f"the store {store.url}", fasta=genome.path
-    )
+    genome.require_same(store.attrs["genome"], what=f"the store {store.url}")
     report = BuildReport()
     t_start = time.perf_counter()
     per_model = bool(recipe.oracle.get("per_model", False))

@@ -160,10 +160,9 @@ def _context(spec: WorkerSpec) -> Any:
             _CONTEXTS.clear()
             store = ChorusStore.open(spec.store, mode="r+")
             # the FASTA at this path on this machine must be the one the store was planned on
-            genome.fingerprint.require_same(
+            genome.require_same(
                 store.attrs["genome"],
                 what=f"the store {store.url} (read on worker {_worker_name()})",
-                fasta=genome.path,
             )
             _CONTEXTS[spec.run_id] = _Context(store, oracle, genome, spec.batch_size)
         return _CONTEXTS[spec.run_id]

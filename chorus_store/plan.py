@@ -532,13 +532,13 @@ def plan_store(
     if head is not None:
         index = _gene_index(recipe, gtf)
         meta["genes"] = {"mode": index.mode, "gtf_sha256": _file_sha256(Path(str(gtf)))}
-    genome_attrs = {**genome.fingerprint.as_dict(), "fasta_path": str(genome.path)}
     loc = Location.of(store_path)
     if is_chorus_store(loc):
         return _confirm_existing(loc.url, genome, meta, tracks)
     attrs = {
         "oracle": {"name": recipe.name, "fingerprint": None, "description": None},
-        "genome": genome_attrs,
+        # the whole sequence is hashed here, once; resumes compare against it
+        "genome": genome.record(),
         "plan": meta,
         "recipe": recipe.to_dict(),
         "inputs": {"gtf": str(Path(gtf).resolve()) if gtf else None},
@@ -615,9 +615,7 @@ def _confirm_existing(
     path: str, genome: Genome, meta: dict[str, Any], tracks: TrackTable
 ) -> ChorusStore:
     store = ChorusStore.open(path)
-    genome.fingerprint.require_same(
-        store.attrs["genome"], what=f"the store {store.url}", fasta=genome.path
-    )
+    genome.require_same(store.attrs["genome"], what=f"the store {store.url}")
     stored = dict(store.attrs["plan"])
     stored.update(stored.pop("base", None) or {})  # rows appended later: compare the base plan
     meta = {**meta, "additions": stored.get("additions", [])}
@@ -707,9 +705,7 @@ def add_rows(
     genome = Genome(
         fasta or store.attrs["genome"]["fasta_path"], assembly=store.attrs["genome"].get("assembly")
     )
-    genome.fingerprint.require_same(
-        store.attrs["genome"], what=f"the store {store.url}", fasta=genome.path
-    )
+    genome.require_same(store.attrs["genome"], what=f"the store {store.url}")
     plan = store.attrs["plan"]
     rows = assess_windows(
         rows.loc[:, list(fields)].reset_index(drop=True),

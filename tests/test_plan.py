@@ -13,7 +13,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chorus_store import ChorusStore, Genome, SamplingConfig, load_reference_set, plan_store
+from chorus_store import (
+    ChorusStore,
+    Genome,
+    SamplingConfig,
+    build,
+    load_reference_set,
+    plan_store,
+)
+from chorus_store import genome as genome_module
 from chorus_store.demo import DemoInputs
 from chorus_store.errors import (
     GenomeMismatchError,
@@ -290,3 +298,32 @@ def test_generated_plan_needs_its_annotations(tmp_path: Path, demo_inputs: DemoI
             gtf=demo_inputs.gtf,
         )
     assert not (tmp_path / "s.zarr").exists()
+
+
+def test_a_fasta_differing_past_the_hashed_prefix_is_refused_naming_the_contig(
+    tmp_path: Path, demo_inputs: DemoInputs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The UCSC hg38 vs analysis-set case (chrY PARs N-masked): same names, lengths and
+    first 64 MiB. Before: plan and build accepted it. The prefix is scaled to the test."""
+    monkeypatch.setattr(genome_module, "_PREFIX_BYTES", 1024)
+    store = tmp_path / "s.zarr"
+    kw = {"fasta": demo_inputs.fasta, "ccre": demo_inputs.ccre, "gtf": demo_inputs.gtf}
+    plan_store(store, small_recipe(tmp_path), **kw)
+    record = ChorusStore.open(store).attrs["genome"]
+    assert set(record["contig_sha256"]) == set(Genome(demo_inputs.fasta).lengths)
+    other = tmp_path / "masked.fa"
+    shutil.copy(demo_inputs.fasta, other)
+    last = Path(str(demo_inputs.fasta) + ".fai").read_text().splitlines()[-1].split("\t")[0]
+    with other.open("r+b") as fh:  # one base of the last contig's last full line
+        fh.seek(-30, 2)
+        base = fh.read(1)
+        fh.seek(-30, 2)
+        fh.write(b"N" if base != b"N" else b"A")
+    with pytest.raises(GenomeMismatchError, match=f"the sequence of {last} differs"):
+        plan_store(store, small_recipe(tmp_path), **{**kw, "fasta": other})
+    with pytest.raises(GenomeMismatchError, match=f"the sequence of {last} differs"):
+        build(store, fasta=other, progress=False)
+    # the planned file itself is trusted by path, size and mtime: no rehash on resume
+    genome_module._SEQUENCE_SHA256.clear()
+    plan_store(store, small_recipe(tmp_path), **kw)
+    assert genome_module._SEQUENCE_SHA256 == {}
