@@ -372,6 +372,26 @@ class Genome:
                 + ([f"{len(differ) - 6} more contigs differ"] if len(differ) > 6 else []),
             )
 
+    #: an annotation with fewer of its rows on this FASTA's contigs is refused
+    min_annotation_share = 0.5
+
+    def require_annotation_contigs(self, chroms: pd.Series, *, what: str) -> None:
+        """Refuse an annotation (``what``: "GTF x.gtf (--gtf)") whose rows mostly lie on
+        contigs this FASTA does not name, e.g. Ensembl's ``1`` against UCSC's ``chr1``:
+        its strata and gene slots would silently be empty. A few rows on contigs the
+        FASTA lacks (alt or patch contigs of another release) are allowed."""
+        on_fasta = chroms.isin(list(self.lengths))
+        if len(chroms) == 0 or on_fasta.mean() >= self.min_annotation_share:
+            return
+        theirs = list(dict.fromkeys(chroms[~on_fasta]))
+        raise InputFileError(
+            f"{what} names its contigs {_few(theirs, 3)}, but the FASTA {self.path} names "
+            f"{_few(list(self.lengths), 3)}: only {int(on_fasta.sum()):,} of its "
+            f"{len(chroms):,} rows are on the FASTA's contigs. Use an annotation with the "
+            f"FASTA's contig naming (e.g. add or strip the 'chr' prefix) or the FASTA it "
+            f"was made for"
+        )
+
     def require_contigs(self, chroms: Iterable[str], *, what: str) -> None:
         missing = sorted(set(chroms) - set(self.lengths))
         if missing:

@@ -475,7 +475,9 @@ def plan_store(
             )
         cfg = sampling or SamplingConfig.from_dict(dict(plan_cfg.get("sampling", {})))
         ccre_df = read_ccre_bed(ccre)
+        genome.require_annotation_contigs(ccre_df["chrom"], what=f"cCRE BED {ccre} (--ccre)")
         genes = read_gtf(gtf, ("gene", "exon"))
+        genome.require_annotation_contigs(genes["chrom"], what=f"GTF {gtf} (--gtf)")
         dhs_df = None
         if cfg.needs_dhs:
             if dhs is None:
@@ -530,7 +532,7 @@ def plan_store(
     head = _gene_head(recipe, tracks)
     gtf = gtf or plan_cfg.get("gtf")
     if head is not None:
-        index = _gene_index(recipe, gtf)
+        index = _gene_index(recipe, gtf, genome)
         meta["genes"] = {"mode": index.mode, "gtf_sha256": _file_sha256(Path(str(gtf)))}
     loc = Location.of(store_path)
     if is_chorus_store(loc):
@@ -601,14 +603,16 @@ def _derive_population(
     }
 
 
-def _gene_index(recipe: Recipe, gtf: str | Path | None) -> GeneIndex:
+def _gene_index(recipe: Recipe, gtf: str | Path | None, genome: Genome) -> GeneIndex:
     if gtf is None:
         raise InputFileError(
             f"the {recipe.name} track table has gene_expression (RNA) tracks, scored per gene "
             f"over its exons: pass the GENCODE GTF (--gtf)"
         )
     mode = recipe.plan.get("rna_genes", "overlap")
-    return GeneIndex.from_gtf(read_gtf(gtf, ("gene", "transcript", "exon")), mode)
+    features = read_gtf(gtf, ("gene", "transcript", "exon"))
+    genome.require_annotation_contigs(features["chrom"], what=f"GTF {gtf} (--gtf)")
+    return GeneIndex.from_gtf(features, mode)
 
 
 def _confirm_existing(
@@ -724,7 +728,7 @@ def add_rows(
         if head is not None:
             # the slots of the first shard the new rows touch are rewritten whole
             from_row = first // shard_rows * shard_rows
-            index = _gene_index(recipe, store.attrs["inputs"]["gtf"])
+            index = _gene_index(recipe, store.attrs["inputs"]["gtf"], genome)
             genes = gene_slots(
                 table.iloc[from_row:],
                 from_row,

@@ -327,3 +327,26 @@ def test_a_fasta_differing_past_the_hashed_prefix_is_refused_naming_the_contig(
     genome_module._SEQUENCE_SHA256.clear()
     plan_store(store, small_recipe(tmp_path), **kw)
     assert genome_module._SEQUENCE_SHA256 == {}
+
+
+@pytest.mark.parametrize("which", ["gtf", "ccre"])
+def test_an_annotation_with_another_contig_naming_is_refused_naming_both(
+    tmp_path: Path, demo_inputs: DemoInputs, which: str
+) -> None:
+    """Ensembl's ``1`` against UCSC's ``chr1``. Before: the plan succeeded with the TSS
+    and gene-body strata (GTF) or the cCRE stratum (BED) silently empty."""
+    source = getattr(demo_inputs, which)
+    renamed = tmp_path / f"ensembl.{source.name}"
+    lines = source.read_text().splitlines()
+    renamed.write_text(
+        "\n".join(ln if ln.startswith("#") else ln.removeprefix("chr") for ln in lines) + "\n"
+    )
+    kw = {"fasta": demo_inputs.fasta, "ccre": demo_inputs.ccre, "gtf": demo_inputs.gtf}
+    with pytest.raises(InputFileError, match=r"names its contigs 1, 2.* names chr1, chr2"):
+        plan_store(tmp_path / "s.zarr", small_recipe(tmp_path), **{**kw, which: renamed})
+    assert not (tmp_path / "s.zarr").exists()
+    # a few rows on contigs the FASTA lacks (another release's alt contigs) are fine
+    extra = tmp_path / f"alt.{source.name}"
+    alt = [ln.replace("chr1\t", "chr1_KI270706v1_random\t", 1) for ln in lines[-3:]]
+    extra.write_text("\n".join(lines + alt) + "\n")
+    plan_store(tmp_path / "t.zarr", small_recipe(tmp_path), **{**kw, which: extra})
