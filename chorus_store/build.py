@@ -727,7 +727,8 @@ def build(
         tasks = plan_tasks(store, part=part, shard=shard, per_model=per_model, joint_tracks=joint)
         if client is None and scheduler is None and workers <= 1:
             if oracle is None:
-                oracle = recipe.load_oracle(weights=weights, device=device)
+                # the store's track table, not the recipe's files (another machine's paths)
+                oracle = recipe.load_oracle(weights=weights, device=device, tracks=store.tracks)
             _check_oracle(store, recipe, oracle_facts(oracle))
             with _progress(progress, tasks) as advance:
                 ctx = _Context(store, oracle, genome, batch_size)
@@ -742,6 +743,7 @@ def build(
                 batch_size=batch_size,
                 run_id=claims.holder.run_id,
                 assembly=store.attrs["genome"].get("assembly"),
+                tracks_sha256=store.tracks.sha256(),
             )
             cluster = (
                 contextlib.nullcontext(client)
