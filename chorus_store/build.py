@@ -763,9 +763,7 @@ def build(
     recipe = recipe or stored_recipe
     fasta_path = str(fasta or store.attrs["genome"]["fasta_path"])
     genome = Genome(fasta_path, assembly=store.attrs["genome"].get("assembly"))
-    genome.fingerprint.require_same(
-        store.attrs["genome"], what=f"the store {store.url}", fasta=genome.path
-    )
+    genome.require_same(store.attrs["genome"], what=f"the store {store.url}")
     report = BuildReport()
     t_start = time.perf_counter()
     per_model = bool(recipe.oracle.get("per_model", False))
@@ -791,7 +789,8 @@ def build(
         tasks = plan_tasks(store, part=part, shard=shard, per_model=per_model, joint_tracks=joint)
         if client is None and scheduler is None and workers <= 1:
             if oracle is None:
-                oracle = recipe.load_oracle(weights=weights, device=device)
+                # the store's track table, not the recipe's files (another machine's paths)
+                oracle = recipe.load_oracle(weights=weights, device=device, tracks=store.tracks)
             _check_oracle(store, recipe, oracle_facts(oracle), claims.holder.run_id)
             with _progress(progress, tasks) as advance:
                 ctx = _Context(store, oracle, genome, batch_size)
@@ -806,6 +805,7 @@ def build(
                 batch_size=batch_size,
                 run_id=claims.holder.run_id,
                 assembly=store.attrs["genome"].get("assembly"),
+                tracks_sha256=store.tracks.sha256(),
             )
             cluster = (
                 contextlib.nullcontext(client)

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .errors import ClusterError, OracleMismatchError
+from .errors import ClusterError, OracleMismatchError, TrackTableMismatchError
 
 __all__ = [
     "WorkerSpec",
@@ -56,6 +56,8 @@ class WorkerSpec:
     run_id: str
     assembly: str | None = None
     fingerprint: str | None = None  # the store's pinned oracle; None for the probe
+    # the store's track table, which the worker reads from the store: part of the model key
+    tracks_sha256: str | None = None
 
     def model_key(self) -> str:
         """Workers keep one loaded oracle per distinct (recipe, weights, device, FASTA)."""
@@ -107,6 +109,7 @@ def _pin_gpu() -> None:
 def _oracle(spec: WorkerSpec) -> tuple[Any, Any]:
     from .genome import Genome
     from .recipes import Recipe
+    from .store import ChorusStore
 
     key = spec.model_key()
     with _LOCK:
@@ -116,7 +119,15 @@ def _oracle(spec: WorkerSpec) -> tuple[Any, Any]:
             _ORACLES.clear()
             _CONTEXTS.clear()
             _pin_gpu()
-            oracle = Recipe.from_stored(spec.recipe).load_oracle(
+            # the track table comes from the store, not from the recipe's paths, which
+            # are the planning machine's
+            tracks = ChorusStore.open(spec.store).tracks
+            if spec.tracks_sha256 is not None and tracks.sha256() != spec.tracks_sha256:
+                raise TrackTableMismatchError(
+                    f"{spec.store}'s track table changed during the build (add-tracks?); "
+                    f"rerun `chorus-store build {spec.store}`"
+                )
+            oracle = Recipe.from_stored(spec.recipe, tracks=tracks).load_oracle(
                 weights=spec.weights, device=spec.device
             )
             genome = Genome(spec.fasta, assembly=spec.assembly)
@@ -160,10 +171,9 @@ def _context(spec: WorkerSpec) -> Any:
             _CONTEXTS.clear()
             store = ChorusStore.open(spec.store, mode="r+")
             # the FASTA at this path on this machine must be the one the store was planned on
-            genome.fingerprint.require_same(
+            genome.require_same(
                 store.attrs["genome"],
                 what=f"the store {store.url} (read on worker {_worker_name()})",
-                fasta=genome.path,
             )
             _CONTEXTS[spec.run_id] = _Context(store, oracle, genome, spec.batch_size)
         return _CONTEXTS[spec.run_id]

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
+import logging
 import os
 import re
 import threading
@@ -37,7 +39,15 @@ __all__ = [
 #: chr1 length → assembly name, the test chorus's ``require_reference_assembly`` applies.
 KNOWN_ASSEMBLIES: dict[int, str] = {248_956_422: "hg38", 249_250_621: "hg19"}
 
+log = logging.getLogger(__name__)
+
 _PREFIX_BYTES = 64 * 1024 * 1024
+_HASH_BLOCK = 16 * 1024 * 1024
+
+# (resolved path, size, mtime_ns) -> per-contig sequence sha256: one hash per file state
+# and process, so a cluster worker running many tasks of a run hashes its FASTA once
+_SEQUENCE_SHA256: dict[tuple[str, int, int], dict[str, str]] = {}
+_SEQUENCE_LOCK = threading.Lock()
 
 # One-hot lookup table: A, C, G, T (either case) → one row; anything else → zeros.
 _ONE_HOT_LUT = np.zeros((256, 4), dtype=np.float32)
@@ -104,29 +114,108 @@ class GenomeFingerprint:
         """Raise :class:`GenomeMismatchError` unless this FASTA is ``expected``.
 
         Compared: the ``.fai`` (names, lengths, layout), chr1's length and the sha256 of the
-        first 64 MiB of the file (chorus's provenance fields). A change past the first
-        64 MiB with identical lengths is not detected (hashing 3 GB per build would be).
+        first 64 MiB of the file (chorus's provenance fields). This is all a chorus
+        reference set records; :meth:`Genome.require_same` also compares every contig's
+        sequence where the record has their hashes (a store's does).
         """
-        same = (
-            expected.get("fai_sha256") == self.fai_sha256
-            and expected.get("chr1_length", self.chr1_length) == self.chr1_length
-            and expected.get("fasta_sha256_prefix64mb", self.fasta_sha256_prefix64mb)
-            == self.fasta_sha256_prefix64mb
+        diffs = _fingerprint_differences(self.as_dict(), expected)
+        if diffs:
+            raise _mismatch(fasta, what, diffs)
+
+
+def _fingerprint_differences(actual: dict[str, Any], expected: dict[str, Any]) -> list[str]:
+    """What differs between two genome records, in words (empty: the same genome).
+
+    A field absent from ``expected`` (an older record) is not compared."""
+    diffs: list[str] = []
+    exp_lengths = expected.get("contig_lengths")
+    act_lengths = actual.get("contig_lengths")
+    if isinstance(exp_lengths, dict) and isinstance(act_lengths, dict):
+        only_exp = [k for k in exp_lengths if k not in act_lengths]
+        only_act = [k for k in act_lengths if k not in exp_lengths]
+        if only_exp:
+            diffs.append(f"contig(s) {_few(only_exp)} missing from this FASTA")
+        if only_act:
+            diffs.append(f"contig(s) {_few(only_act)} not in the expected genome")
+        for k, n in exp_lengths.items():
+            if k in act_lengths and int(act_lengths[k]) != int(n):
+                diffs.append(f"{k} is {int(act_lengths[k]):,} bp here, {int(n):,} bp expected")
+    exp_chr1 = expected.get("chr1_length")
+    if exp_chr1 is not None and exp_chr1 != actual.get("chr1_length") and not diffs:
+        act_chr1 = actual.get("chr1_length")
+        diffs.append(
+            f"chr1 is {'absent' if act_chr1 is None else f'{act_chr1:,} bp'} here; the expected "
+            f"genome is {expected.get('assembly') or 'unknown'} (chr1 {exp_chr1:,} bp)"
         )
-        if same:
-            return
-        exp = GenomeFingerprint(
-            assembly=str(expected.get("assembly") or expected.get("genome") or "unknown"),
-            chr1_length=expected.get("chr1_length"),
-            fai_sha256=str(expected.get("fai_sha256", "")),
-            fasta_sha256_prefix64mb=str(expected.get("fasta_sha256_prefix64mb", "")),
-            contigs_sha256=str(expected.get("contigs_sha256", "")),
+    if expected.get("fai_sha256") and expected["fai_sha256"] != actual["fai_sha256"] and not diffs:
+        diffs.append(
+            f"the .fai differs (sha256 {actual['fai_sha256'][:12]}… here, "
+            f"{str(expected['fai_sha256'])[:12]}… expected): other contig names, lengths "
+            f"or line layout"
         )
-        raise GenomeMismatchError(
-            f"{fasta} is {self.describe()}, but {what} was made on {exp.describe()}. "
-            f"Pass the FASTA {what} was made from (--fasta), or make a new plan for this "
-            f"genome."
+    prefix = expected.get("fasta_sha256_prefix64mb")
+    if prefix and prefix != actual["fasta_sha256_prefix64mb"]:
+        diffs.append(
+            f"the first 64 MiB of the file differ (sha256 "
+            f"{actual['fasta_sha256_prefix64mb'][:12]}… here, {str(prefix)[:12]}… expected)"
         )
+    return diffs
+
+
+def _few(names: list[str], n: int = 5) -> str:
+    more = f" and {len(names) - n} more" if len(names) > n else ""
+    return ", ".join(names[:n]) + more
+
+
+def _mismatch(fasta: Path, what: str, diffs: list[str]) -> GenomeMismatchError:
+    return GenomeMismatchError(
+        f"{fasta} is not the genome {what} was made on: " + "; ".join(diffs[:6]) + ". "
+        f"Pass the FASTA {what} was made from (--fasta), or make a new plan for this genome."
+    )
+
+
+def _open_fasta(path: Path) -> IO[bytes]:
+    with path.open("rb") as fh:
+        magic = fh.read(2)
+    # bgzip is gzip: the .fai offsets are in the decompressed stream (a forward seek
+    # of a gzip file decompresses what it skips, so reading in offset order is one pass)
+    if magic == b"\x1f\x8b":
+        return gzip.open(path, "rb")  # type: ignore[return-value]  # GzipFile is IO[bytes]
+    return path.open("rb")
+
+
+def _contig_sha256(path: Path, fai: Path) -> dict[str, str]:
+    """sha256 of each contig's sequence bytes as in the file (case kept, newlines
+    dropped), streamed in blocks in one pass in file order; located through the ``.fai``."""
+    records: list[tuple[int, str, int, int, int]] = []
+    for line in fai.read_text().splitlines():
+        f = line.split("\t")
+        records.append((int(f[2]), f[0], int(f[1]), int(f[3]), int(f[4])))
+    out: dict[str, str] = {}
+    with _open_fasta(path) as fh:
+        for offset, name, length, line_bases, line_width in sorted(records):
+            full, rest = divmod(length, line_bases) if line_bases else (0, length)
+            extent = full * line_width + rest
+            fh.seek(offset)
+            h = hashlib.sha256()
+            seen, header = 0, False
+            while extent > 0:
+                block = fh.read(min(_HASH_BLOCK, extent))
+                if not block:
+                    break
+                extent -= len(block)
+                bases = block.translate(None, b"\r\n")
+                seen += len(bases)
+                header = header or b">" in bases  # memchr: an index gone stale
+                h.update(bases)
+            if seen != length or header:
+                raise InputFileError(
+                    f"FASTA {path}: {name} does not hold the {length:,} bases its index "
+                    f"{fai} says (read {seen:,}); the file changed after indexing or its "
+                    f"lines are uneven: re-index it (delete {fai.name})"
+                )
+            out[name] = h.hexdigest()
+    return out
 
 
 class Genome:
@@ -212,6 +301,97 @@ class Genome:
                 contigs_sha256=hashlib.sha256(contigs.encode()).hexdigest(),
             )
         return self._fingerprint
+
+    @property
+    def stat_key(self) -> dict[str, Any]:
+        """The file's state the cached sequence hashes hold for: path, size, mtime."""
+        st = self.path.stat()
+        return {"path": str(self.path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+    def sequence_sha256(self) -> dict[str, str]:
+        """sha256 of every contig's sequence (see :func:`_contig_sha256`): the whole file
+        is read once per process and file state (a 3 GB genome: seconds, see README)."""
+        key = self.stat_key
+        k = (key["path"], key["size"], key["mtime_ns"])
+        with _SEQUENCE_LOCK:
+            if k not in _SEQUENCE_SHA256:
+                _SEQUENCE_SHA256[k] = _contig_sha256(self.path, self.fai_path)
+            return dict(_SEQUENCE_SHA256[k])
+
+    def record(self, *, sequence: bool = True) -> dict[str, Any]:
+        """The genome's identity as a store records it: :attr:`fingerprint`, the path,
+        each contig's length and (``sequence``) sequence sha256, with :attr:`stat_key`
+        the hashes hold for, so a resume on an unchanged file need not re-read it."""
+        rec: dict[str, Any] = {
+            **self.fingerprint.as_dict(),
+            "fasta_path": str(self.path),
+            "contig_lengths": dict(self.lengths),
+        }
+        if sequence:
+            contigs = self.sequence_sha256()
+            rec["contig_sha256"] = contigs
+            rec["sequence_sha256"] = hashlib.sha256(
+                json.dumps(contigs, sort_keys=True).encode()
+            ).hexdigest()
+            rec["fasta_stat"] = self.stat_key
+        return rec
+
+    def require_same(self, expected: dict[str, Any], *, what: str) -> None:
+        """Raise :class:`GenomeMismatchError` unless this FASTA is the genome ``expected``
+        (a store's ``genome`` record) describes, naming what differs.
+
+        Beyond :meth:`GenomeFingerprint.require_same`, every contig's sequence is compared
+        where ``expected`` has their hashes: the file is hashed unless it is, by path,
+        size and mtime, the file the hashes were taken from. A record without them (a
+        store planned before they were recorded) is compared on the old fields only.
+        """
+        diffs = _fingerprint_differences(self.record(sequence=False), expected)
+        if diffs:
+            raise _mismatch(self.path, what, diffs)
+        stored = expected.get("contig_sha256")
+        if not isinstance(stored, dict):
+            log.warning(
+                "%s records no per-contig sequence hashes (planned by an older "
+                "chorus-store): only the .fai and the first 64 MiB of %s are checked",
+                what,
+                self.path,
+            )
+            return
+        if expected.get("fasta_stat") == self.stat_key:
+            return
+        actual = self.sequence_sha256()
+        differ = [k for k, v in stored.items() if k in actual and actual[k] != v]
+        if differ:
+            raise _mismatch(
+                self.path,
+                what,
+                [
+                    f"the sequence of {k} differs (sha256 {actual[k][:12]}… here, "
+                    f"{str(stored[k])[:12]}… expected)"
+                    for k in differ
+                ]
+                + ([f"{len(differ) - 6} more contigs differ"] if len(differ) > 6 else []),
+            )
+
+    #: an annotation with fewer of its rows on this FASTA's contigs is refused
+    min_annotation_share = 0.5
+
+    def require_annotation_contigs(self, chroms: pd.Series, *, what: str) -> None:
+        """Refuse an annotation (``what``: "GTF x.gtf (--gtf)") whose rows mostly lie on
+        contigs this FASTA does not name, e.g. Ensembl's ``1`` against UCSC's ``chr1``:
+        its strata and gene slots would silently be empty. A few rows on contigs the
+        FASTA lacks (alt or patch contigs of another release) are allowed."""
+        on_fasta = chroms.isin(list(self.lengths))
+        if len(chroms) == 0 or on_fasta.mean() >= self.min_annotation_share:
+            return
+        theirs = list(dict.fromkeys(chroms[~on_fasta]))
+        raise InputFileError(
+            f"{what} names its contigs {_few(theirs, 3)}, but the FASTA {self.path} names "
+            f"{_few(list(self.lengths), 3)}: only {int(on_fasta.sum()):,} of its "
+            f"{len(chroms):,} rows are on the FASTA's contigs. Use an annotation with the "
+            f"FASTA's contig naming (e.g. add or strip the 'chr' prefix) or the FASTA it "
+            f"was made for"
+        )
 
     def require_contigs(self, chroms: Iterable[str], *, what: str) -> None:
         missing = sorted(set(chroms) - set(self.lengths))

@@ -488,7 +488,9 @@ def plan_store(
             )
         cfg = sampling or SamplingConfig.from_dict(dict(plan_cfg.get("sampling", {})))
         ccre_df = read_ccre_bed(ccre)
+        genome.require_annotation_contigs(ccre_df["chrom"], what=f"cCRE BED {ccre} (--ccre)")
         genes = read_gtf(gtf, ("gene", "exon"))
+        genome.require_annotation_contigs(genes["chrom"], what=f"GTF {gtf} (--gtf)")
         dhs_df = None
         if cfg.needs_dhs:
             if dhs is None:
@@ -545,7 +547,7 @@ def plan_store(
     head = _gene_head(recipe, tracks)
     gtf = gtf or plan_cfg.get("gtf")
     if head is not None:
-        index = _gene_index(recipe, gtf)
+        index = _gene_index(recipe, gtf, genome)
         # the population and the convention define the statistic: a resume under another
         # one is a plan mismatch
         meta["genes"] = {
@@ -553,14 +555,14 @@ def plan_store(
             "convention": index.convention,
             "gtf_sha256": _file_sha256(Path(str(gtf))),
         }
-    genome_attrs = {**genome.fingerprint.as_dict(), "fasta_path": str(genome.path)}
     loc = Location.of(store_path)
     if is_chorus_store(loc):
         store = _confirm_existing(loc.url, genome, meta, tracks)
         return _update_recipe(store, recipe)
     attrs = {
         "oracle": {"name": recipe.name, "fingerprint": None, "description": None},
-        "genome": genome_attrs,
+        # the whole sequence is hashed here, once; resumes compare against it
+        "genome": genome.record(),
         "plan": meta,
         "recipe": recipe.to_dict(),
         "inputs": {"gtf": str(Path(gtf).resolve()) if gtf else None},
@@ -666,7 +668,7 @@ def _derive_population(
     }
 
 
-def _gene_index(recipe: Recipe, gtf: str | Path | None) -> GeneIndex:
+def _gene_index(recipe: Recipe, gtf: str | Path | None, genome: Genome) -> GeneIndex:
     if gtf is None:
         raise InputFileError(
             f"the {recipe.name} track table has gene_expression (RNA) tracks, scored per gene "
@@ -674,16 +676,16 @@ def _gene_index(recipe: Recipe, gtf: str | Path | None) -> GeneIndex:
         )
     mode = recipe.plan.get("rna_genes", "overlap")
     convention = recipe.plan.get("rna_convention", "chorus-query")
-    return GeneIndex.from_gtf(read_gtf(gtf, ("gene", "exon")), mode, convention)
+    features = read_gtf(gtf, ("gene", "exon"))
+    genome.require_annotation_contigs(features["chrom"], what=f"GTF {gtf} (--gtf)")
+    return GeneIndex.from_gtf(features, mode, convention)
 
 
 def _confirm_existing(
     path: str, genome: Genome, meta: dict[str, Any], tracks: TrackTable
 ) -> ChorusStore:
     store = ChorusStore.open(path)
-    genome.fingerprint.require_same(
-        store.attrs["genome"], what=f"the store {store.url}", fasta=genome.path
-    )
+    genome.require_same(store.attrs["genome"], what=f"the store {store.url}")
     stored = dict(store.attrs["plan"])
     stored.update(stored.pop("base", None) or {})  # rows appended later: compare the base plan
     meta = {**meta, "additions": stored.get("additions", [])}
@@ -804,9 +806,7 @@ def add_rows(
     genome = Genome(
         fasta or store.attrs["genome"]["fasta_path"], assembly=store.attrs["genome"].get("assembly")
     )
-    genome.fingerprint.require_same(
-        store.attrs["genome"], what=f"the store {store.url}", fasta=genome.path
-    )
+    genome.require_same(store.attrs["genome"], what=f"the store {store.url}")
     plan = store.attrs["plan"]
     rows = assess_windows(
         rows.loc[:, list(fields)].reset_index(drop=True),
@@ -825,7 +825,7 @@ def add_rows(
         if head is not None:
             # the slots of the first shard the new rows touch are rewritten whole
             from_row = first // shard_rows * shard_rows
-            index = _gene_index(recipe, store.attrs["inputs"]["gtf"])
+            index = _gene_index(recipe, store.attrs["inputs"]["gtf"], genome)
             genes = gene_slots(
                 table.iloc[from_row:],
                 from_row,

@@ -71,6 +71,17 @@ def _check_oracle_numbers(name: str, oracle: dict[str, Any], heads: list[Any]) -
         raise RecipeError(f"recipe {name!r}: " + "; ".join(problems))
 
 
+def _relocate_shipped(value: Any) -> Any:
+    """A stored path into another install's ``builders/`` (the planning machine's) that
+    does not exist here, mapped to the same file of this install's ``builders/``; any
+    other value as it is. A cluster worker installed elsewhere so finds the shipped
+    files (e.g. ChromBPNet's model registry) a stored recipe names."""
+    if not isinstance(value, str) or "/builders/" not in value or Path(value).exists():
+        return value
+    candidate = data_dir("builders") / value.rsplit("/builders/", 1)[1]
+    return str(candidate) if candidate.exists() else value
+
+
 def require_path(value: str, what: str) -> str:
     """``value`` if it names no unset environment variable, else a RecipeError saying which."""
     if "$" in value:
@@ -98,10 +109,21 @@ class Recipe:
     source: str = ""
     description: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the track table as data (a store's ``tracks`` group): when set, :meth:`track_table`
+    #: returns it instead of reading the ``[tracks]`` files, which a stored recipe names
+    #: by the planning machine's absolute paths
+    table: TrackTable | None = field(default=None, compare=False, repr=False)
 
     # ---------------------------------------------------------------- parsing
     @classmethod
-    def from_dict(cls, data: dict[str, Any], *, base: Path, source: str = "") -> Recipe:
+    def from_dict(
+        cls,
+        data: dict[str, Any],
+        *,
+        base: Path,
+        source: str = "",
+        table: TrackTable | None = None,
+    ) -> Recipe:
         try:
             name = str(data["name"])
             oracle = dict(data["oracle"])
@@ -137,6 +159,7 @@ class Recipe:
             layout=Layout.from_dict(data.get("layout", {})),
             source=source,
             description=str(data.get("description", "")),
+            table=table,
         )
         return recipe.with_columns()
 
@@ -165,8 +188,19 @@ class Recipe:
         }
 
     @classmethod
-    def from_stored(cls, data: dict[str, Any]) -> Recipe:
-        return cls.from_dict(data, base=Path("/"), source=str(data.get("source", "")))
+    def from_stored(cls, data: dict[str, Any], *, tracks: TrackTable | None = None) -> Recipe:
+        """The recipe a store records; ``tracks`` (the store's track table) is what its
+        :meth:`track_table` and the adapters then use, so no track-table file is read."""
+        data = {
+            **data,
+            "oracle": {k: _relocate_shipped(v) for k, v in data["oracle"].items()},
+            "tracks": {k: _relocate_shipped(v) for k, v in data["tracks"].items()},
+        }
+        return cls.from_dict(data, base=Path("/"), source=str(data.get("source", "")), table=tracks)
+
+    def with_track_table(self, tracks: TrackTable) -> Recipe:
+        """This recipe with its track table given as data (see :attr:`table`)."""
+        return dataclasses.replace(self, table=tracks)
 
     # ---------------------------------------------------------------- parts
     @property
@@ -187,7 +221,10 @@ class Recipe:
         return [str(x) for x in self.oracle.get("strands", ["."])]
 
     def track_table(self) -> TrackTable:
-        """The recipe's track table, resolved (layers, windows, formulas, heads)."""
+        """The recipe's track table, resolved (layers, windows, formulas, heads): the
+        :attr:`table` it was given, else read from the ``[tracks]`` files."""
+        if self.table is not None:
+            return self.table
         spec = {
             k: require_path(v, f"[tracks] {k}")
             if k not in _TRACK_SETTINGS and isinstance(v, str)
@@ -203,8 +240,20 @@ class Recipe:
             tss_routing=bool(self.plan.get("tss_routing", True)),
         )
 
-    def load_oracle(self, *, weights: str | None = None, device: str = "auto") -> Oracle:
-        """Load the model the recipe names, through its adapter."""
+    def load_oracle(
+        self,
+        *,
+        weights: str | None = None,
+        device: str = "auto",
+        tracks: TrackTable | None = None,
+    ) -> Oracle:
+        """Load the model the recipe names, through its adapter.
+
+        ``tracks`` (a store's track table) is the table the adapter reads its columns from
+        (AlphaGenome, ChromBPNet, Sei, LegNet); without it, the recipe's own.
+        """
+        if tracks is not None:
+            return self.with_track_table(tracks).load_oracle(weights=weights, device=device)
         adapter = self.oracle["adapter"]
         if adapter == "pytorch":
             from .oracles.torch_adapter import TorchOracle

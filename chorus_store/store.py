@@ -202,8 +202,7 @@ class Layout:
         unknown = sorted(set(d) - set(cls.__dataclass_fields__))
         if unknown:
             raise RecipeError(
-                f"[layout] has unknown key(s) {unknown}; known: "
-                f"{sorted(cls.__dataclass_fields__)}"
+                f"[layout] has unknown key(s) {unknown}; known: {sorted(cls.__dataclass_fields__)}"
             )
         return cls(**d)
 

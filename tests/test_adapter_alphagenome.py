@@ -22,7 +22,17 @@ import pandas as pd
 import pytest
 import torch
 
-from chorus_store import Genome, Recipe, build, export, load_recipe, open_store, plan_store, reduce
+from chorus_store import (
+    ChorusStore,
+    Genome,
+    Recipe,
+    build,
+    export,
+    load_recipe,
+    open_store,
+    plan_store,
+    reduce,
+)
 from chorus_store.demo import DemoInputs
 from chorus_store.errors import PredictionError, RecipeError
 from chorus_store.genome import one_hot
@@ -425,3 +435,32 @@ def test_full_size_architecture_gives_every_real_track(tmp_path: Path) -> None:
         assert out[ot].shape == (1, length // spec.resolution_bp, columns[ot]), ot
         assert np.isfinite(out[ot]).all()
     assert sum(columns.values()) == 5_731 and len(frame) == 5_168
+
+
+def test_a_stored_recipe_builds_when_its_track_table_file_is_gone(
+    tmp_path: Path, demo_inputs: DemoInputs, tiny: dict[str, Path]
+) -> None:
+    """A cluster worker installed elsewhere has no file at the planning machine's path:
+    the adapter takes the track table from the store. Before: the build (and a worker's
+    load) read the recipe's path and failed."""
+    from chorus_store.cluster import WorkerSpec, probe
+
+    planned = tmp_path / "tracks.json"
+    planned.write_bytes(tiny["tracks"].read_bytes())
+    sampling = {**E2E_SAMPLING, "n_random": 1, "n_ccre": 1, "n_tss": 1, "n_snps": 2}
+    recipe = _recipe({**tiny, "tracks": planned}, weights=tiny["weights"], sampling=sampling)
+    store = tmp_path / "alphagenome.zarr"
+    plan_store(store, recipe, fasta=demo_inputs.fasta, ccre=demo_inputs.ccre, gtf=demo_inputs.gtf)
+    planned.rename(tmp_path / "moved.json")
+    spec = WorkerSpec(
+        store=str(store),
+        recipe=ChorusStore.open(store).attrs["recipe"],
+        fasta=str(demo_inputs.fasta),
+        weights=None,
+        device="cpu",
+        batch_size=None,
+        run_id="moved-table",
+    )
+    assert probe(spec)["name"] == "alphagenome_tiny"  # what a worker loads
+    report = build(store, progress=False, device="cpu")
+    assert report.rows_built["baselines"] > 0

@@ -401,3 +401,19 @@ def test_full_size_architectures(tmp_path: Path) -> None:
     assert out.shape == (64, 1000, 2, 2) and np.isfinite(out).all()
     lite = tiny_recipe(tmp_path, registry, weights, bpnet_filters=64, framework="bpnet-lite")
     np.testing.assert_allclose(lite.load_oracle().predict(x, cols)["profile"], out, rtol=1e-3)
+
+
+def test_a_stored_registry_path_of_another_install_finds_this_installs_file() -> None:
+    """The registry (also the [tracks] file) is shipped in builders/; a stored recipe names
+    the planning machine's copy. Before: a worker installed elsewhere could not read it."""
+    from chorus_store import Recipe, load_recipe
+
+    stored = load_recipe("chrombpnet").to_dict()
+    shipped = data_dir("builders") / "chrombpnet" / "chrombpnet_JASPAR_metadata.tsv"
+    elsewhere = "/nonexistent/site-packages/chorus_store/_data/builders/chrombpnet/"
+    stored["tracks"]["path"] = elsewhere + shipped.name
+    recipe = Recipe.from_stored(stored)
+    assert recipe.tracks["path"] == str(shipped)
+    assert cb._registry_path(recipe) == shipped
+    stored["tracks"]["path"] = "/nonexistent/elsewhere/registry.tsv"  # not shipped: kept
+    assert Recipe.from_stored(stored).tracks["path"] == "/nonexistent/elsewhere/registry.tsv"

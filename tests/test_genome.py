@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
+import pyfaidx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chorus_store import Genome
+from chorus_store import genome as genome_module
 from chorus_store.errors import GenomeMismatchError, InputFileError
 from chorus_store.genome import one_hot, read_ccre_bed, read_gtf
 
@@ -63,9 +67,78 @@ def test_fingerprint_and_assembly_guess(tmp_path: Path) -> None:
     fp = g.fingerprint
     assert fp.assembly == "toy" and fp.chr1_length == 400
     other = Genome(write_fasta(tmp_path / "h.fa", {"chr1": "ACGT" * 101}))
-    with pytest.raises(GenomeMismatchError, match="was made on toy"):
+    with pytest.raises(GenomeMismatchError, match=r"chr1 is 404 bp here; .* toy \(chr1 400 bp"):
         other.fingerprint.require_same(fp.as_dict(), what="the plan", fasta=other.path)
     fp.require_same(fp.as_dict(), what="the plan", fasta=g.path)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seqs=st.lists(st.text("ACGTNacgtn", min_size=0, max_size=300), min_size=1, max_size=4),
+    width=st.integers(1, 80),
+    crlf=st.booleans(),
+    block=st.integers(1, 64),
+)
+def test_contig_sha256_hashes_each_contigs_sequence_as_pyfaidx_reads_it(
+    tmp_path_factory: pytest.TempPathFactory, seqs: list[str], width: int, crlf: bool, block: int
+) -> None:
+    named = {f"c{i}": s for i, s in enumerate(seqs) if s} or {"c0": "A"}
+    path = write_fasta(tmp_path_factory.mktemp("fa") / "g.fa", named, width=width)
+    if crlf:
+        path.write_bytes(path.read_bytes().replace(b"\n", b"\r\n"))
+    old = genome_module._HASH_BLOCK
+    genome_module._HASH_BLOCK = block  # blocks end anywhere: inside a line, inside "\r\n"
+    try:
+        got = genome_module._contig_sha256(path, Genome(path).fai_path)
+    finally:
+        genome_module._HASH_BLOCK = old
+    with pyfaidx.Fasta(str(path), as_raw=True) as fa:  # case kept, as in the file
+        expected = {k: hashlib.sha256(str(fa[k][:]).encode()).hexdigest() for k in fa.records}
+    assert got == expected
+
+
+def test_sequence_change_past_the_prefix_names_the_contig(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Same names, lengths and first bytes (the .fai and the prefix hash agree): only the
+    whole-sequence hashes see the change, and the error names the contig and its hashes."""
+    monkeypatch.setattr(genome_module, "_PREFIX_BYTES", 64)  # 64 MiB, scaled to the test
+    seqs = {"chr1": "ACGT" * 100, "chrY": "ACGT" * 100}
+    planned = Genome(write_fasta(tmp_path / "a.fa", seqs))
+    record = planned.record()
+    masked = Genome(write_fasta(tmp_path / "b.fa", {**seqs, "chrY": "N" * 100 + "ACGT" * 75}))
+    masked.fingerprint.require_same(record, what="the store", fasta=masked.path)  # blind
+    with pytest.raises(GenomeMismatchError, match=r"the sequence of chrY differs \(sha256 "):
+        masked.require_same(record, what="the store")
+    planned.require_same(record, what="the store")
+
+
+def test_sequence_hashes_are_reused_while_path_size_and_mtime_match(tmp_path: Path) -> None:
+    g = Genome(write_fasta(tmp_path / "a.fa", {"chr1": "ACGT" * 100}))
+    record = g.record()
+    genome_module._SEQUENCE_SHA256.clear()
+    g.require_same(record, what="the store")
+    assert genome_module._SEQUENCE_SHA256 == {}  # the record's hashes were trusted
+    st = g.path.stat()
+    os.utime(g.path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # touched: rehashed
+    g.require_same(record, what="the store")
+    assert list(genome_module._SEQUENCE_SHA256) == [
+        (str(g.path), st.st_size, st.st_mtime_ns + 10**9)
+    ]
+
+
+def test_record_without_sequence_hashes_is_compared_on_the_old_fields(tmp_path: Path) -> None:
+    """A store planned before per-contig hashes opens; a different .fai is still refused,
+    and the message says what differs rather than describing both genomes alike."""
+    g = Genome(write_fasta(tmp_path / "a.fa", {"chr1": "ACGT" * 100}))
+    old = g.fingerprint.as_dict()
+    g.require_same(old, what="the store")
+    relined = Genome(write_fasta(tmp_path / "b.fa", {"chr1": "ACGT" * 100}, width=50))
+    with pytest.raises(GenomeMismatchError, match=r"the \.fai differs .*line layout"):
+        relined.require_same(old, what="the store")
+    longer = Genome(write_fasta(tmp_path / "c.fa", {"chr1": "ACGT" * 100, "chrM": "ACGT"}))
+    with pytest.raises(GenomeMismatchError, match=r"contig\(s\) chrM not in the expected"):
+        longer.require_same(g.record(), what="the store")
 
 
 def test_missing_and_malformed_fasta(tmp_path: Path) -> None:

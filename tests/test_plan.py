@@ -13,7 +13,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chorus_store import ChorusStore, Genome, SamplingConfig, load_reference_set, plan_store
+from chorus_store import (
+    ChorusStore,
+    Genome,
+    SamplingConfig,
+    build,
+    load_reference_set,
+    plan_store,
+)
+from chorus_store import genome as genome_module
 from chorus_store.demo import DemoInputs
 from chorus_store.errors import (
     GenomeMismatchError,
@@ -441,3 +449,55 @@ def test_replanning_an_unbuilt_store_replaces_its_recipe(
         store = plan_store(path, small_recipe(tmp_path, oracle={"batch_size": 2}), **kw)
     assert store.attrs["recipe"]["oracle"]["batch_size"] == 4  # built with it: kept
     assert "keeps the recipe it was built with" in caplog.text
+
+
+def test_a_fasta_differing_past_the_hashed_prefix_is_refused_naming_the_contig(
+    tmp_path: Path, demo_inputs: DemoInputs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The UCSC hg38 vs analysis-set case (chrY PARs N-masked): same names, lengths and
+    first 64 MiB. Before: plan and build accepted it. The prefix is scaled to the test."""
+    monkeypatch.setattr(genome_module, "_PREFIX_BYTES", 1024)
+    store = tmp_path / "s.zarr"
+    kw = {"fasta": demo_inputs.fasta, "ccre": demo_inputs.ccre, "gtf": demo_inputs.gtf}
+    plan_store(store, small_recipe(tmp_path), **kw)
+    record = ChorusStore.open(store).attrs["genome"]
+    assert set(record["contig_sha256"]) == set(Genome(demo_inputs.fasta).lengths)
+    other = tmp_path / "masked.fa"
+    shutil.copy(demo_inputs.fasta, other)
+    last = Path(str(demo_inputs.fasta) + ".fai").read_text().splitlines()[-1].split("\t")[0]
+    with other.open("r+b") as fh:  # one base of the last contig's last full line
+        fh.seek(-30, 2)
+        base = fh.read(1)
+        fh.seek(-30, 2)
+        fh.write(b"N" if base != b"N" else b"A")
+    with pytest.raises(GenomeMismatchError, match=f"the sequence of {last} differs"):
+        plan_store(store, small_recipe(tmp_path), **{**kw, "fasta": other})
+    with pytest.raises(GenomeMismatchError, match=f"the sequence of {last} differs"):
+        build(store, fasta=other, progress=False)
+    # the planned file itself is trusted by path, size and mtime: no rehash on resume
+    genome_module._SEQUENCE_SHA256.clear()
+    plan_store(store, small_recipe(tmp_path), **kw)
+    assert genome_module._SEQUENCE_SHA256 == {}
+
+
+@pytest.mark.parametrize("which", ["gtf", "ccre"])
+def test_an_annotation_with_another_contig_naming_is_refused_naming_both(
+    tmp_path: Path, demo_inputs: DemoInputs, which: str
+) -> None:
+    """Ensembl's ``1`` against UCSC's ``chr1``. Before: the plan succeeded with the TSS
+    and gene-body strata (GTF) or the cCRE stratum (BED) silently empty."""
+    source = getattr(demo_inputs, which)
+    renamed = tmp_path / f"ensembl.{source.name}"
+    lines = source.read_text().splitlines()
+    renamed.write_text(
+        "\n".join(ln if ln.startswith("#") else ln.removeprefix("chr") for ln in lines) + "\n"
+    )
+    kw = {"fasta": demo_inputs.fasta, "ccre": demo_inputs.ccre, "gtf": demo_inputs.gtf}
+    with pytest.raises(InputFileError, match=r"names its contigs 1, 2.* names chr1, chr2"):
+        plan_store(tmp_path / "s.zarr", small_recipe(tmp_path), **{**kw, which: renamed})
+    assert not (tmp_path / "s.zarr").exists()
+    # a few rows on contigs the FASTA lacks (another release's alt contigs) are fine
+    extra = tmp_path / f"alt.{source.name}"
+    alt = [ln.replace("chr1\t", "chr1_KI270706v1_random\t", 1) for ln in lines[-3:]]
+    extra.write_text("\n".join(lines + alt) + "\n")
+    plan_store(tmp_path / "t.zarr", small_recipe(tmp_path), **{**kw, which: extra})
