@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from . import locks
 from .errors import (
     GenomeMismatchError,
     InputFileError,
@@ -557,8 +559,19 @@ def plan_store(
         }
     loc = Location.of(store_path)
     if is_chorus_store(loc):
-        store = _confirm_existing(loc.url, genome, meta, tracks)
-        return _update_recipe(store, recipe)
+        try:
+            store = _confirm_existing(loc.url, genome, meta, tracks)
+        except (PlanMismatchError, TrackTableMismatchError) as exc:
+            if not discard_unbuilt(loc):
+                raise
+            log.warning(
+                "%s: nothing was built yet, so it was planned anew with the recipe given "
+                "(%s)",
+                loc.url,
+                exc,
+            )
+        else:
+            return _update_recipe(store, recipe)
     attrs = {
         "oracle": {"name": recipe.name, "fingerprint": None, "description": None},
         # the whole sequence is hashed here, once; resumes compare against it
@@ -708,6 +721,35 @@ def _confirm_existing(
             f"({len(stored_tracks)} tracks){hint}"
         )
     return store
+
+
+def discard_unbuilt(loc: Location) -> bool:
+    """Delete the store at ``loc`` if nothing of it is built, so ``plan`` can lay it out
+    again (a corrected plan or track table); ``False``, untouched, once any row is built.
+
+    Taken under the structural claim, so refused while a build runs. The root document
+    goes first: a process killed midway leaves no store (``plan`` makes a new one), never
+    a half-deleted one that opens.
+    """
+    store = ChorusStore.open(loc.url)
+    held = store.structural_lock(f"chorus-store plan {loc.url}")
+    try:
+        fresh = ChorusStore.open(loc.url)
+        if any(fresh.read(f"{g}/done_rows").any() for g in DATA_GROUPS):
+            return False
+        keys = [k for k, _ in loc.list() if not k.startswith(f"{locks.LOCK_DIR}/")]
+        loc.delete("zarr.json")
+        for key in keys:
+            if key != "zarr.json":
+                loc.delete(key)
+    finally:
+        held.release()
+    for key, _ in list(loc.list(f"{locks.LOCK_DIR}/")):
+        loc.delete(key)
+    path = loc.local_path
+    if path is not None:
+        shutil.rmtree(path, ignore_errors=True)
+    return True
 
 
 def _update_recipe(store: ChorusStore, recipe: Recipe) -> ChorusStore:

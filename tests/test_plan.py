@@ -265,9 +265,14 @@ def test_plan_is_written_first_and_rerun_is_a_noop(tmp_path: Path, demo_inputs: 
 
 
 def test_plan_change_on_resume_is_refused(tmp_path: Path, demo_inputs: DemoInputs) -> None:
+    from chorus_store import build
+
+    from .helpers import composition_oracle
+
     path = tmp_path / "s.zarr"
     kw = {"fasta": demo_inputs.fasta, "ccre": demo_inputs.ccre, "gtf": demo_inputs.gtf}
     plan_store(path, small_recipe(tmp_path, n_tracks=20), **kw)
+    build(path, oracle=composition_oracle(), part="variants", progress=False)  # rows built
     with pytest.raises(PlanMismatchError, match="n_random: store 96 vs now 97"):
         plan_store(path, small_recipe(tmp_path, n_tracks=20, sampling={"n_random": 97}), **kw)
     with pytest.raises(TrackTableMismatchError, match="add-tracks"):
@@ -501,3 +506,32 @@ def test_an_annotation_with_another_contig_naming_is_refused_naming_both(
     alt = [ln.replace("chr1\t", "chr1_KI270706v1_random\t", 1) for ln in lines[-3:]]
     extra.write_text("\n".join(lines + alt) + "\n")
     plan_store(tmp_path / "t.zarr", small_recipe(tmp_path), **{**kw, which: extra})
+
+
+def test_replanning_an_unbuilt_store_with_another_plan_or_tracks_lays_it_out_anew(
+    tmp_path: Path, demo_inputs: DemoInputs, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A first build that failed before writing a row leaves nothing to keep: a corrected
+    plan or track table replaces the store (saying so) instead of being refused."""
+    from chorus_store import build
+
+    from .helpers import composition_oracle
+
+    path = tmp_path / "s.zarr"
+    kw = {"fasta": demo_inputs.fasta, "ccre": demo_inputs.ccre, "gtf": demo_inputs.gtf}
+    plan_store(path, small_recipe(tmp_path, n_tracks=20), **kw)
+    with caplog.at_level("WARNING", logger="chorus_store.plan"):
+        store = plan_store(
+            path, small_recipe(tmp_path, n_tracks=20, sampling={"n_random": 97}), **kw
+        )
+    assert store.attrs["plan"]["position_strata"]["random"]["planned"] == 97
+    assert "planned anew" in caplog.text and "n_random" in caplog.text
+    store = plan_store(path, small_recipe(tmp_path), **kw)  # 40 tracks
+    assert len(store.tracks) == 40
+    ChorusStore.open(path).validate()
+    assert not list(path.glob(".chorus-locks/*.json"))  # no claim left behind
+    # once a row is built, the same change is refused and the store kept
+    build(path, oracle=composition_oracle(), part="variants", progress=False)
+    with pytest.raises(PlanMismatchError):
+        plan_store(path, small_recipe(tmp_path, sampling={"n_random": 98}), **kw)
+    assert len(ChorusStore.open(path).tracks) == 40
