@@ -469,6 +469,7 @@ def _case(name: str, tmp_path: Path, inputs: DemoInputs, small: Path) -> list[st
         return plan_args(tmp_path / "occupied", inputs, recipe)
     if name == "PlanMismatchError":
         store = gc_store(tmp_path, inputs)
+        build(store, part="baselines", progress=False)  # unbuilt, it would be planned anew
         return plan_args(store, inputs, write_recipe(tmp_path / "other", n_random=41))
     if name == "OracleMismatchError":
         store = gc_store(tmp_path, inputs)
