@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chorus_store import OutputHead, Recipe
+from chorus_store import OutputHead, Recipe, build
 from chorus_store.demo import DemoInputs
 from chorus_store.errors import PlanMismatchError, RecipeError
 from chorus_store.genes import GeneIndex, bin_ranges, merge_intervals
@@ -21,7 +21,7 @@ from chorus_store.plan import gene_bin_draws
 from chorus_store.stats import GeneSlot, TrackStats
 from chorus_store.store import ChorusStore, GeneRows
 
-from .helpers import HEAD, N_TRACKS, plan_small, small_recipe
+from .helpers import HEAD, N_TRACKS, composition_oracle, plan_small, small_recipe
 
 GTF = """\
 chr1\tT\tgene\t1001\t5000\t.\t+\t.\tgene_id "G1"; gene_type "protein_coding"; gene_name "A";
@@ -362,6 +362,8 @@ def test_replanning_under_another_rna_convention_is_a_plan_mismatch(
     plan_small(store, demo_inputs, recipe)
     assert ChorusStore.open(store).attrs["plan"]["genes"]["convention"] == "chorus-query"
     plan_small(store, demo_inputs, recipe)  # the same plan resumes
+    # once a row is built (an unbuilt store would simply be planned anew)
+    build(store, oracle=composition_oracle(), part="variants", progress=False)
     exact = dataclasses.replace(recipe, plan={**recipe.plan, "rna_convention": "exact"})
     with pytest.raises(PlanMismatchError, match=r"genes\.convention: store 'chorus-query'"):
         plan_small(store, demo_inputs, exact)
