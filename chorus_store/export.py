@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from . import locks
 from ._version import __version__
 from .build import require_complete
 from .errors import ExportValidationError, WriteError, os_reason
@@ -226,13 +227,8 @@ def remove_stale_partials(path: Path) -> list[Path]:
         parts = tmp.name[len(path.name) + 2 : -len(".partial")].split(".")
         if len(parts) != 3 or parts[0] != here or not parts[1].isdigit():
             continue
-        try:
-            os.kill(int(parts[1]), 0)
+        if locks.pid_alive(int(parts[1])):
             continue  # its writer is running
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            continue
         tmp.unlink(missing_ok=True)
         removed.append(tmp)
     return removed

@@ -100,13 +100,18 @@ class Holder:
             return None
         if self.boot_id and self.boot_id != _boot_id():
             return False  # the machine rebooted since the claim was taken
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
+        return pid_alive(self.pid)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this machine runs (one owned by another user counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
         return True
+    return True
 
 
 def _parse(raw: bytes, where: str) -> Holder:

@@ -915,13 +915,8 @@ def remove_stale_creating(path: Path) -> list[Path]:
         parts = tmp.name[len(prefix) :].split(".")
         if len(parts) != 3 or parts[0] != _host_tag() or not parts[1].isdigit():
             continue
-        try:
-            os.kill(int(parts[1]), 0)
+        if locks.pid_alive(int(parts[1])):
             continue  # still creating
-        except ProcessLookupError:
-            pass
-        except PermissionError:
-            continue
         shutil.rmtree(tmp, ignore_errors=True)
         removed.append(tmp)
     return removed
