@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import itertools
 import logging
 import queue
 import threading
@@ -28,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from . import locks
+from .arrays import HostCopy, as_host_view, is_accelerated
 from .cluster import (
     WorkerSpec,
     dashboard_link,
@@ -41,6 +43,7 @@ from .errors import (
     IncompleteStageError,
     OracleError,
     OracleMismatchError,
+    PredictionError,
     RecipeError,
     StoreLockedError,
     TrackTableMismatchError,
@@ -50,7 +53,7 @@ from .errors import (
 from .genome import Genome, one_hot
 from .oracles.base import Oracle
 from .recipes import Recipe
-from .stats import GeneSlot, TrackStats
+from .stats import BlockIndex, GeneSlot, Records, TrackStats
 from .store import DATA_GROUPS, ChorusStore, as_corruption, is_checksum_error
 
 __all__ = ["Task", "BuildReport", "build", "plan_tasks", "pending_summary"]
@@ -210,32 +213,102 @@ class _Batch:
     allele: np.ndarray  # 0 = ref/position window, 1 = alt
     onehot: np.ndarray
     labels: list[str]
+    #: sampled bins of each sequence (baselines): (n, resolutions, k) and (n, k)
+    bins: np.ndarray | None = None
+    gene_bins: np.ndarray | None = None
+    #: the (row, gene) records read from this batch (slot: index in the task's records)
+    slots: list[GeneSlot] = field(default_factory=list)
+
+    def block(self, start: int, m: int, resolutions: list[int]) -> BlockIndex:
+        """What to read of the model block holding sequences ``start:start+m``."""
+        return BlockIndex(
+            rows=m,
+            resolutions=resolutions,
+            bins=None if self.bins is None else self.bins[start : start + m],
+            gene_bins=None if self.gene_bins is None else self.gene_bins[start : start + m],
+            slots=[
+                GeneSlot(s.slot, s.batch_row - start, s.bins)
+                for s in self.slots
+                if start <= s.batch_row < start + m
+            ],
+        )
 
 
 _END = object()
 
 
 class _Context:
-    """What a process needs to run tasks: store, oracle, genome, statistics."""
+    """What a process needs to run tasks: store, oracle, genome, statistics.
+
+    ``records_on`` says where the statistics run: ``"auto"`` where the predictions are
+    when that is an accelerator, and in numpy (a free view) when they are in host memory;
+    ``"device"`` always in the predictions' own namespace, torch tensors on CPU included
+    (the accelerator code path, run on CPU to test it).
+    """
 
     def __init__(
-        self, store: ChorusStore, oracle: Oracle, genome: Genome, batch_size: int | None = None
+        self,
+        store: ChorusStore,
+        oracle: Oracle,
+        genome: Genome,
+        batch_size: int | None = None,
+        records_on: str = "auto",
     ) -> None:
+        if records_on not in ("auto", "device"):
+            raise UsageError(f"records_on must be 'auto' or 'device', not {records_on!r}")
         self.store = store
         self.oracle = oracle
         self.genome = genome
         self.batch_size = batch_size or oracle.batch_size
+        self.records_on = records_on
         self.table = store.tracks
         self.resolutions = store.resolutions
         self.n_strands = len(store.strands)
         self._stats: dict[tuple[int, ...], TrackStats] = {}
+        self._lock = threading.Lock()
 
     def stats(self, tracks: tuple[int, ...]) -> TrackStats:
-        if tracks not in self._stats:
-            self._stats[tracks] = TrackStats(
-                self.table, np.asarray(tracks), self.oracle.heads, self.n_strands
+        with self._lock:
+            if tracks not in self._stats:
+                self._stats[tracks] = TrackStats(
+                    self.table, np.asarray(tracks), self.oracle.heads, self.n_strands
+                )
+            return self._stats[tracks]
+
+
+@dataclass
+class _TaskInputs:
+    """What the prefetch thread reads once per task: rows, sampled bins, gene slots."""
+
+    slots: dict[int, list[tuple[int, np.ndarray]]]  # local row → [(slot, exon bins)]
+    n_slots: int
+    bins: np.ndarray | None = None
+    gene_bins: np.ndarray | None = None
+
+
+def _task_inputs(ctx: _Context, task: Task) -> _TaskInputs:
+    stats = ctx.stats(task.tracks)
+    g0, g1 = _gene_span(ctx.store, task)
+    slots: dict[int, list[tuple[int, np.ndarray]]] = {}
+    if len(stats.gene_positions) and g1 > g0:
+        table, ranges = ctx.store.gene_rows(task.group)
+        for j, (row, start, count) in enumerate(
+            zip(
+                table["row"].iloc[g0:g1],
+                table["range_start"].iloc[g0:g1],
+                table["range_count"].iloc[g0:g1],
+                strict=True,
             )
-        return self._stats[tracks]
+        ):
+            if row >= 0:
+                bins = GeneSlot.from_ranges(j, -1, ranges[start : start + count]).bins
+                slots.setdefault(int(row) - task.start, []).append((j, bins))
+    inputs = _TaskInputs(slots, g1 - g0)
+    if task.group == "baselines" and stats.has_bins:
+        span = slice(task.start, task.stop)
+        inputs.bins = ctx.store.read("plan/positions/bin_index", span)
+        inputs.gene_bins = ctx.store.read("plan/positions/gene_bin_index", span)
+    return inputs
 
 
 def _sequences(ctx: _Context, tasks: list[Task]) -> Iterator[_Batch | tuple[object, int]]:
@@ -243,6 +316,7 @@ def _sequences(ctx: _Context, tasks: list[Task]) -> Iterator[_Batch | tuple[obje
     L = ctx.oracle.input_length
     B = ctx.batch_size
     for ti, task in enumerate(tasks):
+        inputs = _task_inputs(ctx, task)
         rows = ctx.store.plan_table(task.group).iloc[task.start : task.stop]
         pending: list[tuple[int, int, bytes, str]] = []
         usable = rows["usable"].to_numpy()
@@ -257,20 +331,28 @@ def _sequences(ctx: _Context, tasks: list[Task]) -> Iterator[_Batch | tuple[obje
                 alt = seq[:i] + str(rec.alt).encode() + seq[i + 1 :]
                 pending.append((local, 1, alt, f"{label}{rec.ref}>{rec.alt}"))
             while len(pending) >= B:
-                yield _make_batch(ti, pending[:B])
+                yield _make_batch(ti, pending[:B], inputs)
                 pending = pending[B:]
         if pending:
-            yield _make_batch(ti, pending)
+            yield _make_batch(ti, pending, inputs)
         yield (_END, ti)
 
 
-def _make_batch(ti: int, items: list[tuple[int, int, bytes, str]]) -> _Batch:
+def _make_batch(ti: int, items: list[tuple[int, int, bytes, str]], inputs: _TaskInputs) -> _Batch:
+    rows = np.asarray([it[0] for it in items])
     return _Batch(
         task=ti,
-        rows=np.asarray([it[0] for it in items]),
+        rows=rows,
         allele=np.asarray([it[1] for it in items]),
         onehot=one_hot([it[2] for it in items]),
         labels=[it[3] for it in items],
+        bins=None if inputs.bins is None else inputs.bins[rows],
+        gene_bins=None if inputs.gene_bins is None else inputs.gene_bins[rows],
+        slots=[
+            GeneSlot(slot, i, bins)
+            for i, row in enumerate(rows)
+            for slot, bins in inputs.slots.get(int(row), [])
+        ],
     )
 
 
@@ -315,22 +397,31 @@ def _background(gen: Iterator[Any], depth: int) -> Iterator[Any]:
                 thread.join(timeout=0.05)
 
 
-class _Writer:
-    """Writes finished tasks in a background thread: data arrays first, done marks last."""
+class _Worker:
+    """Runs ``handle(item)`` for each item put, in order, in a background thread.
 
-    def __init__(self, store: ChorusStore) -> None:
-        self.store = store
-        self.q: queue.Queue[Any] = queue.Queue(maxsize=2)
+    A failure stops the handling (later items are dropped) and is re-raised in the
+    putting thread at its next :meth:`put` or at :meth:`close`.
+    """
+
+    def __init__(self, name: str, handle: Callable[[Any], None], depth: int = 2) -> None:
+        self.handle = handle
+        self.q: queue.Queue[Any] = queue.Queue(maxsize=depth)
         self.failure: list[BaseException] = []
-        self.thread = threading.Thread(target=self._run, name="chorus-store-writer", daemon=True)
+        self.thread = threading.Thread(target=self._run, name=f"chorus-store-{name}", daemon=True)
         self.thread.start()
 
-    def put(self, task: Task, arrays: dict[str, np.ndarray]) -> None:
-        self._raise()
-        self.q.put((task, arrays))
+    def put(self, item: Any) -> None:
+        while True:
+            self._raise()
+            try:
+                self.q.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
 
     def close(self) -> None:
-        self.q.put(None)
+        self.q.put(_END)
         self.thread.join()
         self._raise()
 
@@ -341,13 +432,13 @@ class _Writer:
     def _run(self) -> None:
         while True:
             item = self.q.get()
-            if item is None:
+            if item is _END:
                 return
             if self.failure:
                 continue
             try:
-                write_task(self.store, *item)
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the main thread
+                self.handle(item)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the putting thread
                 self.failure.append(exc)
 
 
@@ -413,35 +504,19 @@ def _write_task(store: ChorusStore, task: Task, arrays: dict[str, np.ndarray]) -
 
 @dataclass
 class _TaskState:
-    """A task's records while its batches come through the model."""
+    """A task's records while its batches come through the model (reducer thread)."""
 
     task: Task
     stats: TrackStats
     buffers: dict[str, np.ndarray]
-    slots: dict[int, list[tuple[int, np.ndarray]]]  # local row → [(slot, exon bins)]
     n_slots: int
-    bins: np.ndarray | None = None
-    gene_bins: np.ndarray | None = None
+    slot_rows: dict[int, int] = field(default_factory=dict)  # slot → local row, as absorbed
 
 
 def _start_task(ctx: _Context, task: Task) -> _TaskState:
     stats = ctx.stats(task.tracks)
     n, t, s = task.n_rows, len(task.tracks), ctx.n_strands
     g0, g1 = _gene_span(ctx.store, task)
-    slots: dict[int, list[tuple[int, np.ndarray]]] = {}
-    if len(stats.gene_positions) and g1 > g0:
-        table, ranges = ctx.store.gene_rows(task.group)
-        for j, (row, start, count) in enumerate(
-            zip(
-                table["row"].iloc[g0:g1],
-                table["range_start"].iloc[g0:g1],
-                table["range_count"].iloc[g0:g1],
-                strict=True,
-            )
-        ):
-            if row >= 0:
-                bins = GeneSlot.from_ranges(j, -1, ranges[start : start + count]).bins
-                slots.setdefault(int(row) - task.start, []).append((j, bins))
     buffers: dict[str, np.ndarray]
     if task.group == "baselines":
         k = ctx.store.layout.bin_samples
@@ -457,39 +532,35 @@ def _start_task(ctx: _Context, task: Task) -> _TaskState:
             "gene_ref": np.full((g1 - g0, t), np.nan),
             "gene_alt": np.full((g1 - g0, t), np.nan),
         }
-    state = _TaskState(task, stats, buffers, slots, g1 - g0)
-    if task.group == "baselines" and stats.has_bins:
-        span = slice(task.start, task.stop)
-        state.bins = ctx.store.read("plan/positions/bin_index", span)
-        state.gene_bins = ctx.store.read("plan/positions/gene_bin_index", span)
-    return state
+    return _TaskState(task, stats, buffers, g1 - g0)
 
 
-def _absorb(ctx: _Context, st: _TaskState, batch: _Batch, preds: dict[str, np.ndarray]) -> None:
-    """Reduce one batch of predictions into the task's records."""
-    stats, buf = st.stats, st.buffers
-    summaries = stats.summaries(preds, batch.labels)
-    gene_slots = [
-        GeneSlot(slot, i, bins)
-        for i, row in enumerate(batch.rows)
-        for slot, bins in st.slots.get(int(row), [])
-    ]
-    means = stats.gene_means(preds, gene_slots, batch.labels)
-    touched = [g.slot for g in gene_slots]
+def _absorb(
+    st: _TaskState,
+    batch: _Batch,
+    start: int,
+    index: BlockIndex,
+    placed: tuple[np.ndarray, np.ndarray | None, np.ndarray],
+) -> None:
+    """Put one block's host records (:meth:`TrackStats.place`) into the task's buffers."""
+    summaries, perbin, means = placed
+    buf = st.buffers
+    rows = batch.rows[start : start + index.rows]
+    touched = [g.slot for g in index.slots]
+    for g in index.slots:
+        st.slot_rows[g.slot] = int(rows[g.batch_row])
     if st.task.group == "baselines":
-        buf["summary"][batch.rows] = summaries
+        buf["summary"][rows] = summaries
         buf["gene_summary"][touched] = means
-        if stats.has_bins:
-            assert st.bins is not None and st.gene_bins is not None
-            buf["perbin"][batch.rows] = stats.perbin(
-                preds, st.bins[batch.rows], st.gene_bins[batch.rows], ctx.resolutions, batch.labels
-            )
+        if perbin is not None:
+            buf["perbin"][rows] = perbin
         return
-    ref = batch.allele == 0
-    buf["ref"][batch.rows[ref]] = summaries[ref]
-    buf["alt"][batch.rows[~ref]] = summaries[~ref]
-    for i, g in enumerate(gene_slots):
-        key = "gene_ref" if batch.allele[g.batch_row] == 0 else "gene_alt"
+    allele = batch.allele[start : start + index.rows]
+    ref = allele == 0
+    buf["ref"][rows[ref]] = summaries[ref]
+    buf["alt"][rows[~ref]] = summaries[~ref]
+    for i, g in enumerate(index.slots):
+        key = "gene_ref" if allele[g.batch_row] == 0 else "gene_alt"
         buf[key][g.slot] = means[i]
 
 
@@ -512,9 +583,8 @@ def _finish(ctx: _Context, st: _TaskState) -> dict[str, np.ndarray]:
     ref, alt = ctx.oracle.effect_inputs(buf["ref"], buf["alt"], stats.track_idx)
     effect = stats.effects(ref, alt, labels)
     gene_labels = [""] * st.n_slots
-    for local, slots in st.slots.items():
-        for slot, _ in slots:
-            gene_labels[slot] = labels[local]
+    for slot, local in st.slot_rows.items():
+        gene_labels[slot] = labels[local]
     gene_effect = stats.effects(buf["gene_ref"], buf["gene_alt"], gene_labels)
     return {
         "ref_summary": buf["ref"].astype(np.float32),
@@ -526,11 +596,39 @@ def _finish(ctx: _Context, st: _TaskState) -> dict[str, np.ndarray]:
     }
 
 
-def _predict(ctx: _Context, task: Task, batch: _Batch, state: _TaskState) -> dict[str, np.ndarray]:
-    """The oracle's predictions for ``batch``; an exception of the model itself (not one
-    of ours: those already say what is wrong) is wrapped to name the shard and oracle."""
+@dataclass
+class _Block:
+    """One model block on its way to the host: records being copied, or host predictions
+    whose records the reducer computes."""
+
+    start: int
+    index: BlockIndex
+    copy: HostCopy | None = None
+    heads: list[tuple[str, Any]] | None = None
+
+
+def _predict(ctx: _Context, task: Task, batch: _Batch) -> list[_Block]:
+    """Run the model on ``batch``; on an accelerator, queue its records' computation and
+    their copy to the host too (nothing here waits for the device).
+
+    An exception of the model itself (not one of ours: those already say what is wrong)
+    is wrapped to name the shard and oracle."""
+    stats = ctx.stats(task.tracks)
+    blocks = []
     try:
-        return ctx.oracle.predict(batch.onehot, state.stats.columns)
+        start = 0
+        for m, heads in ctx.oracle.predict_blocks(batch.onehot, stats.columns):
+            index = batch.block(start, m, ctx.resolutions)
+            first = next(heads, None)
+            if first is None:
+                raise PredictionError(f"{ctx.oracle.name} returned no output heads")
+            if is_accelerated(first[1]) or ctx.records_on == "device":
+                records = stats.block_records(itertools.chain([first], heads), index)
+                blocks.append(_Block(start, index, copy=HostCopy(records._asdict())))
+            else:  # host memory: the reducer thread computes the records, off this thread
+                host = [(name, as_host_view(a)) for name, a in itertools.chain([first], heads)]
+                blocks.append(_Block(start, index, heads=host))
+            start += m
     except ChorusStoreError:
         raise
     except Exception as exc:
@@ -541,6 +639,49 @@ def _predict(ctx: _Context, task: Task, batch: _Batch, state: _TaskState) -> dic
             f"model or its environment, then re-run `chorus-store build {ctx.store.url}` "
             f"(it resumes)."
         ) from exc
+    return blocks
+
+
+class _Reducer:
+    """The host half, in its own thread: records of each block into its task's buffers;
+    at a task's end, effects and CAGE routing, then the writer."""
+
+    def __init__(
+        self,
+        ctx: _Context,
+        tasks: list[Task],
+        writer: _Worker,
+        report: BuildReport,
+        on_rows: Callable[[int], None] | None,
+    ) -> None:
+        self.ctx, self.tasks, self.writer, self.report = ctx, tasks, writer, report
+        self.on_rows = on_rows
+        self.states: dict[int, _TaskState] = {}
+
+    def __call__(self, item: tuple[Any, ...]) -> None:
+        if item[0] is _END:
+            self._end(item[1])
+            return
+        batch, blocks = item
+        st = self.states.get(batch.task) or _start_task(self.ctx, self.tasks[batch.task])
+        self.states[batch.task] = st
+        for b in blocks:
+            if b.copy is not None:
+                records = Records(**b.copy.result())
+            else:
+                assert b.heads is not None
+                records = st.stats.block_records(b.heads, b.index)
+            labels = batch.labels[b.start : b.start + b.index.rows]
+            _absorb(st, batch, b.start, b.index, st.stats.place(records, b.index, labels))
+
+    def _end(self, ti: int) -> None:
+        task = self.tasks[ti]
+        st = self.states.pop(ti, None) or _start_task(self.ctx, task)
+        self.writer.put((task, _finish(self.ctx, st)))
+        self.report.rows_built[task.group] += task.n_rows
+        self.report.tasks += 1
+        if self.on_rows:
+            self.on_rows(task.n_rows)
 
 
 def run_tasks(
@@ -550,33 +691,32 @@ def run_tasks(
     on_rows: Callable[[int], None] | None = None,
     prefetch: int = 4,
 ) -> BuildReport:
-    """Run ``tasks`` in this process: prefetch thread → oracle → writer thread."""
+    """Run ``tasks`` in this process, as a pipeline of four threads:
+
+    prefetch (FASTA → one-hot, sampled bins) → this thread (the model; on an accelerator
+    also the records, queued on the device) → reducer (records to host buffers, effects)
+    → writer (store, done marks last). Each hand-off is a bounded queue, so the model
+    runs batch i+1 while batch i is reduced and written, and memory holds a few batches.
+    """
     report = BuildReport()
     t_start = time.perf_counter()
-    writer = _Writer(ctx.store)
-    states: dict[int, _TaskState] = {}
+    writer = _Worker("writer", lambda item: write_task(ctx.store, *item))
+    reducer = _Worker("reducer", _Reducer(ctx, tasks, writer, report, on_rows))
     calls_before = ctx.oracle.calls
     try:
-        for item in _background(_sequences(ctx, tasks), prefetch):
-            if isinstance(item, tuple):  # end of a task
-                ti = item[1]
-                task = tasks[ti]
-                state = states.pop(ti, None) or _start_task(ctx, task)
-                writer.put(task, _finish(ctx, state))
-                report.rows_built[task.group] += task.n_rows
-                report.tasks += 1
-                if on_rows:
-                    on_rows(task.n_rows)
-                continue
-            batch: _Batch = item
-            if batch.task not in states:
-                states[batch.task] = _start_task(ctx, tasks[batch.task])
-            state = states[batch.task]
-            t0 = time.perf_counter()
-            preds = _predict(ctx, tasks[batch.task], batch, state)
-            report.oracle_seconds += time.perf_counter() - t0
-            report.sequences += len(batch.rows)
-            _absorb(ctx, state, batch, preds)
+        try:
+            for item in _background(_sequences(ctx, tasks), prefetch):
+                if isinstance(item, tuple):  # end of a task
+                    reducer.put(item)
+                    continue
+                batch: _Batch = item
+                t0 = time.perf_counter()
+                blocks = _predict(ctx, tasks[batch.task], batch)
+                report.oracle_seconds += time.perf_counter() - t0
+                report.sequences += len(batch.rows)
+                reducer.put((batch, blocks))
+        finally:
+            reducer.close()
     finally:
         try:
             writer.close()
@@ -714,6 +854,7 @@ def build(
     progress: bool = True,
     client: Any = None,
     scheduler: str | None = None,
+    records_on: str = "auto",
 ) -> BuildReport:
     """Build every pending row of ``store_path`` (resumable, idempotent).
 
@@ -743,6 +884,12 @@ def build(
         Sequences read, encoded and passed to the oracle per step (default: the model's
         batch size). The model itself always runs on batches of the recipe's
         ``batch_size`` (part of its numerics), so this changes throughput, not results.
+    records_on
+        Where the statistics of each prediction are computed: ``"auto"`` on the
+        accelerator that holds it (only the records cross to the host), in numpy for
+        predictions in host memory; ``"device"`` in the prediction's own array namespace
+        even on CPU (torch tensors on CPU run the accelerator code path). Both give the
+        same records within float32 rounding (see docs/design-notes.md).
 
     Returns
     -------
@@ -793,7 +940,7 @@ def build(
                 oracle = recipe.load_oracle(weights=weights, device=device, tracks=store.tracks)
             _check_oracle(store, recipe, oracle_facts(oracle), claims.holder.run_id)
             with _progress(progress, tasks) as advance:
-                ctx = _Context(store, oracle, genome, batch_size)
+                ctx = _Context(store, oracle, genome, batch_size, records_on)
                 report.merge(run_tasks(ctx, tasks, on_rows=advance))
         else:
             spec = WorkerSpec(

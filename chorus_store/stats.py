@@ -1,35 +1,61 @@
-"""From a batch of raw predictions to the records the nulls need.
+"""From a block of raw predictions to the records the nulls need, where the predictions are.
 
 For each track: the window statistic (sum or mean over :func:`centered_bin_span` of its
 layer's window, or the whole output), the 32 sampled bins of the per-bin null, and the
 effect of a SNP by the track's formula. ``gene_expression`` tracks are scored per gene
 instead: the mean over the gene's exon bins, one record per (row, gene), and their per-bin
 samples come from the exon bins (spec §4.5). Tracks with several strands (BPNet CHIP)
-give one record per strand. Tracks are grouped by (head, span, aggregation) and
-(formula, pseudocount) so every statistic is one vectorised numpy operation per group.
+give one record per strand.
+
+The work is split in two halves:
+
+* :meth:`TrackStats.block_records` runs on the predictions as the oracle returned them
+  (numpy arrays, torch tensors on CPU or CUDA), written once against the array API: per
+  head, one slice-and-sum per (span, aggregation) group, one gather of the sampled bins,
+  one gather of the exon bins and a float64 sum per gene. Only these records (rows ×
+  tracks × a few values) are brought to the host; a 1 bp head of AlphaGenome never is.
+* :meth:`TrackStats.place` runs on the host: it puts the records in track order, blanks
+  what was not sampled, and refuses non-finite ones, naming the position and track.
+
+Sums accumulate in float64, as chorus's ``np.mean`` does; the records are stored as
+float32. Effects (:meth:`TrackStats.effects`) are a formula of two stored records and run
+on the host, after both alleles of a variant are reduced (see docs/design-notes.md).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from .arrays import asarray_like, namespace
 from .errors import PredictionError
 from .oracles.base import OutputHead
 from .tracks import GENE_LAYER, TrackTable, centered_bin_span, compute_effect
 
-__all__ = ["TrackStats", "GeneSlot"]
+__all__ = ["TrackStats", "GeneSlot", "BlockIndex", "Records"]
 
 
 @dataclass(frozen=True)
 class _SpanGroup:
-    head: str
     start: int
     stop: int
     mean: bool
     positions: np.ndarray  # indices into the selected tracks
     columns: np.ndarray  # indices into the requested columns of the head
+
+
+@dataclass(frozen=True)
+class _HeadPlan:
+    """What one head contributes: its span groups, its sampled-bin tracks, its genes."""
+
+    head: OutputHead
+    spans: tuple[_SpanGroup, ...]
+    bin_positions: np.ndarray  # tracks (not gene_expression) read at the sampled bins
+    bin_columns: np.ndarray
+    genes: bool  # the gene_expression tracks read this head
 
 
 @dataclass(frozen=True)
@@ -49,11 +75,40 @@ class GeneSlot:
         return cls(slot, batch_row, bins.astype(np.int64))
 
 
+@dataclass
+class BlockIndex:
+    """Host-side description of one block of sequences: what to read of its predictions.
+
+    ``bins`` ``(rows, resolutions, bin_samples)`` and ``gene_bins`` ``(rows,
+    bin_samples)`` are the sampled bins (``-1``: none), ``None`` where no per-bin record is
+    taken (variants); ``slots`` the (row, gene) records read from this block.
+    """
+
+    rows: int
+    resolutions: list[int]
+    bins: np.ndarray | None = None
+    gene_bins: np.ndarray | None = None
+    slots: list[GeneSlot] = field(default_factory=list)
+
+
+class Records(NamedTuple):
+    """One block's records, in the order of :class:`TrackStats`' plan (not track order).
+
+    ``summary`` ``(rows, S, n_summary)`` float64, ``perbin`` ``(rows, S, k, n_perbin)``
+    float32 or ``None``, ``genes`` ``(slots, n_gene)`` float64 or ``None``.
+    """
+
+    summary: Any
+    perbin: Any
+    genes: Any
+
+
 class TrackStats:
     """Statistics for a selection of tracks (``track_idx`` into ``table``).
 
     ``columns`` is what to ask the oracle for: per head, the sorted distinct columns the
-    selected tracks read.
+    selected tracks read. The oracle may return exactly those or every column of the head;
+    the statistics index whichever it returned, so no head is copied to select columns.
     """
 
     def __init__(
@@ -78,14 +133,15 @@ class TrackStats:
             h: np.unique(cols[head_of == h]) for h in self.heads if (head_of == h).any()
         }
         local = np.asarray(
-            [np.searchsorted(self.columns[h], c) for h, c in zip(head_of, cols, strict=True)]
-        )
+            [np.searchsorted(self.columns[h], c) for h, c in zip(head_of, cols, strict=True)],
+            dtype=np.int64,
+        ).reshape(-1)
         self.track_strands = frame["n_strands"].to_numpy()
         is_gene = frame["layer"].to_numpy() == GENE_LAYER
         self.gene_positions = np.flatnonzero(is_gene)
         self.gene_head = str(head_of[is_gene][0]) if is_gene.any() else ""
         self.gene_columns = local[is_gene]
-        groups: dict[tuple[str, int, int, bool], list[int]] = {}
+        spans: dict[str, dict[tuple[int, int, bool], list[int]]] = {h: {} for h in self.columns}
         for i in np.flatnonzero(~is_gene):
             head = self.heads[str(head_of[i])]
             w = int(frame["window_bp"].iat[i])
@@ -95,16 +151,33 @@ class TrackStats:
                 start, stop = centered_bin_span(
                     head.n_bins, None if w < 0 else w, head.resolution_bp
                 )
-            key = (head.name, start, stop, frame["aggregation"].iat[i] == "mean")
-            groups.setdefault(key, []).append(int(i))
-        self.span_groups = [
-            _SpanGroup(h, s, e, m, np.asarray(p), local[np.asarray(p)])
-            for (h, s, e, m), p in groups.items()
-        ]
-        self.head_tracks = {
-            h: (np.flatnonzero((head_of == h) & ~is_gene), local[(head_of == h) & ~is_gene])
-            for h in self.columns
-        }
+            key = (start, stop, frame["aggregation"].iat[i] == "mean")
+            spans[head.name].setdefault(key, []).append(int(i))
+        self.plans: list[_HeadPlan] = []
+        for h in self.columns:
+            head = self.heads[h]
+            on_head = np.flatnonzero((head_of == h) & ~is_gene)
+            self.plans.append(
+                _HeadPlan(
+                    head=head,
+                    spans=tuple(
+                        _SpanGroup(s, e, m, np.asarray(p), local[np.asarray(p)])
+                        for (s, e, m), p in spans[h].items()
+                    ),
+                    bin_positions=on_head if not head.is_scalar else on_head[:0],
+                    bin_columns=local[on_head] if not head.is_scalar else local[on_head[:0]],
+                    genes=h == self.gene_head,
+                )
+            )
+        #: where each record of :class:`Records` goes among the selected tracks
+        self.summary_order = np.concatenate(
+            [g.positions for p in self.plans for g in p.spans] or [np.zeros(0, np.int64)]
+        ).astype(np.int64)
+        self.perbin_order = np.concatenate(
+            [p.bin_positions for p in self.plans]
+            + [self.gene_positions if p.genes else p.bin_positions[:0] for p in self.plans]
+            + [np.zeros(0, np.int64)]
+        ).astype(np.int64)
         formulas: dict[tuple[str, float], list[int]] = {}
         for j, (f, pc) in enumerate(zip(frame["formula"], frame["pseudocount"], strict=True)):
             formulas.setdefault((str(f), float(pc)), []).append(j)
@@ -117,8 +190,186 @@ class TrackStats:
         names = sorted({s for x in skip for s in x.split(",") if s})
         self.skip_strata = {s: np.asarray([s in x.split(",") for x in skip]) for s in names}
         self.has_bins = any(not self.heads[h].is_scalar for h in self.columns)
+        self._device_indices: dict[tuple[Any, ...], Any] = {}
 
     # ------------------------------------------------------------------------------
+    # where the predictions are
+    # ------------------------------------------------------------------------------
+    def block_records(self, heads: Iterable[tuple[str, Any]], index: BlockIndex) -> Records:
+        """The records of one block, computed on the arrays' own device.
+
+        ``heads`` yields ``(head name, prediction)`` pairs, one per head of
+        :attr:`columns`, in any order; each may be dropped as soon as the next is asked
+        for (an adapter can compute its heads one at a time, so device memory holds one
+        head). Per-bin records are taken when ``index.bins`` is given.
+        """
+        parts: dict[str, tuple[Any, Any, Any]] = {}
+        for name, pred in heads:
+            if name in self.columns and name not in parts:
+                parts[name] = self._head_records(name, pred, index)
+        missing = [h for h in self.columns if h not in parts]
+        if missing:
+            raise PredictionError(f"the oracle returned no prediction for the head(s) {missing}")
+        ordered = [parts[p.head.name] for p in self.plans]
+        summary = _concat([s for s, _, _ in ordered], axis=2)
+        perbin = None
+        if index.bins is not None:
+            perbin = _concat(
+                [b for _, b, _ in ordered if b is not None]
+                + [g[0] for _, _, g in ordered if g is not None and g[0] is not None],
+                axis=3,
+            )
+        genes = next((g[1] for _, _, g in ordered if g is not None), None)
+        return Records(summary, perbin, genes)
+
+    def _head_records(self, name: str, pred: Any, index: BlockIndex) -> tuple[Any, Any, Any]:
+        """(summary parts, per-bin part, (gene per-bin, gene sums)) of one head."""
+        plan = next(p for p in self.plans if p.head.name == name)
+        head = plan.head
+        xp = namespace(pred)
+        axis = 1 if head.is_scalar else 2
+        held_all = pred.shape[axis] == head.n_columns != len(self.columns[name])
+        rows = pred.shape[0]
+
+        def cols(key: str, local: np.ndarray) -> Any:
+            wanted = self.columns[name][local] if held_all else local
+            return self._on_device((name, key, held_all), wanted, pred)
+
+        summaries = []
+        for i, g in enumerate(plan.spans):
+            c = cols(f"span{i}", g.columns)
+            if head.is_scalar:
+                stat = xp.astype(xp.take(pred, c, axis=1), xp.float64)
+            else:
+                window = xp.take(pred[:, g.start : g.stop, ...], c, axis=2)
+                stat = xp.sum(window, axis=1, dtype=xp.float64)
+                if g.mean:
+                    stat = stat / (g.stop - g.start)
+            summaries.append(self._by_strand(stat, xp, rows, len(g.positions)))
+        summary = (
+            _concat(summaries, axis=2)
+            if summaries
+            else xp.zeros((rows, self.n_strands, 0), dtype=xp.float64, device=_device(pred))
+        )
+        perbin = None
+        if index.bins is not None and len(plan.bin_positions):
+            drawn = index.bins[:, index.resolutions.index(head.resolution_bp)]
+            perbin = self._gather(pred, drawn, cols("bins", plan.bin_columns), xp)
+        genes = None
+        if plan.genes:
+            gcols = cols("genes", self.gene_columns)
+            gene_bins = None
+            if index.bins is not None:
+                assert index.gene_bins is not None
+                gene_bins = self._gather(pred, index.gene_bins, gcols, xp)
+            genes = (gene_bins, self._gene_sums(pred, index.slots, gcols, xp))
+        return summary, perbin, genes
+
+    def _on_device(self, key: tuple[Any, ...], values: np.ndarray, like: Any) -> Any:
+        """An index array on ``like``'s device, copied there once per statistics object."""
+        full = (*key, str(getattr(like, "device", "cpu")), type(like).__name__)
+        if full not in self._device_indices:
+            self._device_indices[full] = asarray_like(np.asarray(values, np.int64), like)
+        return self._device_indices[full]
+
+    def _by_strand(self, stat: Any, xp: Any, rows: int, n: int) -> Any:
+        """``(rows, cols)`` or ``(rows, cols, strands)`` → ``(rows, S, cols)``, NaN-padded."""
+        stat = stat[:, None, :] if stat.ndim == 2 else xp.permute_dims(stat, (0, 2, 1))
+        return _pad_strands(stat, self.n_strands, xp)
+
+    def _gather(self, pred: Any, drawn: np.ndarray, columns: Any, xp: Any) -> Any:
+        """Values at the drawn bins ``(rows, k)`` → ``(rows, S, k, cols)`` float32.
+
+        A bin not drawn (-1) reads bin 0 here; :meth:`place` blanks it on the host.
+        """
+        rows, k = drawn.shape
+        safe = np.where(drawn >= 0, drawn, 0).astype(np.int64)
+        row_idx = np.broadcast_to(np.arange(rows, dtype=np.int64)[:, None], (rows, k))
+        vals = pred[asarray_like(np.ascontiguousarray(row_idx), pred), asarray_like(safe, pred)]
+        vals = xp.take(vals, columns, axis=2)  # (rows, k, cols[, S])
+        vals = vals[:, None, ...] if vals.ndim == 3 else xp.permute_dims(vals, (0, 3, 1, 2))
+        return xp.astype(_pad_strands(vals, self.n_strands, xp), xp.float32)
+
+    @staticmethod
+    def _gene_sums(pred: Any, slots: list[GeneSlot], columns: Any, xp: Any) -> Any:
+        """Mean over each slot's exon bins, ``(slots, gene tracks)`` float64.
+
+        One gather of every slot's bins (only those rows of the head), then one float64
+        sum per slot over its own rows: a slot's value depends on its bins alone, not on
+        which other slots share the block.
+        """
+        n_cols = int(columns.shape[0])
+        if not slots:
+            return xp.zeros((0, n_cols), dtype=xp.float64, device=_device(pred))
+        rows = np.concatenate([np.full(len(s.bins), s.batch_row, np.int64) for s in slots])
+        bins = np.concatenate([s.bins for s in slots]).astype(np.int64)
+        exons = xp.take(pred[asarray_like(rows, pred), asarray_like(bins, pred)], columns, axis=1)
+        bounds = np.cumsum([0] + [len(s.bins) for s in slots])
+        means = [
+            xp.sum(exons[int(a) : int(b)], axis=0, dtype=xp.float64) / int(b - a)
+            for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+        ]
+        return xp.stack(means)
+
+    # ------------------------------------------------------------------------------
+    # on the host
+    # ------------------------------------------------------------------------------
+    def place(
+        self, records: Records, index: BlockIndex, labels: list[str]
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """Host records → ``(summary (rows, S, n) f64, perbin (rows, S, k, n) f32 | None,
+        gene means (slots, n) f64)`` in track order, NaN where nothing was taken.
+
+        Raises :class:`PredictionError` naming the first non-finite (or, for a log-ratio
+        track, negative) record of the block.
+        """
+        rows = index.rows
+        summary = np.full((rows, self.n_strands, self.n), np.nan)
+        summary[:, :, self.summary_order] = records.summary[:rows]
+        valid = np.broadcast_to(self._strand_mask(), summary.shape).copy()
+        valid[:, :, self.gene_positions] = False
+        summary[~valid] = np.nan
+        self._refuse(summary, valid, labels, "window statistic")
+        perbin = None
+        if index.bins is not None:
+            assert index.gene_bins is not None
+            k = index.bins.shape[2]
+            perbin = np.full((rows, self.n_strands, k, self.n), np.nan, dtype=np.float32)
+            if records.perbin is not None:
+                perbin[..., self.perbin_order] = records.perbin[:rows]
+            strands = self._strand_mask()[None, :, None, :]
+            drawn = self._sampled(index.bins[:rows], index.gene_bins[:rows], index.resolutions)
+            keep = strands & drawn
+            perbin[~np.broadcast_to(keep, perbin.shape)] = np.nan
+            self._refuse(perbin, keep, labels, "sampled bins")
+        genes = np.full((len(index.slots), self.n), np.nan)
+        if len(self.gene_positions) and index.slots:
+            genes[:, self.gene_positions] = records.genes
+            gvalid = np.zeros(genes.shape, bool)
+            gvalid[:, self.gene_positions] = True
+            self._refuse(genes, gvalid, [labels[s.batch_row] for s in index.slots], "exon mean")
+        return summary, perbin, genes
+
+    def records_of(
+        self, preds: Mapping[str, Any], index: BlockIndex, labels: list[str]
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """:meth:`block_records` then :meth:`place`, for predictions already on the host."""
+        rec = self.block_records(preds.items(), index)
+        host = Records(*(None if a is None else np.asarray(a) for a in rec))
+        return self.place(host, index, labels)
+
+    def gene_means(
+        self, preds: Mapping[str, Any], slots: list[GeneSlot], labels: list[str]
+    ) -> np.ndarray:
+        """Mean over each (row, gene)'s exon bins, ``(len(slots), n)`` f64 in ``slots`` order.
+
+        A bin listed twice in a slot's ``bins`` counts twice, in the sum and the count.
+        Tracks other than ``gene_expression`` are NaN.
+        """
+        rows = next(iter(preds.values())).shape[0]
+        res = sorted({h.resolution_bp for h in self.heads.values()})
+        return self.records_of(preds, BlockIndex(rows, res, slots=slots), labels)[2]
+
     def _refuse(self, values: np.ndarray, valid: np.ndarray, labels: list[str], what: str) -> None:
         """Raise PredictionError naming the first non-finite record that would be stored,
         or the first negative one of a track whose effect is a log ratio."""
@@ -151,114 +402,19 @@ class TrackStats:
         mask: np.ndarray = np.arange(self.n_strands)[:, None] < self.track_strands[None, :]
         return mask
 
-    def summaries(self, preds: dict[str, np.ndarray], labels: list[str]) -> np.ndarray:
-        """Window statistic per sequence, strand and selected track, ``(batch, S, n)`` f64.
-
-        ``gene_expression`` tracks and strands a track lacks are NaN here.
-        """
-        batch = next(iter(preds.values())).shape[0]
-        out = np.full((batch, self.n_strands, self.n), np.nan)
-        for g in self.span_groups:
-            pred = preds[g.head]
-            if self.heads[g.head].is_scalar:
-                out[:, 0, g.positions] = pred[:, g.columns]
-                continue
-            window = pred[:, g.start : g.stop][:, :, g.columns].astype(np.float64)
-            stat = window.mean(axis=1) if g.mean else window.sum(axis=1)  # (B, cols[, S])
-            if stat.ndim == 2:
-                out[:, 0, g.positions] = stat
-            else:
-                out[:, : stat.shape[2], g.positions] = stat.transpose(0, 2, 1)
-        valid = np.broadcast_to(self._strand_mask(), out.shape).copy()
-        valid[:, :, self.gene_positions] = False
-        out[~valid] = np.nan
-        self._refuse(out, valid, labels, "window statistic")
-        return out
-
-    def perbin(
-        self,
-        preds: dict[str, np.ndarray],
-        bin_index: np.ndarray,
-        gene_bins: np.ndarray,
-        resolutions: list[int],
-        labels: list[str],
-    ) -> np.ndarray:
-        """Values at each sequence's sampled bins, ``(batch, S, bin_samples, n)`` float32.
-
-        ``bin_index`` is ``(batch, resolutions, bin_samples)``; a track reads the draw of
-        its head's resolution. ``gene_expression`` tracks read ``gene_bins`` ``(batch,
-        bin_samples)``, drawn from the exon bins. -1 entries give NaN; scalar heads give NaN.
-        """
-        batch, _, k = bin_index.shape
-        out = np.full((batch, self.n_strands, k, self.n), np.nan, dtype=np.float32)
-        for h, (pos, cols) in self.head_tracks.items():
-            head = self.heads[h]
-            if head.is_scalar or len(pos) == 0:
-                continue
-            self._gather(
-                out, preds[h], bin_index[:, resolutions.index(head.resolution_bp)], pos, cols
-            )
-        if len(self.gene_positions):
-            self._gather(
-                out, preds[self.gene_head], gene_bins, self.gene_positions, self.gene_columns
-            )
-        strands = self._strand_mask()[None, :, None, :]  # (1, S, 1, n)
-        out[np.broadcast_to(~strands, out.shape)] = np.nan  # strands a track does not have
-        valid = strands & self._sampled(bin_index, gene_bins, resolutions)
-        self._refuse(out, valid, labels, "sampled bins")
-        return out
-
     def _sampled(
         self, bin_index: np.ndarray, gene_bins: np.ndarray, resolutions: list[int]
     ) -> np.ndarray:
         """(batch, 1, bin_samples, n): True where a bin was drawn for the track."""
         batch, _, k = bin_index.shape
         drawn = np.zeros((batch, 1, k, self.n), dtype=bool)
-        for h, (pos, _) in self.head_tracks.items():
-            head = self.heads[h]
-            if not head.is_scalar and len(pos):
-                d = bin_index[:, resolutions.index(head.resolution_bp)] >= 0
-                drawn[:, 0][:, :, pos] = d[:, :, None]
+        for p in self.plans:
+            if len(p.bin_positions):
+                d = bin_index[:, resolutions.index(p.head.resolution_bp)] >= 0
+                drawn[:, 0][:, :, p.bin_positions] = d[:, :, None]
         if len(self.gene_positions):
             drawn[:, 0][:, :, self.gene_positions] = (gene_bins >= 0)[:, :, None]
         return drawn
-
-    @staticmethod
-    def _gather(
-        out: np.ndarray, pred: np.ndarray, idx: np.ndarray, pos: np.ndarray, cols: np.ndarray
-    ) -> None:
-        valid = idx >= 0
-        vals = np.take_along_axis(
-            pred, np.where(valid, idx, 0).reshape(*idx.shape, *([1] * (pred.ndim - 2))), axis=1
-        )
-        vals = vals[:, :, cols]  # (B, k, cols[, S])
-        if vals.ndim == 3:
-            vals = vals[..., None]
-        vals = vals.transpose(0, 3, 1, 2).astype(np.float32)  # (B, S, k, cols)
-        vals[~np.broadcast_to(valid[:, None, :, None], vals.shape)] = np.nan
-        for p_i, p in enumerate(pos):
-            out[:, : vals.shape[1], :, p] = vals[..., p_i]
-
-    def gene_means(
-        self, preds: dict[str, np.ndarray], slots: list[GeneSlot], labels: list[str]
-    ) -> np.ndarray:
-        """Mean over each (row, gene)'s exon bins, ``(len(slots), n)`` f64 in ``slots`` order.
-
-        A bin listed twice in a slot's ``bins`` counts twice, in the sum and the count.
-
-        Tracks other than ``gene_expression`` are NaN.
-        """
-        out = np.full((len(slots), self.n), np.nan)
-        if not len(self.gene_positions) or not slots:
-            return out
-        pred = preds[self.gene_head]
-        for i, s in enumerate(slots):
-            values = pred[s.batch_row, s.bins][:, self.gene_columns].astype(np.float64)
-            out[i, self.gene_positions] = values.mean(axis=0)
-        valid = np.zeros(out.shape, bool)
-        valid[:, self.gene_positions] = True
-        self._refuse(out, valid, [labels[s.batch_row] for s in slots], "exon mean")
-        return out
 
     def effects(self, ref: np.ndarray, alt: np.ndarray, labels: list[str]) -> np.ndarray:
         """Signed effect by each track's formula along the last axis (float64).
@@ -289,3 +445,26 @@ class TrackStats:
             rows = np.asarray([s == stratum for s in strata])
             mask[np.ix_(rows, tracks)] = True
         return mask
+
+
+def _device(x: Any) -> Any:
+    return getattr(x, "device", None)
+
+
+def _concat(parts: list[Any], axis: int) -> Any:
+    if not parts:
+        return None
+    if len(parts) == 1:
+        return parts[0]
+    return namespace(parts[0]).concat(parts, axis=axis)
+
+
+def _pad_strands(x: Any, n_strands: int, xp: Any) -> Any:
+    """Pad axis 1 (strands) of ``x`` with NaN up to ``n_strands``."""
+    have = x.shape[1]
+    if have >= n_strands:
+        return x
+    pad = xp.full(
+        (x.shape[0], n_strands - have, *x.shape[2:]), float("nan"), dtype=x.dtype, device=_device(x)
+    )
+    return xp.concat([x, pad], axis=1)

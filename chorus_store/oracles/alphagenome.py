@@ -53,7 +53,7 @@ default to the published architecture.
 from __future__ import annotations
 
 import importlib.metadata
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -63,7 +63,7 @@ import pandas as pd
 
 from ..errors import InputFileError, PredictionError, RecipeError
 from .base import Columns, Oracle, OutputHead, sha256_paths
-from .torch_adapter import select_device
+from .torch_adapter import model_input, select_device
 
 if TYPE_CHECKING:
     import torch
@@ -265,8 +265,11 @@ class AlphaGenomeOracle(Oracle):
         track_means: Path,
         real_columns: Mapping[str, np.ndarray],
         device: str = "auto",
+        tf32: bool = False,
+        bf16: bool = False,
     ) -> None:
         import torch
+        from alphagenome_pytorch import alphagenome as port
         from alphagenome_pytorch.alphagenome import AlphaGenome, set_update_running_var
 
         super().__init__(name=name, input_length=input_length, heads=heads, batch_size=batch_size)
@@ -297,7 +300,10 @@ class AlphaGenomeOracle(Oracle):
         # BatchRMSNorm updates its running variance on every call unless told not to,
         # even in eval mode: a prediction would depend on the sequences run before it
         set_update_running_var(model, False)
-        self.device = select_device(device)
+        # the port switches TF32 and bf16 attention on at import; here both are opt-in
+        # (the recipe's tf32 / bf16), and both are in the fingerprint (describe)
+        self.device = select_device(device, tf32=tf32)
+        port._ALLOW_NATIVE_BF16 = bool(bf16)
         self.model = model.to(self.device).eval()
         torch.backends.cudnn.benchmark = False
 
@@ -392,6 +398,7 @@ class AlphaGenomeOracle(Oracle):
             # the port switches these on at import on CUDA (ALPHAGENOME_ALLOW_TF32 and
             # ALPHAGENOME_TORCH_BF16); both change the last bits of every prediction
             "tf32": bool(on_cuda and torch.backends.cuda.matmul.allow_tf32),
+            "deterministic": torch.are_deterministic_algorithms_enabled(),
             "bf16_attention": bool(on_cuda and port._ALLOW_NATIVE_BF16),
         }
 
@@ -408,7 +415,8 @@ class AlphaGenomeOracle(Oracle):
                 f"{self.name} takes one-hot rows (or all-zero rows for N); the port embeds "
                 f"base tokens, so a fractional row cannot be passed on"
             )
-        return torch.where(total == 0, -1, idx).to(self.device)
+        tokens: torch.Tensor = model_input(torch.where(total == 0, -1, idx).numpy(), self.device)
+        return tokens
 
     def _finish(self, name: str, out: Any, cols: torch.Tensor) -> torch.Tensor:
         """The port's output of one head → the JAX model's, for the columns ``cols``."""
@@ -431,25 +439,34 @@ class AlphaGenomeOracle(Oracle):
         usage: torch.Tensor = out.float().index_select(-1, cols)
         return usage.half().float()
 
-    def _predict_batch(self, onehot: np.ndarray, columns: Columns) -> dict[str, np.ndarray]:
+    def _predict_batch(self, onehot: np.ndarray, columns: Columns) -> dict[str, Any]:
+        return dict(self._predict_heads(onehot, columns))
+
+    def _predict_heads(self, onehot: np.ndarray, columns: Columns) -> Iterator[tuple[str, Any]]:
+        """The trunk once, then each requested head on its own, on the device.
+
+        A head is computed only when the caller asks for it, and only its requested
+        columns are kept: the build reduces it to records and drops it before the next,
+        so device memory holds the embeddings and one head (a 1 bp head of all its
+        columns is 1,048,576 x 768 floats per sequence), and no head reaches the host.
+        """
         import torch
 
         with torch.inference_mode():
             tokens = self._tokens(onehot)
             organism = torch.full((tokens.shape[0],), ORGANISM_INDEX, device=self.device)
             embeds = self.model.get_embeds(tokens, organism)
-            result: dict[str, np.ndarray] = {}
-            # one head at a time, selected on the device: a 1 bp head of all its columns
-            # is 1,048,576 x 768 floats per sequence
-            for name, want in columns.items():
+        for name, want in columns.items():
+            with torch.inference_mode():
                 head = OUTPUT_TYPES[name].port_head
                 out = self.model.inference(tokens, organism, requested_heads={head}, embeds=embeds)[
                     ORGANISM
                 ][head]
                 cols = torch.as_tensor(np.asarray(want, np.int64), device=self.device)
-                result[name] = self._finish(name, out, cols).cpu().numpy()
+                finished = self._finish(name, out, cols)
                 del out
-        return result
+            yield name, finished
+            del finished
 
     def close(self) -> None:
         del self.model
@@ -506,4 +523,6 @@ def load(recipe: Recipe, *, weights: str | None = None, device: str = "auto") ->
         track_means=track_means,
         real_columns=real_columns,
         device=device,
+        tf32=bool(recipe.oracle.get("tf32", False)),
+        bf16=bool(recipe.oracle.get("bf16", False)),
     )

@@ -19,13 +19,15 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from array_api_compat import is_numpy_array
 
+from ..arrays import as_host_view, is_accelerated, namespace
 from ..errors import PredictionError
 from ..tracks import SCALAR_RESOLUTION
 
@@ -185,73 +187,106 @@ class Oracle(ABC):
         """
         return ref, alt
 
-    def predict(self, onehot: np.ndarray, columns: Columns | None = None) -> dict[str, np.ndarray]:
-        """Predict any number of sequences ``(n, L, 4)``; float32 arrays per head.
+    def _columns(self, columns: Columns | None) -> dict[str, np.ndarray]:
+        return {
+            h.name: np.arange(h.n_columns) if columns is None else np.asarray(columns[h.name])
+            for h in self.heads
+            if columns is None or h.name in columns
+        }
 
-        ``columns`` selects, per head, which columns to return (default: all). The model is
-        called on consecutive blocks of exactly ``batch_size`` sequences, the last one
-        zero-padded. Raises :class:`PredictionError` when the model returns a head of the
-        wrong shape; non-finite values are left for the caller to locate by position.
+    def predict_blocks(
+        self, onehot: np.ndarray, columns: Columns | None = None
+    ) -> Iterator[tuple[int, Iterator[tuple[str, Any]]]]:
+        """The model's predictions where it computed them, one model block at a time.
+
+        Yields ``(m, heads)`` per block of exactly ``batch_size`` sequences (the last one
+        zero-padded; its first ``m`` rows are real), where ``heads`` yields ``(name,
+        array)`` for each head of ``columns``. The arrays are what the adapter returned
+        (numpy, or a torch tensor on the model's device), float32, of the head's shape
+        with either the requested columns or every column of the head; nothing is copied
+        to the host or to select columns. Take each block's heads before asking for the
+        next block: an adapter may compute them lazily.
         """
         if onehot.ndim != 3 or onehot.shape[1:] != (self.input_length, 4):
             raise ValueError(
                 f"{self.name} takes (batch, {self.input_length}, 4) one-hot input, "
                 f"got {onehot.shape}"
             )
-        cols = {
-            h.name: np.arange(h.n_columns) if columns is None else np.asarray(columns[h.name])
-            for h in self.heads
-            if columns is None or h.name in columns
-        }
-        n = onehot.shape[0]
-        parts: dict[str, list[np.ndarray]] = {name: [] for name in cols}
-        for start in range(0, n, self.batch_size):
+        cols = self._columns(columns)
+        for start in range(0, onehot.shape[0], self.batch_size):
             block = onehot[start : start + self.batch_size]
             m = block.shape[0]
             if m < self.batch_size:
                 pad = np.zeros((self.batch_size - m, *block.shape[1:]), dtype=block.dtype)
                 block = np.concatenate([block, pad])
-            out = self._checked(np.ascontiguousarray(block, dtype=np.float32), cols)
-            for name, arr in out.items():
-                parts[name].append(arr[:m])
-        if n == 0:
+            self.calls += 1
+            yield m, self._checked(np.ascontiguousarray(block, dtype=np.float32), cols)
+
+    def predict(self, onehot: np.ndarray, columns: Columns | None = None) -> dict[str, np.ndarray]:
+        """Predict any number of sequences ``(n, L, 4)``; float32 numpy arrays per head.
+
+        ``columns`` selects, per head, which columns to return (default: all). The model is
+        called on consecutive blocks of exactly ``batch_size`` sequences, the last one
+        zero-padded. Raises :class:`PredictionError` when the model returns a head of the
+        wrong shape; non-finite values are left for the caller to locate by position.
+        """
+        cols = self._columns(columns)
+        parts: dict[str, list[np.ndarray]] = {name: [] for name in cols}
+        for m, heads in self.predict_blocks(onehot, columns):
+            for name, arr in heads:
+                host = np.asarray(as_host_view(arr) if not is_accelerated(arr) else _to_numpy(arr))
+                head = self.head(name)
+                if host.shape[1 if head.is_scalar else 2] != len(cols[name]):
+                    host = np.take(host, cols[name], axis=1 if head.is_scalar else 2)
+                parts[name].append(host[:m])
+        if onehot.shape[0] == 0:
             return {
                 name: np.zeros(self.head(name).shape(0, len(c)), np.float32)
                 for name, c in cols.items()
             }
         return {name: p[0] if len(p) == 1 else np.concatenate(p) for name, p in parts.items()}
 
-    def _checked(self, block: np.ndarray, cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        self.calls += 1
-        raw = self._predict_batch(block, cols)
-        out: dict[str, np.ndarray] = {}
-        for name, want_cols in cols.items():
-            head = self.head(name)
+    def _predict_heads(self, onehot: np.ndarray, columns: Columns) -> Iterator[tuple[str, Any]]:
+        """``(head name, prediction)`` for each head of ``columns``; default: the heads of
+        :meth:`_predict_batch`. Adapters with heads too large to hold at once override
+        this to compute one head at a time."""
+        raw = self._predict_batch(onehot, columns)
+        for name in columns:
             if name not in raw:
                 raise PredictionError(
                     f"{self.name} returned heads {sorted(raw)} but its recipe declares a "
                     f"head {name!r}; fix the recipe's [[oracle.heads]]"
                 )
-            arr = np.asarray(raw[name], dtype=np.float32)
+            yield name, raw[name]
+
+    def _checked(self, block: np.ndarray, cols: dict[str, np.ndarray]) -> Iterator[tuple[str, Any]]:
+        for name, arr in self._predict_heads(block, cols):
+            want_cols = cols[name]
+            head = self.head(name)
+            if is_numpy_array(arr) or not hasattr(arr, "shape"):
+                arr = np.asarray(arr, dtype=np.float32)
+            elif str(arr.dtype).split(".")[-1] != "float32":
+                xp = namespace(arr)
+                arr = xp.astype(arr, xp.float32)
             selected = head.shape(self.batch_size, len(want_cols))
             full = head.shape(self.batch_size)
-            if arr.shape == full and not self.per_model:
-                everything = (
-                    len(want_cols) == head.n_columns
-                    and (want_cols == np.arange(head.n_columns)).all()
-                )
-                if not everything:  # select, without copying a full head for nothing
-                    arr = np.take(arr, want_cols, axis=1 if head.is_scalar else 2)
-            elif arr.shape != selected:
+            shape = tuple(int(d) for d in arr.shape)
+            if not (shape == selected or (shape == full and not self.per_model)):
                 raise PredictionError(
-                    f"{self.name} returned shape {arr.shape} for its head {name!r}, expected "
+                    f"{self.name} returned shape {shape} for its head {name!r}, expected "
                     f"{full if not self.per_model else selected} (batch, bins, columns"
                     f"{', strands' if head.n_strands > 1 else ''}); the recipe's "
                     f"n_bins/n_columns or the model's output layout is wrong. Nothing was "
                     f"written for this chunk."
                 )
-            out[name] = arr
-        return out
+            yield name, arr
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release devices/files; default: nothing."""
+
+
+def _to_numpy(x: Any) -> np.ndarray:
+    """A device array as numpy (a copy to the host; the build never does this to a head)."""
+    if hasattr(x, "detach"):
+        return np.asarray(x.detach().cpu().numpy())
+    return np.asarray(x)

@@ -36,7 +36,7 @@ import numpy as np
 
 from ..errors import RecipeError
 from .base import Columns, Oracle, OutputHead, sha256_paths
-from .torch_adapter import import_object, select_device, torch_numerics
+from .torch_adapter import import_object, model_input, select_device, torch_numerics
 
 if TYPE_CHECKING:
     from ..recipes import Recipe
@@ -305,21 +305,16 @@ class BorzoiOracle(Oracle):
         }
         return desc
 
-    def _predict_batch(self, onehot: np.ndarray, columns: Columns) -> dict[str, np.ndarray]:
+    def _predict_batch(self, onehot: np.ndarray, columns: Columns) -> dict[str, Any]:
         import torch
 
         head = self.heads[0]
-        want = np.asarray(columns[head.name]) if head.name in columns else None
-        x = torch.from_numpy(onehot).transpose(1, 2)  # (B, L, 4) -> channels first (B, 4, L)
+        x = model_input(onehot, self.device).transpose(1, 2)  # (B, L, 4) -> (B, 4, L)
         with torch.inference_mode():
-            y = self.model(x.contiguous().to(self.device))  # (B, tracks, bins), softplus'd
-            if want is not None and len(want) < head.n_columns:
-                # a subset: select on the device, before the copy to the host (a full
-                # sequence is 7,611 x 6,144 float32 = 187 MB); base.predict sees the
-                # selected shape and takes it as is
-                y = y[:, torch.as_tensor(want, dtype=torch.long, device=y.device)]
-            out = y.transpose(1, 2).contiguous().float().cpu().numpy()
-        return {head.name: out}
+            y = self.model(x.contiguous())  # (B, tracks, bins), softplus'd
+        # every column, as a (B, bins, tracks) view: the build reads the columns it needs
+        # on the device (a full sequence is 7,611 x 6,144 float32 = 187 MB)
+        return {head.name: y.float().transpose(1, 2)}
 
     def close(self) -> None:
         del self.model

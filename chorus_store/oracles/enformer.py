@@ -31,7 +31,7 @@ import numpy as np
 
 from ..errors import RecipeError
 from .base import Columns, Oracle, OutputHead, sha256_paths
-from .torch_adapter import select_device, torch_numerics
+from .torch_adapter import model_input, select_device, torch_numerics
 
 if TYPE_CHECKING:
     from ..recipes import Recipe
@@ -233,17 +233,17 @@ class EnformerTorchOracle(_EnformerOracle):
         }
         return desc
 
-    def _predict_batch(self, onehot: np.ndarray, columns: Columns) -> dict[str, np.ndarray]:
+    def _predict_batch(self, onehot: np.ndarray, columns: Columns) -> dict[str, Any]:
         import torch
 
         trim = (self.input_length - TRUNK_INPUT_BP) // 2
-        x = torch.from_numpy(onehot[:, trim : trim + TRUNK_INPUT_BP])  # (B, L, 4), NLC
+        x = model_input(onehot[:, trim : trim + TRUNK_INPUT_BP], self.device)  # (B, L, 4), NLC
         with torch.inference_mode():
-            # the trunk once, then only the heads the recipe reads (the mouse head is skipped)
-            embedding = self.model(x.contiguous().to(self.device), return_only_embeddings=True)
+            # the trunk once, then only the heads the recipe reads (the mouse head is
+            # skipped); the heads stay on the device, where the build reduces them
+            embedding = self.model(x, return_only_embeddings=True)
             return {
-                head.name: self.model.heads[head.name](embedding).float().cpu().numpy()
-                for head in self.heads
+                head.name: self.model.heads[head.name](embedding).float() for head in self.heads
             }
 
     def close(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import numpy as np
 from ..errors import RecipeError
 from .base import Columns, Oracle, OutputHead, sha256_paths
 
-__all__ = ["TorchOracle", "import_object", "select_device", "torch_numerics"]
+__all__ = ["TorchOracle", "import_object", "select_device", "torch_numerics", "model_input"]
 
 
 def import_object(spec: str) -> Any:
@@ -42,7 +43,11 @@ def torch_numerics(device: Any) -> dict[str, Any]:
     oneDNN on CPU."""
     import torch
 
-    out: dict[str, Any] = {"runtime": f"torch {torch.__version__}", "device_type": device.type}
+    out: dict[str, Any] = {
+        "runtime": f"torch {torch.__version__}",
+        "device_type": device.type,
+        "deterministic": torch.are_deterministic_algorithms_enabled(),
+    }
     if device.type == "cuda":  # TF32 changes the last bits of every conv/matmul
         out["tf32"] = [torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32]
     else:  # oneDNN's convolutions split their sums by thread count (see select_device)
@@ -50,8 +55,15 @@ def torch_numerics(device: Any) -> dict[str, Any]:
     return out
 
 
-def select_device(device: str) -> Any:
+def select_device(device: str, *, tf32: bool = False) -> Any:
     """``auto`` → CUDA when present, else CPU; anything else as torch names it.
+
+    Deterministic algorithms are switched on for the process
+    (``torch.use_deterministic_algorithms``; on CUDA with the cuBLAS workspace setting it
+    needs), so a model that would use a non-deterministic kernel fails loudly instead of
+    giving bytes that change from run to run. On CUDA, TF32 convolutions and matmuls are
+    off unless ``tf32`` (the recipe's ``[oracle] tf32 = true``) opts in; both settings are
+    in the oracle's fingerprint (:func:`torch_numerics`).
 
     On CPU this turns oneDNN (``torch.backends.mkldnn``) off for the process: oneDNN's
     convolutions give results that depend in the last bits on the number of intra-op
@@ -67,7 +79,25 @@ def select_device(device: str) -> Any:
     resolved = torch.device(device)
     if resolved.type == "cpu":
         torch.backends.mkldnn.enabled = False  # type: ignore[assignment]
+    if resolved.type == "cuda":
+        # must be set before cuBLAS makes its first handle; deterministic GEMMs need it
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+    torch.use_deterministic_algorithms(True)
     return resolved
+
+
+def model_input(onehot: np.ndarray, device: Any) -> Any:
+    """A host one-hot block as a tensor on ``device``; on CUDA through pinned memory with a
+    non-blocking copy, so the host does not wait for the model's previous block to finish
+    (a copy from pageable memory would)."""
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(onehot))
+    if device.type == "cuda":
+        return x.pin_memory().to(device, non_blocking=True)
+    return x.to(device)
 
 
 class TorchOracle(Oracle):
@@ -155,21 +185,21 @@ class TorchOracle(Oracle):
             **torch_numerics(self.device),
         }
 
-    def _predict_batch(self, onehot: np.ndarray, columns: Columns) -> dict[str, np.ndarray]:
+    def _predict_batch(self, onehot: np.ndarray, columns: Columns) -> dict[str, Any]:
         import torch
 
-        x = torch.from_numpy(onehot)
+        x = model_input(onehot, self.device)
         if self.input_layout == "NCL":
             x = x.transpose(1, 2)
         with torch.inference_mode():
-            y = self.model(x.contiguous().to(self.device))
-        out: dict[str, np.ndarray] = {}
+            y = self.model(x.contiguous())
+        out: dict[str, Any] = {}
         for head in self.heads:
             key = self.output_keys.get(head.name, head.name if isinstance(y, dict) else None)
             t = y[key] if key is not None else y
             if not head.is_scalar and self.output_layout == "NTL":
                 t = t.transpose(1, 2)
-            out[head.name] = t.float().cpu().numpy()
+            out[head.name] = t.float()  # stays on the device: the build reduces it there
         return out
 
     def close(self) -> None:
