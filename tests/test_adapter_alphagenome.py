@@ -355,6 +355,44 @@ def test_plan_build_reduce_export_on_the_demo_genome(
         np.testing.assert_allclose(got, np.float32(want), rtol=1e-5)
 
 
+def test_a_build_brings_only_records_to_the_host_never_a_1bp_head(
+    tmp_path: Path, demo_inputs: DemoInputs, tiny: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The device path (records_on="device": what a CUDA build runs, on CPU tensors): the
+    adapter hands back tensors, the statistics run on them, and what crosses to the host
+    per sequence is the records, not the heads. Counted twice: by the build's one host
+    copy (``arrays.transferred``) and by every tensor turned into numpy."""
+    from chorus_store.arrays import transferred
+
+    largest: list[int] = [0]
+    real_numpy = torch.Tensor.numpy
+
+    def counting_numpy(self: torch.Tensor, *args: Any, **kwargs: Any) -> np.ndarray:
+        largest[0] = max(largest[0], self.numel() * self.element_size())
+        return real_numpy(self, *args, **kwargs)
+
+    recipe = _recipe(tiny, weights=tiny["weights"], sampling=E2E_SAMPLING)
+    store = tmp_path / "alphagenome.zarr"
+    plan_store(store, recipe, fasta=demo_inputs.fasta, ccre=demo_inputs.ccre, gtf=demo_inputs.gtf)
+    oracle = recipe.load_oracle(device="cpu")
+    transferred.reset()
+    monkeypatch.setattr(torch.Tensor, "numpy", counting_numpy)
+    report = build(store, oracle=oracle, progress=False, records_on="device")
+    monkeypatch.undo()
+    n_tracks = len(recipe.track_table())
+    one_head = L * 2 * 4  # the smallest 1 bp head: 2 real columns of float32, one sequence
+    per_sequence = transferred.bytes / report.sequences
+    # records: summary (f64) + 32 sampled bins (f32) per track, + a few gene means
+    records = n_tracks * (8 + 32 * 4)
+    assert report.sequences > 0 and 0 < per_sequence < 2 * records < one_head / 10
+    # the largest tensor ever made numpy is a block's records, not a head (nor the tokens:
+    # those never leave the host side)
+    assert largest[0] <= recipe.batch_size * records * 2 < one_head
+    # and the build's own numbers are those of the host path
+    ds = open_store(store)
+    assert np.isfinite(ds["baselines"].summary.values[ds["plan/positions"].usable.values]).any()
+
+
 # --------------------------------------------------------------------------------------
 # (c) failure paths
 # --------------------------------------------------------------------------------------

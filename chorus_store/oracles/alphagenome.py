@@ -405,17 +405,17 @@ class AlphaGenomeOracle(Oracle):
     # ------------------------------------------------------------------ predict
     def _tokens(self, onehot: np.ndarray) -> torch.Tensor:
         """(B, L, 4) one-hot → the port's tokens: 0..3 for A, C, G, T; -1 for an all-zero row."""
-        import torch
-
-        x = torch.from_numpy(onehot)
-        total = x.sum(-1)
-        top, idx = x.max(-1)
+        total = onehot.sum(-1)
+        top, idx = onehot.max(-1), onehot.argmax(-1)
         if not bool(((total == 0) | ((total == 1) & (top == 1))).all()):
             raise PredictionError(
                 f"{self.name} takes one-hot rows (or all-zero rows for N); the port embeds "
                 f"base tokens, so a fractional row cannot be passed on"
             )
-        tokens: torch.Tensor = model_input(torch.where(total == 0, -1, idx).numpy(), self.device)
+        # made on the host, sent once: the tokens are the only input that crosses
+        tokens: torch.Tensor = model_input(
+            np.where(total == 0, -1, idx).astype(np.int64), self.device
+        )
         return tokens
 
     def _finish(self, name: str, out: Any, cols: torch.Tensor) -> torch.Tensor:
