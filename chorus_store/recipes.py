@@ -269,6 +269,7 @@ class Recipe:
                 input_layout=str(self.oracle.get("input_layout", "NCL")),
                 output_layout=str(self.oracle.get("output_layout", "NLT")),
                 device=device,
+                tf32=bool(self.oracle.get("tf32", False)),
             )
         if adapter == "callable":
             from .oracles.callable_adapter import CallableOracle

@@ -193,6 +193,7 @@ class BorzoiOracle(Oracle):
         replicate: int = 0,
         architecture: str = _DEFAULT_ARCHITECTURE,
         device: str = "auto",
+        tf32: bool = False,
     ) -> None:
         import torch
         from borzoi_pytorch import Borzoi
@@ -249,7 +250,7 @@ class BorzoiOracle(Oracle):
         cfg = model.config
         self.config: dict[str, Any] = {k: getattr(cfg, k, None) for k in _ARCH_KEYS}
         self._dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
-        self.device = select_device(device)
+        self.device = select_device(device, tf32=tf32)
         self.model = model.to(self.device).eval()
         torch.backends.cudnn.benchmark = False  # autotuned kernels differ run to run
 
@@ -344,4 +345,5 @@ def load(recipe: Recipe, *, weights: str | None = None, device: str = "auto") ->
         replicate=replicate,
         architecture=str(spec.get("architecture", _DEFAULT_ARCHITECTURE)),
         device=device,
+        tf32=bool(recipe.oracle.get("tf32", False)),
     )

@@ -146,6 +146,7 @@ class EnformerTorchOracle(_EnformerOracle):
         batch_size: int,
         use_tf_gamma: bool | None = None,
         device: str = "auto",
+        tf32: bool = False,
     ) -> None:
         import torch
         from enformer_pytorch import Enformer
@@ -210,7 +211,7 @@ class EnformerTorchOracle(_EnformerOracle):
                 )
             self._check_head(head, cfg.target_length, int(cfg.output_heads[head.name]))
         self.config: dict[str, Any] = {k: getattr(cfg, k, None) for k in _ARCH_KEYS}
-        self.device = select_device(device)
+        self.device = select_device(device, tf32=tf32)
         self.model = model.to(self.device).eval()
         torch.backends.cudnn.benchmark = False  # autotuned kernels differ run to run
 
@@ -384,7 +385,10 @@ def load(recipe: Recipe, *, weights: str | None = None, device: str = "auto") ->
             raise RecipeError(f"no Enformer weights given: {_TORCH_HINT}")
         gamma = spec.get("use_tf_gamma")
         return EnformerTorchOracle(
-            weights=str(path), use_tf_gamma=None if gamma is None else bool(gamma), **common
+            weights=str(path),
+            use_tf_gamma=None if gamma is None else bool(gamma),
+            tf32=bool(spec.get("tf32", False)),
+            **common,
         )
     if framework == "tensorflow":
         if path is None:

@@ -135,6 +135,7 @@ class TorchOracle(Oracle):
         output_layout: str = "NLT",
         output_keys: Mapping[str, str | None] | None = None,
         device: str = "auto",
+        tf32: bool = False,
     ) -> None:
         import torch
 
@@ -160,7 +161,7 @@ class TorchOracle(Oracle):
                 f"'weights' (or --weights) at them"
             )
         self._weights_sha256 = sha256_paths(self.weights)
-        self.device = select_device(device)
+        self.device = select_device(device, tf32=tf32)
         cls = import_object(architecture)
         model = cls(**self.config)
         state = torch.load(self.weights, map_location="cpu", weights_only=True)
