@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import resource
 import sys
 import tempfile
 import time
@@ -37,12 +36,14 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from common import machine, parse_args, run_part  # noqa: E402
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
+from common import (  # noqa: E402
+    demo_genome_recipe,
+    demo_sampling,
+    machine,
+    parse_args,
+    peak_rss_mb,
+    run_part,
+)
 
 # ------------------------------------------------------------------------------ build-zero
 
@@ -52,32 +53,13 @@ ZERO_SHAPE = (393_216, 4, 5_313, 896)  # input bp, batch, tracks, bins (Enformer
 
 def zero_cost_recipe(n: int) -> Any:
     """A recipe for an Enformer-shaped oracle over the demo genome, ~2n positions."""
-    from chorus_store import OutputHead, Recipe
     from chorus_store.store import Layout
 
-    L, B, T, NB = ZERO_SHAPE
-    return Recipe(
+    return demo_genome_recipe(
+        "enformer",
+        demo_sampling(n, chromosomes=("chr1", "chr2"), margin_bp=200_000),
         name="enformer_shaped",
-        oracle={"adapter": "callable", "callable": "none:none", "input_length": L, "batch_size": B},
-        heads=(OutputHead("human", 128, NB, T),),
-        tracks={
-            "format": "enformer",
-            "path": str(HERE.parent / "builders/enformer/enformer_human_targets.txt"),
-        },
-        plan={
-            "source": "generated",
-            "assembly": "demo",
-            "sampling": {
-                "n_random": n,
-                "n_ccre": n // 2,
-                "n_tss": n // 4,
-                "n_gene_body": n // 4,
-                "n_snps": n // 2,
-                "chromosomes": ["chr1", "chr2"],
-                "random_margin_bp": 200_000,
-                "snp_margin_bp": 200_000,
-            },
-        },
+        batch_size=ZERO_SHAPE[1],
         layout=Layout(
             position_shard_rows=32, variant_shard_rows=32, track_shard=1024, track_chunk=64
         ),
