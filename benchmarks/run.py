@@ -9,6 +9,10 @@ Parts (each runs in its own process, so its peak memory is its own):
                (896 bins x 5,313 tracks), vs chorus's per-position Python loop over tracks
                feeding reservoirs, on the same predictions;
 * build-demo   the demo model (PyTorch, CPU): share of build time spent outside the oracle;
+* build-sim    a simulated accelerator at Enformer's shape (forward 30 ms, sleeping): build
+               throughput / (1 / forward time), the "GPU busy" ratio, and the serial CPU per
+               sequence on the model's thread (Borzoi and AlphaGenome too:
+               ``python benchmarks/simulated.py``);
 * reduce       exact grids of 1,000 tracks x 31,500 positions x 32 bins (plus summary and
                effect layers), time and peak memory, vs (a) an in-RAM numpy sort of the same
                values and (b) chorus's reservoir path, measured on a subset of tracks and
@@ -176,6 +180,19 @@ def part_build_demo(work: Path, quick: bool) -> dict[str, Any]:
     }
 
 
+# ------------------------------------------------------------------------------ build-sim
+
+
+def part_build_sim(work: Path, quick: bool) -> dict[str, Any]:
+    from simulated import QUICK, SIMULATED, measure, plan_simulated
+
+    from chorus_store.demo import make_demo_inputs
+
+    sim = (QUICK if quick else SIMULATED)["enformer"]
+    recipe, planned = plan_simulated(sim, work / "sim", make_demo_inputs(work / "inputs"))
+    return measure(recipe, planned, sim.forward_s)
+
+
 # ------------------------------------------------------------------------------ reduce
 
 
@@ -328,6 +345,7 @@ def part_reduce_chorus(work: Path, quick: bool) -> dict[str, Any]:
 PARTS = {
     "build-zero": part_build_zero,
     "build-demo": part_build_demo,
+    "build-sim": part_build_sim,
     "reduce": part_reduce,
     "reduce-in-ram": part_reduce_in_ram,
     "reduce-chorus": part_reduce_chorus,
@@ -360,6 +378,14 @@ def main() -> None:
                 f"full build {d['build_sequences_per_s']:.0f} seq/s "
                 f"(ratio {d['build_sequences_per_s'] / d['bare_forward_sequences_per_s']:.2f}); "
                 f"{d['share_outside_oracle']:.1%} of build time outside the oracle",
+                flush=True,
+            )
+            out["build-sim"] = g = run_part(__file__, "build-sim", work, args.quick)
+            print(
+                f"build, simulated accelerator at Enformer's shape (30 ms forward): "
+                f"{g['timed']['sequences_per_s']:.1f} seq/s of {g['ideal_sequences_per_s']:.1f} "
+                f"(GPU busy {g['ratio']:.2f}); serial CPU {g['serial_cpu_ms_per_sequence']:.1f} "
+                f"ms/sequence on the model's thread",
                 flush=True,
             )
         if args.only in (None, "reduce"):

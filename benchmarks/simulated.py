@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -274,6 +275,7 @@ def measure(
         shutil.rmtree(stores[kind], ignore_errors=True)
         shutil.copytree(planned, stores[kind])
     columns = requested_columns(recipe)
+    load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
     zero = SimulatedAccelerator(recipe, forward_s=0.0, array=array, columns=columns)
     buffers_s = time.perf_counter() - t0
@@ -303,6 +305,8 @@ def measure(
         "ratio": timed_run["sequences_per_s"] / ideal,
         "serial_cpu_ms_per_sequence": zero_run["serial_cpu_ms_per_sequence"],
         "peak_rss_mb": peak_rss_mb(),
+        # other jobs on the cores show here: 1-minute load average before and after
+        "load_average": [load_before, os.getloadavg()[0]],
     }
 
 
@@ -326,7 +330,7 @@ def _row(r: dict[str, Any]) -> str:
         f"| {r['oracle']} ({shape}, {r['prediction_gb']:.3g} GB/prediction) | "
         f"{r['serial_cpu_ms_per_sequence']:.1f} | {r['timed']['sequences_per_s']:.2f} | "
         f"{r['ideal_sequences_per_s']:.2f} | {r['ratio']:.2f} | {r['timed']['sequences']} | "
-        f"{r['peak_rss_mb'] / 1024:.1f} |"
+        f"{r['peak_rss_mb'] / 1024:.1f} | {r['load_average'][0]:.1f}-{r['load_average'][1]:.1f} |"
     )
 
 
@@ -358,7 +362,7 @@ def main() -> None:
         out: dict[str, Any] = {"machine": machine(), "quick": args.quick, "array": args.array}
         print(
             "| oracle | serial CPU ms/seq | build seq/s | ideal seq/s | ratio | sequences "
-            "| peak RSS GB |\n|---|---|---|---|---|---|---|",
+            "| peak RSS GB | load avg |\n|---|---|---|---|---|---|---|---|",
             flush=True,
         )
         for name in [args.only] if args.only else list(SIMULATED):
