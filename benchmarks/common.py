@@ -1,4 +1,5 @@
-"""What the benchmark scripts share: the machine line, and each part in its own process."""
+"""What the benchmark scripts share: the machine line, each part in its own process, and
+stores of the real recipes planned over the demo genome with a stand-in oracle."""
 
 from __future__ import annotations
 
@@ -6,11 +7,19 @@ import argparse
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from chorus_store import Recipe
+    from chorus_store.oracles.base import OutputHead
+    from chorus_store.store import Layout
 
 
 def machine() -> str:
@@ -22,12 +31,22 @@ def machine() -> str:
     )
 
 
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, MB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def run_part(
-    script: str, name: str, work: Path, quick: bool, env: dict[str, str] | None = None
+    script: str,
+    name: str,
+    work: Path,
+    quick: bool,
+    env: dict[str, str] | None = None,
+    extra_args: list[str] | None = None,
 ) -> dict[str, Any]:
     """Run part ``name`` of ``script`` in a fresh process (its peak memory is its own);
-    the part prints its result as one JSON line."""
-    cmd = [sys.executable, script, "--part", name, "--workdir", str(work)]
+    the part prints its result as one JSON line. ``extra_args`` go on its command line."""
+    cmd = [sys.executable, script, "--part", name, "--workdir", str(work), *(extra_args or [])]
     res = subprocess.run(
         cmd + (["--quick"] if quick else []),
         capture_output=True,
@@ -56,3 +75,88 @@ def parse_args(
         print(json.dumps(parts[args.part](args.workdir, args.quick)))
         return None
     return args
+
+
+# ------------------------------------------------------------------ real recipes, demo genome
+
+
+def demo_sampling(
+    n: int,
+    *,
+    chromosomes: tuple[str, ...] = ("chr1", "chr2"),
+    margin_bp: int = 200_000,
+    ccre_chromosomes: tuple[str, ...] | None = None,
+) -> dict[str, Any]:
+    """``[plan.sampling]`` over the demo genome: ~2n positions (n random, n/2 cCREs,
+    n/4 TSSs, n/4 gene bodies) and n/2 SNPs on ``chromosomes``, random positions and SNPs
+    at least ``margin_bp`` from the ends (at least half the input window, or they are
+    planned off the contig and left unbuilt); cCREs on ``ccre_chromosomes`` (default:
+    the sampler's, every chromosome)."""
+    extra = {} if ccre_chromosomes is None else {"ccre_chromosomes": list(ccre_chromosomes)}
+    return {
+        "n_random": n,
+        "n_ccre": n // 2,
+        "n_tss": n // 4,
+        "n_gene_body": n // 4,
+        "n_snps": n // 2,
+        "chromosomes": list(chromosomes),
+        "random_margin_bp": margin_bp,
+        "snp_margin_bp": margin_bp,
+        **extra,
+    }
+
+
+def demo_genome_recipe(
+    base: str | Recipe,
+    sampling: dict[str, Any],
+    *,
+    name: str | None = None,
+    input_length: int | None = None,
+    batch_size: int | None = None,
+    heads: tuple[OutputHead, ...] | None = None,
+    layout: Layout | None = None,
+) -> Recipe:
+    """Recipe ``base`` (a shipped one by name: its heads, track table, layout and RNA gene
+    rule) with a stand-in ``callable`` oracle (the benchmark passes the oracle object to
+    ``build``) and a plan generated over the demo genome with ``sampling``."""
+    import dataclasses
+
+    from chorus_store import load_recipe
+
+    recipe = load_recipe(base) if isinstance(base, str) else base
+    oracle = {
+        "adapter": "callable",
+        "callable": "none:none",
+        "input_length": input_length or recipe.input_length,
+        "batch_size": batch_size or recipe.batch_size,
+        "max_n_fraction": recipe.max_n_fraction,
+    }
+    plan = {
+        "source": "generated",
+        "assembly": "demo",
+        "sampling": sampling,
+        **{k: v for k, v in recipe.plan.items() if k in ("rna_genes", "rna_convention")},
+    }
+    return dataclasses.replace(
+        recipe,
+        name=name or recipe.name,
+        oracle=oracle,
+        heads=heads or recipe.heads,
+        plan=plan,
+        layout=layout or recipe.layout,
+    )
+
+
+def prediction_like(shape: tuple[int, ...], seed: int = 0, period: int = 4099) -> np.ndarray:
+    """A positive, NaN-free float32 array of ``shape`` whose values vary like predictions
+    (gamma(0.5) + 0.001). Along axis 1 (bins) it repeats with ``period``: a 1 Mb x 2,435
+    AlphaGenome buffer then costs a copy, not 2.5e9 draws of the random generator."""
+    rng = np.random.default_rng(seed)
+    if len(shape) < 2 or shape[1] <= period:
+        return (rng.gamma(0.5, 1.0, size=shape) + 1e-3).astype(np.float32)
+    block = (rng.gamma(0.5, 1.0, size=(shape[0], period, *shape[2:])) + 1e-3).astype(np.float32)
+    out = np.empty(shape, np.float32)
+    for start in range(0, shape[1], period):
+        stop = min(shape[1], start + period)
+        out[:, start:stop] = block[:, : stop - start]
+    return out

@@ -9,6 +9,10 @@ Parts (each runs in its own process, so its peak memory is its own):
                (896 bins x 5,313 tracks), vs chorus's per-position Python loop over tracks
                feeding reservoirs, on the same predictions;
 * build-demo   the demo model (PyTorch, CPU): share of build time spent outside the oracle;
+* build-sim    a simulated accelerator at Enformer's shape (forward 30 ms, sleeping): build
+               throughput / (1 / forward time), the "GPU busy" ratio, and the serial CPU per
+               sequence on the model's thread (Borzoi and AlphaGenome too:
+               ``python benchmarks/simulated.py``);
 * reduce       exact grids of 1,000 tracks x 31,500 positions x 32 bins (plus summary and
                effect layers), time and peak memory, vs (a) an in-RAM numpy sort of the same
                values and (b) chorus's reservoir path, measured on a subset of tracks and
@@ -23,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import resource
 import sys
 import tempfile
 import time
@@ -37,12 +40,14 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from common import machine, parse_args, run_part  # noqa: E402
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
+from common import (  # noqa: E402
+    demo_genome_recipe,
+    demo_sampling,
+    machine,
+    parse_args,
+    peak_rss_mb,
+    run_part,
+)
 
 # ------------------------------------------------------------------------------ build-zero
 
@@ -52,32 +57,13 @@ ZERO_SHAPE = (393_216, 4, 5_313, 896)  # input bp, batch, tracks, bins (Enformer
 
 def zero_cost_recipe(n: int) -> Any:
     """A recipe for an Enformer-shaped oracle over the demo genome, ~2n positions."""
-    from chorus_store import OutputHead, Recipe
     from chorus_store.store import Layout
 
-    L, B, T, NB = ZERO_SHAPE
-    return Recipe(
+    return demo_genome_recipe(
+        "enformer",
+        demo_sampling(n, chromosomes=("chr1", "chr2"), margin_bp=200_000),
         name="enformer_shaped",
-        oracle={"adapter": "callable", "callable": "none:none", "input_length": L, "batch_size": B},
-        heads=(OutputHead("human", 128, NB, T),),
-        tracks={
-            "format": "enformer",
-            "path": str(HERE.parent / "builders/enformer/enformer_human_targets.txt"),
-        },
-        plan={
-            "source": "generated",
-            "assembly": "demo",
-            "sampling": {
-                "n_random": n,
-                "n_ccre": n // 2,
-                "n_tss": n // 4,
-                "n_gene_body": n // 4,
-                "n_snps": n // 2,
-                "chromosomes": ["chr1", "chr2"],
-                "random_margin_bp": 200_000,
-                "snp_margin_bp": 200_000,
-            },
-        },
+        batch_size=ZERO_SHAPE[1],
         layout=Layout(
             position_shard_rows=32, variant_shard_rows=32, track_shard=1024, track_chunk=64
         ),
@@ -192,6 +178,19 @@ def part_build_demo(work: Path, quick: bool) -> dict[str, Any]:
         "share_outside_oracle": 1 - report.oracle_seconds / report.seconds,
         "peak_rss_mb": peak_rss_mb(),
     }
+
+
+# ------------------------------------------------------------------------------ build-sim
+
+
+def part_build_sim(work: Path, quick: bool) -> dict[str, Any]:
+    from simulated import QUICK, SIMULATED, measure, plan_simulated
+
+    from chorus_store.demo import make_demo_inputs
+
+    sim = (QUICK if quick else SIMULATED)["enformer"]
+    recipe, planned = plan_simulated(sim, work / "sim", make_demo_inputs(work / "inputs"))
+    return measure(recipe, planned, sim.forward_s)
 
 
 # ------------------------------------------------------------------------------ reduce
@@ -346,6 +345,7 @@ def part_reduce_chorus(work: Path, quick: bool) -> dict[str, Any]:
 PARTS = {
     "build-zero": part_build_zero,
     "build-demo": part_build_demo,
+    "build-sim": part_build_sim,
     "reduce": part_reduce,
     "reduce-in-ram": part_reduce_in_ram,
     "reduce-chorus": part_reduce_chorus,
@@ -378,6 +378,14 @@ def main() -> None:
                 f"full build {d['build_sequences_per_s']:.0f} seq/s "
                 f"(ratio {d['build_sequences_per_s'] / d['bare_forward_sequences_per_s']:.2f}); "
                 f"{d['share_outside_oracle']:.1%} of build time outside the oracle",
+                flush=True,
+            )
+            out["build-sim"] = g = run_part(__file__, "build-sim", work, args.quick)
+            print(
+                f"build, simulated accelerator at Enformer's shape (30 ms forward): "
+                f"{g['timed']['sequences_per_s']:.1f} seq/s of {g['ideal_sequences_per_s']:.1f} "
+                f"(GPU busy {g['ratio']:.2f}); serial CPU {g['serial_cpu_ms_per_sequence']:.1f} "
+                f"ms/sequence on the model's thread",
                 flush=True,
             )
         if args.only in (None, "reduce"):
