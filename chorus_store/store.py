@@ -27,7 +27,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import zarr
-from zarr.codecs import BloscCodec, Crc32cCodec
+from zarr.registry import get_codec_class
 
 from . import locks
 from ._version import __version__
@@ -212,7 +212,10 @@ def _now() -> str:
 
 
 def _compressors() -> list[Any]:
-    return [BloscCodec(cname="zstd", clevel=3, shuffle="shuffle"), Crc32cCodec()]
+    """The codecs of a new array, from the schema's ``codecs`` entry (blosc lz4 + shuffle,
+    then CRC32C). Only creation reads this: an existing array's zarr.json names its own
+    codecs, so stores made with an earlier choice stay readable and keep it when grown."""
+    return [get_codec_class(c["name"]).from_dict(c) for c in load_schema()["codecs"]["compressors"]]
 
 
 def _as_str_list(values: Any) -> list[str]:

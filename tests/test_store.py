@@ -9,6 +9,7 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -50,6 +51,57 @@ def test_arrays_are_sharded_with_checksums(small_build: tuple[Path, Path]) -> No
     assert arr.shards == (32, 1, 32, 16) and arr.chunks == (32, 1, 32, 8)
     codecs = json.dumps(arr.metadata.to_dict()["codecs"])
     assert "sharding_indexed" in codecs and codecs.count("crc32c") == 2  # chunks and index
+    inner = arr.metadata.to_dict()["codecs"][0]["configuration"]["codecs"]
+    # blosc lz4 + byte shuffle over float32 items, then the chunk's checksum
+    assert [c["name"] for c in inner] == ["bytes", "blosc", "crc32c"]
+    assert inner[1]["configuration"] | {"blocksize": 0} == {
+        "cname": "lz4", "clevel": 1, "shuffle": "shuffle", "typesize": 4, "blocksize": 0
+    }  # fmt: skip
+
+
+#: what stores created before the codec choice of docs/design-notes.md "Store codec" use
+OLD_COMPRESSORS = [
+    {"name": "blosc", "configuration": {"cname": "zstd", "clevel": 3, "shuffle": "shuffle"}},
+    {"name": "crc32c"},
+]
+
+
+def _inner_codecs(store: Path, name: str) -> list[dict[str, Any]]:
+    codecs: list[dict[str, Any]] = json.loads((store / name / "zarr.json").read_text())["codecs"]
+    if codecs[0]["name"] == "sharding_indexed":
+        codecs = codecs[0]["configuration"]["codecs"]
+    return codecs
+
+
+def test_a_store_written_with_the_old_codec_reads_and_grows_with_it(
+    tmp_path: Path,
+    demo_inputs: DemoInputs,
+    small_build: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A store planned and half built by the old code (zstd), then grown, built, reduced and
+    exported by today's: same NPZ bytes as a store made by today's code alone, and every
+    array keeps the codec it was created with (a store's codec never changes mid-store)."""
+    import chorus_store.store as store_module
+    from chorus_store import add_tracks
+
+    schema = store_module.load_schema()
+    old_schema = {**schema, "codecs": {**schema["codecs"], "compressors": OLD_COMPRESSORS}}
+    store = tmp_path / "demo.zarr"
+    with monkeypatch.context() as m:  # the old code: only the creation codecs differ
+        m.setattr(store_module, "load_schema", lambda version=2: old_schema)
+        plan_small(store, demo_inputs, small_recipe(tmp_path, n_tracks=20))
+        build(store, progress=False, part="baselines")
+    assert _inner_codecs(store, "baselines/perbin")[1]["configuration"]["cname"] == "zstd"
+    assert add_tracks(store, small_recipe(tmp_path)) == 20  # today's code from here on
+    build(store, progress=False)
+    reduce(store, progress=False)
+    npz = export(store, out=tmp_path / "o.npz")
+    assert npz.read_bytes() == small_build[1].read_bytes()
+    verify(store)
+    for name in ("baselines/perbin", "variants/effect", "reductions/summary/grid"):
+        blosc = _inner_codecs(store, name)[1]
+        assert blosc["name"] == "blosc" and blosc["configuration"]["cname"] == "zstd", name
 
 
 def test_open_store_gives_named_dims_and_coords(small_build: tuple[Path, Path]) -> None:
