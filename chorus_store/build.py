@@ -19,6 +19,7 @@ import errno
 import itertools
 import logging
 import queue
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -235,6 +236,8 @@ class _Batch:
 
 
 _END = object()
+#: the GIL switch interval while a build runs (see run_tasks)
+_SWITCH_INTERVAL_S = 0.0005
 
 
 class _Context:
@@ -700,6 +703,11 @@ def run_tasks(
     """
     report = BuildReport()
     t_start = time.perf_counter()
+    # when the model's forward returns (it released the GIL: a GPU wait, a sleep), this
+    # thread must get the GIL back at once; with Python's default 5 ms switch interval a
+    # prefetch or writer thread in Python code can hold it that long each time
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(min(switch, _SWITCH_INTERVAL_S))
     writer = _Worker("writer", lambda item: write_task(ctx.store, *item))
     reducer = _Worker("reducer", _Reducer(ctx, tasks, writer, report, on_rows))
     calls_before = ctx.oracle.calls
@@ -721,6 +729,7 @@ def run_tasks(
         try:
             writer.close()
         finally:
+            sys.setswitchinterval(switch)
             report.oracle_calls = ctx.oracle.calls - calls_before
             report.seconds = time.perf_counter() - t_start
     return report

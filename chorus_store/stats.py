@@ -232,16 +232,19 @@ class TrackStats:
         rows = pred.shape[0]
 
         def cols(key: str, local: np.ndarray) -> Any:
-            wanted = self.columns[name][local] if held_all else local
+            wanted = np.asarray(self.columns[name][local] if held_all else local, np.int64)
+            if len(wanted) and (np.diff(wanted) == 1).all():
+                # one run of columns (a head's tracks often are): a view, not a gather
+                return slice(int(wanted[0]), int(wanted[-1]) + 1)
             return self._on_device((name, key, held_all), wanted, pred)
 
         summaries = []
         for i, g in enumerate(plan.spans):
             c = cols(f"span{i}", g.columns)
             if head.is_scalar:
-                stat = xp.astype(xp.take(pred, c, axis=1), xp.float64)
+                stat = xp.astype(_select(xp, pred, c, axis=1), xp.float64)
             else:
-                window = xp.take(pred[:, g.start : g.stop, ...], c, axis=2)
+                window = _select(xp, pred[:, g.start : g.stop, ...], c, axis=2)
                 stat = xp.sum(window, axis=1, dtype=xp.float64)
                 if g.mean:
                     stat = stat / (g.stop - g.start)
@@ -285,8 +288,11 @@ class TrackStats:
         rows, k = drawn.shape
         safe = np.where(drawn >= 0, drawn, 0).astype(np.int64)
         row_idx = np.broadcast_to(np.arange(rows, dtype=np.int64)[:, None], (rows, k))
+        if isinstance(columns, slice):  # select the columns first: a view
+            pred, columns = pred[:, :, columns, ...], None
         vals = pred[asarray_like(np.ascontiguousarray(row_idx), pred), asarray_like(safe, pred)]
-        vals = xp.take(vals, columns, axis=2)  # (rows, k, cols[, S])
+        if columns is not None:
+            vals = xp.take(vals, columns, axis=2)  # (rows, k, cols[, S])
         vals = vals[:, None, ...] if vals.ndim == 3 else xp.permute_dims(vals, (0, 3, 1, 2))
         return xp.astype(_pad_strands(vals, self.n_strands, xp), xp.float32)
 
@@ -298,12 +304,19 @@ class TrackStats:
         sum per slot over its own rows: a slot's value depends on its bins alone, not on
         which other slots share the block.
         """
-        n_cols = int(columns.shape[0])
+        n_cols = (
+            columns.stop - columns.start if isinstance(columns, slice) else int(columns.shape[0])
+        )
         if not slots:
             return xp.zeros((0, n_cols), dtype=xp.float64, device=_device(pred))
         rows = np.concatenate([np.full(len(s.bins), s.batch_row, np.int64) for s in slots])
         bins = np.concatenate([s.bins for s in slots]).astype(np.int64)
-        exons = xp.take(pred[asarray_like(rows, pred), asarray_like(bins, pred)], columns, axis=1)
+        if isinstance(columns, slice):  # a view of the columns, then only the exon rows
+            exons = pred[:, :, columns][asarray_like(rows, pred), asarray_like(bins, pred)]
+        else:
+            exons = xp.take(
+                pred[asarray_like(rows, pred), asarray_like(bins, pred)], columns, axis=1
+            )
         bounds = np.cumsum([0] + [len(s.bins) for s in slots])
         means = [
             xp.sum(exons[int(a) : int(b)], axis=0, dtype=xp.float64) / int(b - a)
@@ -449,6 +462,13 @@ class TrackStats:
 
 def _device(x: Any) -> Any:
     return getattr(x, "device", None)
+
+
+def _select(xp: Any, x: Any, columns: Any, axis: int) -> Any:
+    """``x``'s ``columns`` (a slice: a view; an index array: a gather) along ``axis``."""
+    if isinstance(columns, slice):
+        return x[(slice(None),) * axis + (columns,)]
+    return xp.take(x, columns, axis=axis)
 
 
 def _concat(parts: list[Any], axis: int) -> Any:
