@@ -16,10 +16,12 @@ Dask worker thread, whatever the number of tracks.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +53,8 @@ GRID_RULES = "chorus-spec-5.4/exact/v1"
 #: rows per tile of the chunk-by-chunk transpose in :func:`read_columns` (a tile of 64
 #: tracks is 256 kB: it stays in a core's L2 cache while it is read and scattered)
 _TILE_ROWS = 1024
+#: bytes of one read in :func:`read_columns` (a whole chunk at least)
+_READ_BYTES = 16 * 2**20
 
 
 def grid_row(sorted_values: np.ndarray, n_points: int = 10_000) -> np.ndarray:
@@ -117,15 +121,20 @@ def read_columns(store: ChorusStore, sources: list[str], t0: int, t1: int) -> np
     ``(tracks, rows)`` float32 block.
 
     Stored chunks hold rows × tracks with the track fastest; a sort needs each track's
-    values contiguous. Transposing chunk by chunk, in tiles of :data:`_TILE_ROWS` rows
-    while they are in cache, is several times faster than one transpose of the block.
+    values contiguous. Transposing a few chunks at a time, in tiles of :data:`_TILE_ROWS`
+    rows, is several times faster than one transpose of the whole block, and keeps one
+    block (not two) in memory.
     """
     arrays = [store.array(name) for name in sources]
     n_rows = sum(math.prod(a.shape[:-1]) for a in arrays)
     out = np.empty((t1 - t0, n_rows), dtype=np.float32)
     at = 0
     for name, arr in zip(sources, arrays, strict=True):
-        step = max(1, arr.chunks[0])
+        # several stored chunks per read (zarr's fixed cost per call is milliseconds, a
+        # summary chunk of 64 tracks holds 64 kB), about _READ_BYTES at a time
+        chunk_rows = max(1, arr.chunks[0])
+        row_bytes = 4 * (t1 - t0) * math.prod(arr.shape[1:-1])
+        step = chunk_rows * max(1, _READ_BYTES // max(1, chunk_rows * row_bytes))
         for r0 in range(0, arr.shape[0], step):
             try:
                 piece = np.asarray(arr[r0 : r0 + step, ..., t0:t1])
@@ -171,8 +180,9 @@ def layer_fingerprints(store: ChorusStore, layer: str) -> list[str]:
     return out
 
 
-def stale_blocks(store: ChorusStore, layer: str) -> list[int]:
-    want = layer_fingerprints(store, layer)
+def stale_blocks(store: ChorusStore, layer: str, want: list[str] | None = None) -> list[int]:
+    """Blocks of ``layer`` whose stored fingerprint is not ``want`` (default: computed)."""
+    want = layer_fingerprints(store, layer) if want is None else want
     have = [str(x) for x in np.asarray(store.array(f"reductions/{layer}/fingerprint")[:]).tolist()]
     return [b for b, fp in enumerate(want) if b >= len(have) or have[b] != fp]
 
@@ -211,8 +221,15 @@ class ReduceReport:
     seconds: float = 0.0
 
 
+@functools.lru_cache(maxsize=2)
+def _open_for_tasks(store_path: str, run: str) -> ChorusStore:
+    """One open store per worker process and reduce run (``run``), not one per block."""
+    return ChorusStore.open(store_path, mode="r+")
+
+
 def _write_block(
     store_path: str,
+    run: str,
     layer: str,
     block: int,
     t0: int,
@@ -220,7 +237,7 @@ def _write_block(
     absolute: np.ndarray,
     fingerprint: str,
 ) -> int:
-    store = ChorusStore.open(store_path, mode="r+")
+    store = _open_for_tasks(store_path, run)
     # the task reads its own block: one chunk at a time, straight into track-major order
     columns = read_columns(store, layer_sources(layer), t0, t1)
     grids, offered = grid_columns(columns, absolute, store.layout.n_points)
@@ -273,9 +290,10 @@ def reduce(
         signed = tracks.signed
         chunk = store.layout.track_chunk
         tasks = []
+        run = uuid.uuid4().hex
         for layer in layers:
             want = layer_fingerprints(store, layer)
-            stale = stale_blocks(store, layer)
+            stale = stale_blocks(store, layer, want)  # one shard-index pass, not two
             report.blocks_total += len(want)
             report.blocks_computed[layer] = len(stale)
             absolute = ~signed if layer == "effect" else np.zeros(len(tracks), bool)
@@ -284,6 +302,7 @@ def reduce(
                 tasks.append(
                     dask.delayed(_write_block)(
                         store.url,
+                        run,
                         layer,
                         b,
                         t0,
