@@ -1,17 +1,18 @@
 """The reduce: exact per-track CDF grids of every stored value, with Dask, out of core.
 
-For each layer (effect, summary, perbin) and each block of ``track_chunk`` tracks, Dask
-reads the block's column of the store (all rows, only those tracks), and one task sorts
-each track's non-NaN values and takes chorus's grid (spec §5.4): evenly spaced order
-statistics at ``linspace(0, n-1, P, dtype=int)`` when ``n >= P``, ``np.interp`` onto the
-full width when ``n < P``, never padded, an all-zero row for an empty track. Nothing is
-sampled or thinned: every grid is an exact function of the stored values.
+For each layer (effect, summary, perbin) and each block of ``track_chunk`` tracks, one
+Dask task reads the block's column of the store (all rows, only those tracks, a few
+chunks at a time into track-major order), sorts each track's non-NaN values in place
+and takes chorus's grid (spec §5.4): evenly spaced order statistics at
+``linspace(0, n-1, P, dtype=int)`` when ``n >= P``, ``np.interp`` onto the full width
+when ``n < P``, never padded, an all-zero row for an empty track. Nothing is sampled or
+thinned: every grid is an exact function of the stored values.
 
 Each block's result is written with a fingerprint of its inputs (plan, track rows, oracle,
 genome, grid rules); a re-run recomputes only blocks whose fingerprint is stale, so an
 interrupted reduce resumes and adding tracks or rows recomputes only what they touch.
-Peak memory is a few times one block (``rows × bin_samples × track_chunk`` values) per
-Dask worker thread, whatever the number of tracks.
+Peak memory is about one block (``rows × bin_samples × track_chunk`` values) per Dask
+worker thread, whatever the number of tracks.
 """
 
 from __future__ import annotations
