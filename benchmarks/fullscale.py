@@ -280,7 +280,7 @@ def _timed(fn: Any) -> dict[str, Any]:
     }
 
 
-def part_reduce(store: Path, workers: int) -> dict[str, Any]:
+def part_reduce(store: Path, workers: int, scheduler: str = "threads") -> dict[str, Any]:
     """Every block of every layer recomputed (the fingerprints are cleared first)."""
     from chorus_store import ChorusStore, reduce
     from chorus_store.reduce import active_layers
@@ -290,7 +290,7 @@ def part_reduce(store: Path, workers: int) -> dict[str, Any]:
         s.array(f"reductions/{layer}/fingerprint")[:] = ""
 
     def run() -> dict[str, Any]:
-        report = reduce(store, progress=False, num_workers=workers)
+        report = reduce(store, progress=False, num_workers=workers, scheduler=scheduler)
         return {"values": report.values_reduced, "blocks": report.blocks_total}
 
     return _timed(run)
@@ -366,7 +366,8 @@ def summary_table(out: dict[str, Any]) -> str:
     ]  # fmt: skip
     lines = [
         f"{out['scale']['n_tracks']:,} tracks, {out['values']:,} values; {out['machine']}; "
-        f"load average {out['load_before']:.1f} before the run; chorus_store from "
+        f"load average {out['load_before']:.1f} before the run, {out['load_after']:.1f} after; "
+        f"reduce scheduler {out['scheduler']} x {out['workers']}; chorus_store from "
         f"{out['chorus_store']}",
         "",
         "| stage | wall s | CPU s | peak GB |",
@@ -388,7 +389,9 @@ def main() -> None:
     )
     ap.add_argument("--quick", action="store_true", help="128 tracks (a smoke run)")
     ap.add_argument("--cache", type=Path, help="store cache (default ~/.cache/chorus-store-bench)")
-    ap.add_argument("--workers", type=int, default=2, help="reduce threads (default 2)")
+    ap.add_argument("--workers", type=int, default=2, help="reduce workers (default 2)")
+    ap.add_argument("--scheduler", default="threads", choices=["threads", "processes"],
+                    help="the reduce's Dask scheduler (default threads, as the CLI's)")  # fmt: skip
     ap.add_argument("--baseline-tracks", type=int, default=64, help="in-RAM baseline subset")
     ap.add_argument("--part", choices=["reduce", "export", "in_ram"], help=argparse.SUPPRESS)
     ap.add_argument("--store", type=Path, help=argparse.SUPPRESS)
@@ -396,19 +399,25 @@ def main() -> None:
     args = ap.parse_args()
     if args.part:
         parts = {
-            "reduce": lambda: part_reduce(args.store, args.workers),
+            "reduce": lambda: part_reduce(args.store, args.workers, args.scheduler),
             "export": lambda: part_export(args.store, args.out),
             "in_ram": lambda: part_in_ram(args.store, args.baseline_tracks),
         }
         print(json.dumps(parts[args.part]()))
         return
     print(json.dumps(run_benchmark(QUICK if args.quick else FULL, cache=args.cache,
-                                   workers=args.workers, baseline_tracks=args.baseline_tracks),
+                                   workers=args.workers, baseline_tracks=args.baseline_tracks,
+                                   scheduler=args.scheduler),
                      indent=1))  # fmt: skip
 
 
 def run_benchmark(
-    scale: Scale, *, cache: Path | None = None, workers: int = 2, baseline_tracks: int = 64
+    scale: Scale,
+    *,
+    cache: Path | None = None,
+    workers: int = 2,
+    baseline_tracks: int = 64,
+    scheduler: str = "threads",
 ) -> dict[str, Any]:
     """Build (or reuse) the store, then time reduce, export and the in-RAM baseline, each
     in its own process; prints the summary table and returns every figure."""
@@ -428,11 +437,13 @@ def run_benchmark(
         "load_before": os.getloadavg()[0],
     }
     w = ["--store", str(store), "--workers", str(workers)]
-    out["reduce"] = _part("reduce", w)
+    out["scheduler"] = scheduler
+    out["reduce"] = _part("reduce", [*w, "--scheduler", scheduler])
     with tempfile.TemporaryDirectory(prefix="chorus-fullscale-") as tmp:
         out["export"] = _part("export", [*w, "--out", tmp])
     out["in_ram"] = _part("in_ram", [*w, "--baseline-tracks", str(baseline_tracks)])
     out["load_after"] = os.getloadavg()[0]
+    out["workers"] = workers
     out["table"] = summary_table(out)
     print(out["table"], flush=True)
     return out
