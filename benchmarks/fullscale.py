@@ -263,8 +263,11 @@ def cached_store(scale: Scale, cache: Path | None = None, *, workers: int = 2) -
 
 
 def _usage() -> dict[str, float]:
-    ru = resource.getrusage(resource.RUSAGE_SELF)
-    return {"cpu_s": ru.ru_utime + ru.ru_stime, "peak_gb": ru.ru_maxrss / 2**20}
+    """CPU of this process and its finished children (the ``processes`` scheduler's
+    workers); peak RSS of the largest of them."""
+    me, kids = (resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    cpu = me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+    return {"cpu_s": cpu, "peak_gb": max(me.ru_maxrss, kids.ru_maxrss) / 2**20}
 
 
 def _timed(fn: Any) -> dict[str, Any]:
