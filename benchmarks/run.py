@@ -17,6 +17,8 @@ Parts (each runs in its own process, so its peak memory is its own):
                effect layers), time and peak memory, vs (a) an in-RAM numpy sort of the same
                values and (b) chorus's reservoir path, measured on a subset of tracks and
                scaled per track.
+* fullscale    (only with ``--only fullscale``) the reduce and export of a store of
+               Enformer's full size, built once and cached: ``benchmarks/fullscale.py``.
 
 Per oracle adapter (Enformer, Borzoi, AlphaGenome, ChromBPNet, Sei, LegNet, each on a tiny
 instance of its real architecture): ``python benchmarks/adapters.py [--quick]`` times the
@@ -353,8 +355,13 @@ PARTS = {
 
 
 def main() -> None:
-    args = parse_args(__doc__, PARTS, ["build", "reduce"])
+    args = parse_args(__doc__, PARTS, ["build", "reduce", "fullscale"])
     if args is None:
+        return
+    if args.only == "fullscale":  # its own store cache and parts: see fullscale.py
+        from fullscale import FULL, QUICK, run_benchmark
+
+        print(json.dumps(run_benchmark(QUICK if args.quick else FULL), indent=1))
         return
     with tempfile.TemporaryDirectory(prefix="chorus-bench-") as tmp:
         work = args.workdir or Path(tmp)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 from pathlib import Path
 
@@ -12,9 +13,11 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from chorus_store import ChorusStore, open_store, reduce
-from chorus_store.reduce import grid_block, grid_row
+from chorus_store.reduce import grid_block, grid_row, read_columns
+from chorus_store.store import layer_sources
 
 P = 10_000
+reduce_module = importlib.import_module("chorus_store.reduce")  # the module, not the function
 
 
 def chorus_to_cdf_row(arr: np.ndarray, n_points: int = P) -> np.ndarray:
@@ -74,6 +77,55 @@ def test_grid_block_does_not_depend_on_partition(
     assert np.array_equal(whole_g, np.concatenate([p[0] for p in parts]))
     assert np.array_equal(whole_n, np.concatenate([p[1] for p in parts]))
     assert (whole_n == (~np.isnan(block)).sum(axis=0)).all()  # NaN = not sampled, not counted
+
+
+def one_track_grids(block: np.ndarray, absolute: np.ndarray, n_points: int) -> np.ndarray:
+    """The reduce before issue 10, verbatim: per track, a copy of the non-NaN values,
+    sorted, widened to float64, gridded and narrowed back."""
+    out = np.zeros((block.shape[1], n_points), np.float32)
+    for j in range(block.shape[1]):
+        col = np.ascontiguousarray(block[:, j])
+        v = col[~np.isnan(col)]
+        if absolute[j]:
+            v = np.abs(v)
+        v.sort()
+        out[j] = grid_row(v.astype(np.float64), n_points).astype(np.float32)
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    block=arrays(
+        np.float32,
+        st.tuples(st.integers(0, 700), st.integers(1, 6)),
+        elements=st.one_of(finite, st.sampled_from([np.nan, 0.0, -0.0, 1.5, -1.5])),
+    ),
+    n_points=st.sampled_from([3, 50, 500]),
+    data=st.data(),
+)
+def test_grid_block_is_byte_identical_to_the_one_track_path(
+    block: np.ndarray, n_points: int, data: st.DataObject
+) -> None:
+    """Sorting in place, without a copy for NaN-free tracks, and taking order statistics
+    in float32 changes no byte: not even the sign of a zero among ties (issue 10)."""
+    absolute = np.asarray(
+        data.draw(st.lists(st.booleans(), min_size=block.shape[1], max_size=block.shape[1]))
+    )
+    grids, _ = grid_block(block, absolute, n_points)
+    assert grids.tobytes() == one_track_grids(block, absolute, n_points).tobytes()
+
+
+def test_read_columns_is_the_transposed_concatenation_of_the_sources(
+    small_copy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = ChorusStore.open(small_copy)
+    for layer in ("summary", "effect", "perbin"):  # two sources (rows + gene rows), one
+        sources = layer_sources(layer)
+        want = np.concatenate([store.read(s)[..., 8:16].reshape(-1, 8) for s in sources]).T
+        for read_bytes in (1, 10_000, 2**24):  # one chunk per read, a few, all at once
+            monkeypatch.setattr(reduce_module, "_READ_BYTES", read_bytes)
+            got = read_columns(store, sources, 8, 16)
+            assert got.flags.c_contiguous and got.tobytes() == want.tobytes(), (layer, read_bytes)
 
 
 def test_every_grid_is_the_exact_order_statistics_of_the_store(
