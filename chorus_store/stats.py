@@ -30,7 +30,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .arrays import asarray_like, namespace
+from .arrays import asarray_like, is_accelerated, namespace
 from .errors import PredictionError
 from .oracles.base import OutputHead
 from .tracks import GENE_LAYER, TrackTable, centered_bin_span, compute_effect
@@ -191,6 +191,8 @@ class TrackStats:
         self.skip_strata = {s: np.asarray([s in x.split(",") for x in skip]) for s in names}
         self.has_bins = any(not self.heads[h].is_scalar for h in self.columns)
         self._device_indices: dict[tuple[Any, ...], Any] = {}
+        #: how per-gene exon sums are taken: "auto", "gather" or "ranges" (_gene_sums)
+        self.exon_sums = "auto"
 
     # ------------------------------------------------------------------------------
     # where the predictions are
@@ -296,19 +298,39 @@ class TrackStats:
         vals = vals[:, None, ...] if vals.ndim == 3 else xp.permute_dims(vals, (0, 3, 1, 2))
         return xp.astype(_pad_strands(vals, self.n_strands, xp), xp.float32)
 
-    @staticmethod
-    def _gene_sums(pred: Any, slots: list[GeneSlot], columns: Any, xp: Any) -> Any:
+    def _gene_sums(self, pred: Any, slots: list[GeneSlot], columns: Any, xp: Any) -> Any:
         """Mean over each slot's exon bins, ``(slots, gene tracks)`` float64.
 
-        One gather of every slot's bins (only those rows of the head), then one float64
-        sum per slot over its own rows: a slot's value depends on its bins alone, not on
-        which other slots share the block.
+        Two ways to the same sums, each used on the device it suits (``exon_sums``):
+        ``"gather"`` (accelerators) copies every slot's exon rows in one gather and sums
+        each slot's rows in one float64 reduction, a few kernels a block;
+        ``"ranges"`` (host memory) sums each run of consecutive bins of a slot on a view
+        of the head and adds the runs in order: no copy, which matters when the exons of
+        a 1 Mb window are most of it. The grouping of the float64 sum differs, so the two
+        agree within float32 rounding of the record (the stated 1-ulp tolerance), and
+        each is deterministic: a slot's value depends on its bins alone.
         """
         n_cols = (
             columns.stop - columns.start if isinstance(columns, slice) else int(columns.shape[0])
         )
         if not slots:
             return xp.zeros((0, n_cols), dtype=xp.float64, device=_device(pred))
+        way = self.exon_sums
+        if way == "auto":
+            way = "gather" if is_accelerated(pred) else "ranges"
+        if way == "ranges":
+            head = pred[:, :, columns] if isinstance(columns, slice) else pred
+            means = []
+            for s in slots:
+                total: Any = None
+                for a, b in _bin_runs(s.bins):
+                    run = head[s.batch_row, a:b]
+                    if not isinstance(columns, slice):
+                        run = xp.take(run, columns, axis=1)
+                    part = xp.sum(run, axis=0, dtype=xp.float64)
+                    total = part if total is None else total + part
+                means.append(total / len(s.bins))
+            return xp.stack(means)
         rows = np.concatenate([np.full(len(s.bins), s.batch_row, np.int64) for s in slots])
         bins = np.concatenate([s.bins for s in slots]).astype(np.int64)
         if isinstance(columns, slice):  # a view of the columns, then only the exon rows
@@ -462,6 +484,14 @@ class TrackStats:
 
 def _device(x: Any) -> Any:
     return getattr(x, "device", None)
+
+
+def _bin_runs(bins: np.ndarray) -> list[tuple[int, int]]:
+    """``bins`` as runs of consecutive bins ``[(start, stop), ...]``, in order."""
+    cuts = np.flatnonzero(np.diff(bins) != 1) + 1
+    starts = np.concatenate([[0], cuts])
+    stops = np.concatenate([cuts, [len(bins)]])
+    return [(int(bins[a]), int(bins[b - 1]) + 1) for a, b in zip(starts, stops, strict=True)]
 
 
 def _select(xp: Any, x: Any, columns: Any, axis: int) -> Any:

@@ -70,7 +70,7 @@ def test_torch_records_equal_the_numpy_reference(tmp_path: Path, subset: bool) -
     summary, perbin, genes = want
     j = int(np.flatnonzero(tracks == 0)[0])  # chromatin track 0: 501 bp -> bins 31..33
     np.testing.assert_allclose(summary[2, 0, j], pred[2, 31:34, 0].astype(np.float64).sum())
-    g = next(k for k, t in enumerate(tracks) if 8 <= t < 14)  # a gene_expression track
+    g = int(stats.gene_positions[0])  # a gene_expression track
     s = index.slots[3]
     np.testing.assert_allclose(genes[3, g], pred[s.batch_row, s.bins, tracks[g]].mean())
     assert perbin is not None and index.bins is not None
@@ -78,6 +78,35 @@ def test_torch_records_equal_the_numpy_reference(tmp_path: Path, subset: bool) -
     assert not_drawn.any() and np.isnan(perbin[:, 0][not_drawn][:, j]).all()  # not drawn: NaN
     r, k = np.argwhere(~not_drawn)[0]
     assert perbin[r, 0, k, j] == pred[r, index.bins[r, 0, k], 0]
+
+
+@pytest.mark.parametrize("subset", [False, True], ids=["one-run-of-columns", "scattered"])
+def test_both_ways_to_the_exon_sums_agree(tmp_path: Path, subset: bool) -> None:
+    """'gather' (accelerators) and 'ranges' (host) group the float64 sum differently:
+    within the stated tolerance of each other, on numpy and torch, and both equal to a
+    plain mean over the slot's bins (a bin listed twice counts twice)."""
+    tracks = np.arange(0, N_TRACKS, 3) if subset else np.arange(N_TRACKS)
+    stats = _stats(tmp_path, tracks)
+    pred, index = _random_block(3)
+    index.slots.append(GeneSlot(7, 1, np.array([5, 6, 7, 6, 7, 30, 2])))  # runs, repeats
+    labels = [str(i) for i in range(index.rows)]
+    got = {}
+    for way in ("gather", "ranges"):
+        stats.exon_sums = way
+        for name, p in (("numpy", pred), ("torch", torch.from_numpy(pred))):
+            rec = stats.block_records([(HEAD, p)], index)
+            got[way, name] = stats.place(
+                Records(**HostCopy(rec._asdict()).result()), index, labels
+            )[2]
+    genes = stats.gene_positions
+    want = np.stack(
+        [pred[s.batch_row, s.bins][:, tracks[genes]].astype(float).mean(0) for s in index.slots]
+    )
+    for g in got.values():
+        np.testing.assert_array_max_ulp(
+            g[:, genes].astype(np.float32), want.astype(np.float32), maxulp=MAX_ULP
+        )
+    np.testing.assert_array_equal(got["gather", "numpy"], got["gather", "torch"])
 
 
 def test_a_rows_records_do_not_depend_on_the_rest_of_its_block(tmp_path: Path) -> None:
