@@ -24,11 +24,15 @@ on the host, after both alleles of a variant are reduced (see docs/design-notes.
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
+from array_api_compat import is_numpy_array
 
 from .arrays import asarray_like, is_accelerated, namespace
 from .errors import PredictionError
@@ -320,8 +324,8 @@ class TrackStats:
             way = "gather" if is_accelerated(pred) else "ranges"
         if way == "ranges":
             head = pred[:, :, columns] if isinstance(columns, slice) else pred
-            means = []
-            for s in slots:
+
+            def mean(s: GeneSlot) -> Any:
                 total: Any = None
                 for a, b in _bin_runs(s.bins):
                     run = head[s.batch_row, a:b]
@@ -329,8 +333,14 @@ class TrackStats:
                         run = xp.take(run, columns, axis=1)
                     part = xp.sum(run, axis=0, dtype=xp.float64)
                     total = part if total is None else total + part
-                means.append(total / len(s.bins))
-            return xp.stack(means)
+                return total / len(s.bins)
+
+            work = sum(len(s.bins) for s in slots) * n_cols
+            if work < _PARALLEL_EXON_VALUES or not is_numpy_array(pred):
+                return xp.stack([mean(s) for s in slots])
+            # a 1 Mb window's exons: the sums release the GIL, so the host's cores share
+            # the slots (each slot's value is its own: the split changes no bit)
+            return xp.stack(list(_host_pool().map(mean, slots)))
         rows = np.concatenate([np.full(len(s.bins), s.batch_row, np.int64) for s in slots])
         bins = np.concatenate([s.bins for s in slots]).astype(np.int64)
         if isinstance(columns, slice):  # a view of the columns, then only the exon rows
@@ -484,6 +494,20 @@ class TrackStats:
 
 def _device(x: Any) -> Any:
     return getattr(x, "device", None)
+
+
+#: exon values (bins x gene tracks) of a block above which host sums use every core
+_PARALLEL_EXON_VALUES = 20_000_000
+_POOL: list[ThreadPoolExecutor] = []
+_POOL_LOCK = threading.Lock()
+
+
+def _host_pool() -> ThreadPoolExecutor:
+    with _POOL_LOCK:
+        if not _POOL:
+            workers = max(1, min(8, os.cpu_count() or 1))
+            _POOL.append(ThreadPoolExecutor(workers, thread_name_prefix="chorus-store-exons"))
+        return _POOL[0]
 
 
 def _bin_runs(bins: np.ndarray) -> list[tuple[int, int]]:
