@@ -941,7 +941,9 @@ def build(
                 f"{store.url} is being restructured by {busy[0]}; build after it finishes"
             )
         # claims taken: re-read what is pending, another build may have finished some
-        store = ChorusStore.open(store_path, mode="r+")
+        fresh = ChorusStore.open(store_path, mode="r+")
+        fresh.reuse_tables(store)
+        store = fresh
         tasks = plan_tasks(store, part=part, shard=shard, per_model=per_model, joint_tracks=joint)
         if client is None and scheduler is None and workers <= 1:
             if oracle is None:

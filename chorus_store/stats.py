@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
+import pandas as pd
 from array_api_compat import is_numpy_array
 
 from .arrays import asarray_like, is_accelerated, namespace
@@ -136,27 +137,31 @@ class TrackStats:
         self.columns = {
             h: np.unique(cols[head_of == h]) for h in self.heads if (head_of == h).any()
         }
-        local = np.asarray(
-            [np.searchsorted(self.columns[h], c) for h, c in zip(head_of, cols, strict=True)],
-            dtype=np.int64,
-        ).reshape(-1)
+        local = np.zeros(len(frame), np.int64)
+        for h, wanted in self.columns.items():
+            on = head_of == h
+            local[on] = np.searchsorted(wanted, cols[on])
         self.track_strands = frame["n_strands"].to_numpy()
         is_gene = frame["layer"].to_numpy() == GENE_LAYER
         self.gene_positions = np.flatnonzero(is_gene)
         self.gene_head = str(head_of[is_gene][0]) if is_gene.any() else ""
         self.gene_columns = local[is_gene]
         spans: dict[str, dict[tuple[int, int, bool], list[int]]] = {h: {} for h in self.columns}
-        for i in np.flatnonzero(~is_gene):
-            head = self.heads[str(head_of[i])]
-            w = int(frame["window_bp"].iat[i])
+        windows = frame["window_bp"].to_numpy()
+        means = (frame["aggregation"] == "mean").to_numpy()
+        kinds = pd.DataFrame({"head": head_of, "w": windows, "mean": means})[~is_gene]
+        for (h, w, m), rows in kinds.groupby(["head", "w", "mean"], sort=False).groups.items():
+            head = self.heads[str(h)]
             if head.is_scalar:
                 start, stop = 0, 1
             else:
                 start, stop = centered_bin_span(
-                    head.n_bins, None if w < 0 else w, head.resolution_bp
+                    head.n_bins, None if w < 0 else int(w), head.resolution_bp
                 )
-            key = (start, stop, frame["aggregation"].iat[i] == "mean")
-            spans[head.name].setdefault(key, []).append(int(i))
+            spans[head.name].setdefault((start, stop, bool(m)), []).extend(rows.tolist())
+        for groups in spans.values():  # track order within each group, as before
+            for key in groups:
+                groups[key].sort()
         self.plans: list[_HeadPlan] = []
         for h in self.columns:
             head = self.heads[h]

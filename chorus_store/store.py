@@ -563,6 +563,15 @@ class ChorusStore:
                 src = self.array(source)
                 self.array(f"{gname}/{cname}")[:] = src[:]
 
+    def reuse_tables(self, other: ChorusStore) -> None:
+        """Take ``other``'s already-read track and plan tables, if it is the same store in
+        the same structure (identical root attributes: every change of tracks or plan
+        rewrites them, through the journal), instead of reading them again."""
+        if other.url == self.url and other.attrs == self.attrs:
+            for key in ("tracks", "positions", "variants"):
+                if key in other._cache:
+                    self._cache.setdefault(key, other._cache[key])
+
     def _read_table(self, gname: str, columns: list[str]) -> pd.DataFrame:
         out = {}
         for col in columns:
