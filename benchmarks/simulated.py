@@ -170,6 +170,8 @@ class SimulatedAccelerator(Oracle):
         self._buffers: dict[tuple[str, int], Any] = {}
         #: (thread id, thread CPU s on entry, on exit) per forward call
         self.calls_log: list[tuple[int, float, float]] = []
+        #: (wall clock on entry, on exit) per forward call
+        self.wall_log: list[tuple[float, float]] = []
         for head, cols in (columns or {}).items():
             self._buffer(head, len(cols))
 
@@ -193,11 +195,12 @@ class SimulatedAccelerator(Oracle):
         return sum(int(np.prod(b.shape)) * 4 for b in self._buffers.values())
 
     def _predict_batch(self, onehot: np.ndarray, columns: Columns) -> dict[str, np.ndarray]:
-        entry = time.thread_time()
+        entry, wall = time.thread_time(), time.perf_counter()
         if self.forward_s > 0:
             time.sleep(self.forward_s)
         out = {name: self._buffer(name, len(cols)) for name, cols in columns.items()}
         self.calls_log.append((threading.get_ident(), entry, time.thread_time()))
+        self.wall_log.append((wall, time.perf_counter()))
         return out
 
 
@@ -234,10 +237,14 @@ def planned_sequences(store: Path) -> int:
 def _timed_build(store: Path, oracle: SimulatedAccelerator) -> dict[str, Any]:
     from chorus_store import build
 
+    oracle.wall_log.clear()
     t0 = time.perf_counter()
     report = build(store, oracle=oracle, progress=False)
-    seconds = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    seconds = t1 - t0
     serial, gaps = serial_cpu(oracle.calls_log)
+    first, last = oracle.wall_log[0][0], oracle.wall_log[-1][1]
+    in_model = sum(b - a for a, b in oracle.wall_log)
     calls = len(oracle.calls_log)
     seqs = report.sequences
     return {
@@ -246,6 +253,12 @@ def _timed_build(store: Path, oracle: SimulatedAccelerator) -> dict[str, Any]:
         "seconds": seconds,
         "oracle_seconds": report.oracle_seconds,
         "sequences_per_s": seqs / seconds,
+        # fixed costs of a build call: before the first forward pass (store open, checks,
+        # the oracle pin, the first window) and after the last (its task's reduce, write)
+        "startup_s": first - t0,
+        "tail_s": t1 - last,
+        # the model's share of the time from its first call to the end of its last
+        "model_busy_between_calls": in_model / (last - first),
         # per gap (one per forward call but the last), scaled to the sequences of all calls
         "serial_cpu_ms_per_sequence": 1e3 * serial / gaps * calls / seqs if gaps else 0.0,
     }
@@ -331,6 +344,8 @@ def _row(r: dict[str, Any]) -> str:
         f"| {r['oracle']} ({shape}, {r['prediction_gb']:.3g} GB/prediction) | "
         f"{r['serial_cpu_ms_per_sequence']:.1f} | {r['timed']['sequences_per_s']:.2f} | "
         f"{r['ideal_sequences_per_s']:.2f} | {r['ratio']:.2f} | {r['timed']['sequences']} | "
+        f"{r['timed']['startup_s']:.1f} + {r['timed']['tail_s']:.1f} | "
+        f"{r['timed']['model_busy_between_calls']:.3f} | "
         f"{r['peak_rss_mb'] / 1024:.1f} | {r['load_average'][0]:.1f}-{r['load_average'][1]:.1f} |"
     )
 
@@ -363,7 +378,8 @@ def main() -> None:
         out: dict[str, Any] = {"machine": machine(), "quick": args.quick, "array": args.array}
         print(
             "| oracle | serial CPU ms/seq | build seq/s | ideal seq/s | ratio | sequences "
-            "| peak RSS GB | load avg |\n|---|---|---|---|---|---|---|---|",
+            "| start-up + tail s | model busy, first to last call | peak RSS GB | load avg |"
+            "\n|---|---|---|---|---|---|---|---|---|---|",
             flush=True,
         )
         for name in [args.only] if args.only else list(SIMULATED):
