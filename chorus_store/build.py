@@ -584,11 +584,12 @@ def _finish(ctx: _Context, st: _TaskState) -> dict[str, np.ndarray]:
         for c, p, r, a in zip(rows["chrom"], rows["pos"], rows["ref"], rows["alt"], strict=True)
     ]
     ref, alt = ctx.oracle.effect_inputs(buf["ref"], buf["alt"], stats.track_idx)
-    effect = stats.effects(ref, alt, labels)
+    genes = stats.gene_positions
+    effect = stats.effects(ref, alt, labels, np.setdiff1d(np.arange(stats.n), genes))
     gene_labels = [""] * st.n_slots
     for slot, local in st.slot_rows.items():
         gene_labels[slot] = labels[local]
-    gene_effect = stats.effects(buf["gene_ref"], buf["gene_alt"], gene_labels)
+    gene_effect = stats.effects(buf["gene_ref"], buf["gene_alt"], gene_labels, genes)
     return {
         "ref_summary": buf["ref"].astype(np.float32),
         "alt_summary": buf["alt"].astype(np.float32),

@@ -466,15 +466,26 @@ class TrackStats:
             drawn[:, 0][:, :, self.gene_positions] = (gene_bins >= 0)[:, :, None]
         return drawn
 
-    def effects(self, ref: np.ndarray, alt: np.ndarray, labels: list[str]) -> np.ndarray:
+    def effects(
+        self,
+        ref: np.ndarray,
+        alt: np.ndarray,
+        labels: list[str],
+        tracks: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Signed effect by each track's formula along the last axis (float64).
 
         Records not sampled (NaN in both alleles) stay NaN; any other non-finite effect
-        (a log-ratio of a negative prediction) is refused.
+        (a log-ratio of a negative prediction) is refused. ``tracks`` (positions among the
+        selected tracks) limits the work to the tracks that can have records there (the
+        per-gene records of ``gene_expression`` tracks, the others'); the rest are NaN.
         """
         out = np.full(np.broadcast_shapes(ref.shape, alt.shape), np.nan)
         for formula, pc, pos in self.formula_groups:
-            out[..., pos] = compute_effect(ref[..., pos], alt[..., pos], formula, pc)
+            if tracks is not None:
+                pos = np.intersect1d(pos, tracks)
+            if len(pos):
+                out[..., pos] = compute_effect(ref[..., pos], alt[..., pos], formula, pc)
         sampled = np.isfinite(ref) & np.isfinite(alt)
         bad = sampled & ~np.isfinite(out)
         if bad.any():
