@@ -160,3 +160,23 @@ def prediction_like(shape: tuple[int, ...], seed: int = 0, period: int = 4099) -
         stop = min(shape[1], start + period)
         out[:, start:stop] = block[:, : stop - start]
     return out
+
+
+def synthetic_plan(positions: Any, variants: Any) -> Any:
+    """A plan of ``positions`` and ``variants`` at one 128 bp resolution, bin 0 sampled 32
+    times and no gene rows: what the reduce benchmarks' synthetic stores are laid out with."""
+    import numpy as np
+
+    from chorus_store.store import GeneRows, PlanArrays
+
+    n_pos = len(positions)
+    return PlanArrays(
+        positions=positions,
+        variants=variants,
+        resolutions=[128],
+        bin_index=np.zeros((n_pos, 1, 32), np.int32),
+        gene_bin_index=np.full((n_pos, 32), -1, np.int32),
+        position_genes=GeneRows.empty(),
+        variant_genes=GeneRows.empty(),
+        strands=["."],
+    )

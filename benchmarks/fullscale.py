@@ -38,7 +38,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
-from common import machine  # noqa: E402
+from common import machine, synthetic_plan  # noqa: E402
 
 #: Bump when the synthetic values or the way the store is written change.
 STORE_VERSION = "enformer-fullscale/v1"
@@ -170,7 +170,7 @@ def _fill_shard(path: str, scale: Scale, group: str, shard: int) -> None:
 
 def _create(path: Path, scale: Scale) -> None:
     from chorus_store import ChorusStore
-    from chorus_store.store import GeneRows, Layout, PlanArrays
+    from chorus_store.store import Layout
 
     tracks = _tracks(scale.n_tracks)
     positions = pd.DataFrame({
@@ -202,17 +202,7 @@ def _create(path: Path, scale: Scale) -> None:
         "recipe": {"name": "enformer", "oracle": {"input_length": 393_216, "heads": [head]}},
         "inputs": {},
     }  # fmt: skip
-    n_pos = scale.n_positions
-    plan = PlanArrays(
-        positions=positions,
-        variants=variants,
-        resolutions=[128],
-        bin_index=np.zeros((n_pos, 1, 32), np.int32),
-        gene_bin_index=np.full((n_pos, 32), -1, np.int32),
-        position_genes=GeneRows.empty(),
-        variant_genes=GeneRows.empty(),
-        strands=["."],
-    )
+    plan = synthetic_plan(positions, variants)
     ChorusStore.create(path, attrs=attrs, tracks=tracks, plan=plan, layout=layout)
 
 

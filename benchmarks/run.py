@@ -49,6 +49,7 @@ from common import (  # noqa: E402
     parse_args,
     peak_rss_mb,
     run_part,
+    synthetic_plan,
 )
 
 # ------------------------------------------------------------------------------ build-zero
@@ -201,7 +202,7 @@ def part_build_sim(work: Path, quick: bool) -> dict[str, Any]:
 def _reduce_store(work: Path, quick: bool) -> Path:
     """A store of the reduce benchmark's size, filled with synthetic values (no oracle)."""
     from chorus_store import ChorusStore
-    from chorus_store.store import GeneRows, Layout, PlanArrays
+    from chorus_store.store import Layout
     from chorus_store.tracks import TrackTable
 
     n_tracks, n_pos, n_var = (128, 4_000, 2_000) if quick else (1_000, 31_500, 18_000)
@@ -254,16 +255,7 @@ def _reduce_store(work: Path, quick: bool) -> Path:
         },
         "recipe": {},
     }
-    plan = PlanArrays(
-        positions=positions,
-        variants=variants,
-        resolutions=[128],
-        bin_index=np.zeros((n_pos, 1, 32), np.int32),
-        gene_bin_index=np.full((n_pos, 32), -1, np.int32),
-        position_genes=GeneRows.empty(),
-        variant_genes=GeneRows.empty(),
-        strands=["."],
-    )
+    plan = synthetic_plan(positions, variants)
     s = ChorusStore.create(
         store, attrs={**attrs, "inputs": {}}, tracks=tracks, plan=plan, layout=layout
     )
@@ -281,6 +273,10 @@ def _reduce_store(work: Path, quick: bool) -> Path:
         s.array("variants/effect")[r0:r1] = rng.normal(0, 0.1, (r1 - r0, 1, n_tracks)).astype(
             np.float32
         )
+        # every array a done mark covers must hold its shards (the reduce checks them)
+        ref = rng.gamma(2.0, 1.0, (r1 - r0, 1, n_tracks)).astype(np.float32)
+        s.array("variants/ref_summary")[r0:r1] = ref
+        s.array("variants/alt_summary")[r0:r1] = ref
     for group, n in (("baselines", n_pos), ("variants", n_var)):
         lengths = [min(rows, n - r0) for r0 in range(0, n, rows)]
         s.array(f"{group}/done_rows")[:] = np.repeat(np.asarray(lengths)[:, None], n_tracks, axis=1)

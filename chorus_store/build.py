@@ -906,6 +906,13 @@ def build(
     BuildReport
         Rows built, tasks, oracle calls and time spent in the oracle.
     """
+    if records_on not in ("auto", "device"):
+        raise UsageError(f"records_on must be 'auto' or 'device', not {records_on!r}")
+    if records_on != "auto" and (workers > 1 or client is not None or scheduler is not None):
+        raise UsageError(
+            "records_on is a single-process setting; cluster workers choose where the "
+            "statistics run themselves (records_on='auto')"
+        )
     if oracle is not None and (workers > 1 or client is not None or scheduler is not None):
         raise UsageError(
             "cluster workers load the oracle from the recipe in each process; pass either "

@@ -199,3 +199,14 @@ def test_host_copy_counts_what_crosses_and_passes_numpy_through() -> None:
     assert out["a"] is a and out["none"] is None
     np.testing.assert_array_equal(out["t"], t.numpy())
     assert transferred.bytes == 12 * 8 and transferred.copies == 1
+
+
+def test_records_on_is_checked(tmp_path: Path, demo_inputs: DemoInputs) -> None:
+    from chorus_store.errors import UsageError
+
+    store = tmp_path / "s.zarr"
+    plan_small(store, demo_inputs, small_recipe(tmp_path))
+    with pytest.raises(UsageError, match="records_on must be"):
+        build(store, records_on="gpu", progress=False)
+    with pytest.raises(UsageError, match="single-process"):
+        build(store, records_on="device", workers=2, progress=False)
