@@ -109,7 +109,7 @@ def built_store(name: str, work: Path, quick: bool) -> tuple[Path, float]:
     """Plan and build source ``name`` under ``work`` (a finished store is reused)."""
     from chorus_store import build, plan_store
     from chorus_store.demo import make_demo_inputs
-    from chorus_store.store import Layout
+    from chorus_store.store.core import Layout
 
     inputs = make_demo_inputs(work / "inputs")
     sub = work / ("quick" if quick else "full") / name
@@ -124,7 +124,7 @@ def built_store(name: str, work: Path, quick: bool) -> tuple[Path, float]:
 
 def chunks_of(store: Path) -> dict[str, list[np.ndarray]]:
     """Each record array cut into the store's inner chunks (rows x ... x tracks)."""
-    from chorus_store.store import ChorusStore
+    from chorus_store.store.core import ChorusStore
 
     s = ChorusStore.open(store)
     rows_per_chunk = {"summary": s.layout.position_shard_rows, "perbin": s.layout.position_shard_rows,

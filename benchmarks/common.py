@@ -19,7 +19,7 @@ import numpy as np
 if TYPE_CHECKING:
     from chorus_store import Recipe
     from chorus_store.oracles.base import OutputHead
-    from chorus_store.store import Layout
+    from chorus_store.store.core import Layout
 
 
 def machine() -> str:
@@ -167,7 +167,7 @@ def synthetic_plan(positions: Any, variants: Any) -> Any:
     times and no gene rows: what the reduce benchmarks' synthetic stores are laid out with."""
     import numpy as np
 
-    from chorus_store.store import GeneRows, PlanArrays
+    from chorus_store.store.core import GeneRows, PlanArrays
 
     n_pos = len(positions)
     return PlanArrays(

@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from chorus_store import Recipe, plan_store
-from chorus_store import genome as genome_module
 from chorus_store.demo import DEMO_CHROMOSOMES, make_demo_inputs
-from chorus_store.genome import Genome
+from chorus_store.genome import fasta as genome_module
+from chorus_store.genome.fasta import Genome
 from chorus_store.resources import data_dir
 
 try:

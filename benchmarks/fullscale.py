@@ -75,13 +75,13 @@ QUICK = Scale(n_tracks=128)
 
 def _codec() -> str:
     """The codec the store code writes with: a store of another codec is stale."""
-    from chorus_store import store as store_mod
+    from chorus_store.store import core as store_mod
 
     return repr(getattr(store_mod, "_compressors", lambda: None)())
 
 
 def store_key(scale: Scale) -> str:
-    from chorus_store.store import SCHEMA_VERSION
+    from chorus_store.store.core import SCHEMA_VERSION
 
     doc = {"version": STORE_VERSION, "scale": asdict(scale), "schema": SCHEMA_VERSION}
     doc["codec"] = _codec()
@@ -93,7 +93,7 @@ def default_cache() -> Path:
 
 
 def _tracks(n: int) -> Any:
-    from chorus_store.metadata import enformer_tracks
+    from chorus_store.genome.track_tables import enformer_tracks
 
     table = enformer_tracks(ENFORMER_TARGETS)
     return table if n == len(table) else table.subset(0, n)
@@ -170,7 +170,7 @@ def _fill_shard(path: str, scale: Scale, group: str, shard: int) -> None:
 
 def _create(path: Path, scale: Scale) -> None:
     from chorus_store import ChorusStore
-    from chorus_store.store import Layout
+    from chorus_store.store.core import Layout
 
     tracks = _tracks(scale.n_tracks)
     positions = pd.DataFrame({
@@ -304,7 +304,7 @@ def part_in_ram(store: Path, k: int) -> dict[str, Any]:
     source), then per track numpy's sort and the grid; scaled per track to all tracks."""
     from chorus_store import ChorusStore
     from chorus_store.reduce import active_layers, grid_row
-    from chorus_store.store import layer_sources
+    from chorus_store.store.core import layer_sources
 
     s = ChorusStore.open(store)
     n_tracks = len(s.tracks)

@@ -60,7 +60,7 @@ ZERO_SHAPE = (393_216, 4, 5_313, 896)  # input bp, batch, tracks, bins (Enformer
 
 def zero_cost_recipe(n: int) -> Any:
     """A recipe for an Enformer-shaped oracle over the demo genome, ~2n positions."""
-    from chorus_store.store import Layout
+    from chorus_store.store.core import Layout
 
     return demo_genome_recipe(
         "enformer",
@@ -98,7 +98,7 @@ def part_build_zero(work: Path, quick: bool) -> dict[str, Any]:
 
     from chorus_store import build, plan_store
     from chorus_store.demo import make_demo_inputs
-    from chorus_store.tracks import centered_bin_span
+    from chorus_store.genome.tracks import centered_bin_span
 
     inputs = make_demo_inputs(work / "inputs")
     L, B, T, NB = ZERO_SHAPE
@@ -202,8 +202,8 @@ def part_build_sim(work: Path, quick: bool) -> dict[str, Any]:
 def _reduce_store(work: Path, quick: bool) -> Path:
     """A store of the reduce benchmark's size, filled with synthetic values (no oracle)."""
     from chorus_store import ChorusStore
-    from chorus_store.store import Layout
-    from chorus_store.tracks import TrackTable
+    from chorus_store.genome.tracks import TrackTable
+    from chorus_store.store.core import Layout
 
     n_tracks, n_pos, n_var = (128, 4_000, 2_000) if quick else (1_000, 31_500, 18_000)
     store = work / "reduce.zarr"

@@ -43,7 +43,7 @@ def part_cluster(work: Path, quick: bool) -> dict[str, Any]:
     model (they keep it across stores): the timed build is steady-state throughput; the
     warm-up's time is reported as the start-up cost (worker start, torch import, load)."""
     from chorus_store import ChorusStore, build, load_recipe, plan_store
-    from chorus_store.cluster import local_cluster
+    from chorus_store.build.cluster import local_cluster
     from chorus_store.demo import make_demo_inputs
 
     inputs = make_demo_inputs(work / "inputs")

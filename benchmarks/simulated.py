@@ -78,7 +78,7 @@ class Simulated:
         """The shipped recipe at ``length`` (default: ``input_length``), planned over the
         demo genome, random positions and SNPs at least half a window from the ends."""
         from chorus_store import load_recipe
-        from chorus_store.tracks import TrackTable
+        from chorus_store.genome.tracks import TrackTable
 
         base = load_recipe(self.recipe)
         length = length or self.input_length or base.input_length

@@ -9,9 +9,9 @@ and :func:`open_store` for xarray views of what a store holds.
 
 from __future__ import annotations
 
-from ._version import __version__
-from .build import BuildReport, build
-from .errors import (
+from chorus_store._version import __version__
+from chorus_store.build.stage import BuildReport, build
+from chorus_store.errors import (
     ChorusStoreError,
     CorruptChunkError,
     ExportValidationError,
@@ -32,17 +32,22 @@ from .errors import (
     UsageError,
     WriteError,
 )
-from .export import default_backgrounds_dir, export
-from .genome import Genome
-from .oracles.base import Oracle, OutputHead
-from .oracles.callable_adapter import CallableOracle
-from .plan import add_rows, add_tracks, load_reference_set, plan_store
-from .recipes import Recipe, load_recipe
-from .reduce import ReduceReport, reduce
-from .sampling import SamplingConfig
-from .status import status, unlock, verify
-from .store import ChorusStore, Layout, open_store
-from .tracks import LAYER_CONFIGS, TrackTable, centered_bin_span, classify_track_layer
+from chorus_store.export import default_backgrounds_dir, export
+from chorus_store.genome.fasta import Genome
+from chorus_store.genome.tracks import (
+    LAYER_CONFIGS,
+    TrackTable,
+    centered_bin_span,
+    classify_track_layer,
+)
+from chorus_store.inspect.status import status, unlock, verify
+from chorus_store.oracles.base import Oracle, OutputHead
+from chorus_store.oracles.callable import CallableOracle
+from chorus_store.plan.sampling import SamplingConfig
+from chorus_store.plan.stage import add_rows, add_tracks, load_reference_set, plan_store
+from chorus_store.recipes import Recipe, load_recipe
+from chorus_store.reduce import ReduceReport, reduce
+from chorus_store.store.core import ChorusStore, Layout, open_store
 
 __all__ = [
     "__version__",

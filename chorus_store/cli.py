@@ -17,8 +17,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from . import __version__
-from .errors import ChorusStoreError, os_reason
+from chorus_store import __version__
+from chorus_store.errors import ChorusStoreError, os_reason
 
 app = typer.Typer(
     name="chorus-store",
@@ -148,7 +148,7 @@ def plan(
     ] = None,
 ) -> None:
     """Write the sampling plan into a new store (or confirm it matches an existing one)."""
-    from .plan import plan_store
+    from chorus_store.plan.stage import plan_store
 
     s = _run(
         plan_store,
@@ -204,8 +204,8 @@ def build(
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Run the oracle over every pending plan row (resumes; does nothing when done)."""
-    from .build import build as run_build
-    from .recipes import load_recipe
+    from chorus_store.build.stage import build as run_build
+    from chorus_store.recipes import load_recipe
 
     r = _run(load_recipe, recipe) if recipe else None
     resume = " ".join(
@@ -240,8 +240,8 @@ def build(
 
 def _kept_shards(store: str) -> str:
     """What an interrupted build left: its finished row shards (every one is whole)."""
-    from .build import pending_summary
-    from .store import ChorusStore
+    from chorus_store.build.stage import pending_summary
+    from chorus_store.store.core import ChorusStore
 
     summary = pending_summary(ChorusStore.open(store))
     done = sum(g["shards_done"] for g in summary.values())
@@ -266,13 +266,13 @@ def reduce(
     """Compute exact per-track CDF grids of everything built (only stale blocks)."""
     import contextlib
 
-    from .reduce import reduce as run_reduce
+    from chorus_store.reduce import reduce as run_reduce
 
     chosen = tuple(x.strip() for x in layers.split(",")) if layers else None
     with contextlib.ExitStack() as stack:
         target: Any = scheduler
         if "://" in scheduler:
-            from .cluster import connect, dashboard_link
+            from chorus_store.build.cluster import connect, dashboard_link
 
             target = stack.enter_context(_run(connect, scheduler))
             link = dashboard_link(target)
@@ -311,7 +311,7 @@ def export(
     ] = False,
 ) -> None:
     """Write the validated {oracle}_pertrack.npz that chorus loads (atomically)."""
-    from .export import export_report
+    from chorus_store.export import export_report
 
     report = _run(
         export_report,
@@ -333,7 +333,7 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Per-stage completion, counts per stratum, disk use, claims."""
-    from .status import status as get_status
+    from chorus_store.inspect.status import status as get_status
 
     st = _run(get_status, store)
     if as_json:
@@ -379,15 +379,15 @@ def add_tracks(
     recipe: Annotated[str, typer.Option(help="Recipe whose track table extends the store's.")],
 ) -> None:
     """Append new tracks; the next build computes only them."""
-    from .plan import add_tracks as run
+    from chorus_store.plan.stage import add_tracks as run
 
     n = _run(run, store, recipe)
     out.print(f"added {n} track(s); run `chorus-store build {store}`")
 
 
 def _add_rows(store: str, table: Path, group: str, fasta: Path | None) -> None:
-    from .plan import add_rows, read_rows_table
-    from .sampling import POSITION_FIELDS, VARIANT_FIELDS
+    from chorus_store.plan.sampling import POSITION_FIELDS, VARIANT_FIELDS
+    from chorus_store.plan.stage import add_rows, read_rows_table
 
     fields = POSITION_FIELDS if group == "baselines" else VARIANT_FIELDS
     rows = _run(read_rows_table, table, fields)
@@ -423,7 +423,7 @@ def verify(
     ] = False,
 ) -> None:
     """Check every chunk, done mark and metadata document; --repair mends what it can."""
-    from .status import verify as run
+    from chorus_store.inspect.status import verify as run
 
     report = _run(run, store, repair=repair)
     labels = {
@@ -461,7 +461,7 @@ def unlock(
     ] = False,
 ) -> None:
     """Clear claims left by killed processes."""
-    from .status import unlock as run
+    from chorus_store.inspect.status import unlock as run
 
     cleared = _run(run, store, force=force)
     out.print("\n".join(f"cleared {c}" for c in cleared) or "no stale claims")
@@ -474,7 +474,7 @@ def demo(
     progress: Annotated[bool, typer.Option(help="Show progress bars.")] = True,
 ) -> None:
     """plan → build → reduce → export on the bundled synthetic genome and demo model."""
-    from .demo import run_demo
+    from chorus_store.demo import run_demo
 
     result = _run(
         run_demo,
@@ -496,7 +496,7 @@ def demo(
 @app.command()
 def recipes() -> None:
     """List the shipped build recipes."""
-    from .recipes import list_recipes
+    from chorus_store.recipes import list_recipes
 
     out.print("\n".join(list_recipes()))
 

@@ -17,12 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from .build import BuildReport, build
-from .export import export
-from .plan import plan_store
-from .recipes import Recipe, load_recipe
-from .reduce import ReduceReport, reduce
-from .store import Layout
+from chorus_store.build.stage import BuildReport, build
+from chorus_store.export import export
+from chorus_store.plan.stage import plan_store
+from chorus_store.recipes import Recipe, load_recipe
+from chorus_store.reduce import ReduceReport, reduce
+from chorus_store.store.core import Layout
 
 __all__ = ["DemoInputs", "make_demo_inputs", "run_demo", "DEMO_CHROMOSOMES"]
 

@@ -25,14 +25,14 @@ from typing import Any
 
 import numpy as np
 
-from . import locks
-from ._version import __version__
-from .build import require_complete
-from .errors import ExportValidationError, WriteError, os_reason
-from .location import Location, is_remote
-from .reduce import GRID_RULES, active_layers, require_reduced
-from .store import ChorusStore
-from .tracks import LAYER_CONFIGS
+from chorus_store._version import __version__
+from chorus_store.build.stage import require_complete
+from chorus_store.errors import ExportValidationError, WriteError, os_reason
+from chorus_store.genome.tracks import LAYER_CONFIGS
+from chorus_store.reduce import GRID_RULES, active_layers, require_reduced
+from chorus_store.store import claims as locks
+from chorus_store.store.core import ChorusStore
+from chorus_store.store.location import Location, is_remote
 
 __all__ = [
     "export",

@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import RecipeError
-from .metadata import read_tracks
-from .oracles.base import Oracle, OutputHead
-from .resources import data_dir
-from .sampling import SamplingConfig
-from .store import Layout
-from .tracks import TrackTable
+from chorus_store.errors import RecipeError
+from chorus_store.genome.track_tables import read_tracks
+from chorus_store.genome.tracks import TrackTable
+from chorus_store.oracles.base import Oracle, OutputHead
+from chorus_store.plan.sampling import SamplingConfig
+from chorus_store.resources import data_dir
+from chorus_store.store.core import Layout
 
 __all__ = ["Recipe", "load_recipe", "list_recipes"]
 
@@ -256,7 +256,7 @@ class Recipe:
             return self.with_track_table(tracks).load_oracle(weights=weights, device=device)
         adapter = self.oracle["adapter"]
         if adapter == "pytorch":
-            from .oracles.torch_adapter import TorchOracle
+            from chorus_store.oracles.pytorch import TorchOracle
 
             return TorchOracle(
                 name=self.name,
@@ -272,8 +272,8 @@ class Recipe:
                 tf32=bool(self.oracle.get("tf32", False)),
             )
         if adapter == "callable":
-            from .oracles.callable_adapter import CallableOracle
-            from .oracles.torch_adapter import import_object
+            from chorus_store.oracles.callable import CallableOracle
+            from chorus_store.oracles.pytorch import import_object
 
             fn = import_object(str(self.oracle["callable"]))
             return CallableOracle(

@@ -30,11 +30,17 @@ from typing import Any
 import dask
 import numpy as np
 
-from . import locks
-from .build import require_complete
-from .errors import CorruptChunkError, IncompleteStageError, UsageError
-from .integrity import block_inputs, missing_shards
-from .store import LAYERS, ChorusStore, as_corruption, is_checksum_error, layer_sources
+from chorus_store.build.stage import require_complete
+from chorus_store.errors import CorruptChunkError, IncompleteStageError, UsageError
+from chorus_store.store import claims as locks
+from chorus_store.store.core import (
+    LAYERS,
+    ChorusStore,
+    as_corruption,
+    is_checksum_error,
+    layer_sources,
+)
+from chorus_store.store.integrity import block_inputs, missing_shards
 
 __all__ = [
     "GRID_RULES",

@@ -35,8 +35,8 @@ from chorus_store import (
 )
 from chorus_store.demo import DemoInputs
 from chorus_store.errors import PredictionError, RecipeError
-from chorus_store.genome import one_hot
-from chorus_store.metadata import alphagenome_head_sizes
+from chorus_store.genome.fasta import one_hot
+from chorus_store.genome.track_tables import alphagenome_head_sizes
 from chorus_store.oracles.alphagenome import OUTPUT_TYPES
 from chorus_store.resources import data_dir
 
@@ -481,7 +481,7 @@ def test_a_stored_recipe_builds_when_its_track_table_file_is_gone(
     """A cluster worker installed elsewhere has no file at the planning machine's path:
     the adapter takes the track table from the store. Before: the build (and a worker's
     load) read the recipe's path and failed."""
-    from chorus_store.cluster import WorkerSpec, probe
+    from chorus_store.build.cluster import WorkerSpec, probe
 
     planned = tmp_path / "tracks.json"
     planned.write_bytes(tiny["tracks"].read_bytes())

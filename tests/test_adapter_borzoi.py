@@ -36,7 +36,7 @@ from borzoi_pytorch.pytorch_borzoi_transformer import Attention  # noqa: E402
 from chorus_store import ChorusStore, Recipe, build, export, open_store, plan_store, reduce  # noqa: E402
 from chorus_store.demo import DemoInputs  # noqa: E402
 from chorus_store.errors import RecipeError  # noqa: E402
-from chorus_store.metadata import borzoi_tracks  # noqa: E402
+from chorus_store.genome.track_tables import borzoi_tracks  # noqa: E402
 from chorus_store.oracles.borzoi import BorzoiOracle, weights_dir  # noqa: E402
 from chorus_store.recipes import load_recipe  # noqa: E402
 from chorus_store.resources import data_dir  # noqa: E402

@@ -33,8 +33,8 @@ from chorus_store import (
 )
 from chorus_store.demo import DemoInputs
 from chorus_store.errors import RecipeError
-from chorus_store.genome import one_hot
-from chorus_store.metadata import chrombpnet_models
+from chorus_store.genome.fasta import one_hot
+from chorus_store.genome.track_tables import chrombpnet_models
 from chorus_store.oracles import chrombpnet as cb
 from chorus_store.resources import data_dir
 

@@ -25,7 +25,7 @@ import torch
 from chorus_store import Recipe, build, export, load_recipe, open_store, plan_store, reduce
 from chorus_store.demo import DemoInputs
 from chorus_store.errors import RecipeError
-from chorus_store.genome import Genome, one_hot
+from chorus_store.genome.fasta import Genome, one_hot
 from chorus_store.oracles.enformer import TRUNK_INPUT_BP, EnformerTorchOracle
 from chorus_store.resources import data_dir
 

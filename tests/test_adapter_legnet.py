@@ -27,10 +27,10 @@ from chorus_store import (
 )
 from chorus_store.demo import DemoInputs
 from chorus_store.errors import RecipeError
-from chorus_store.genome import one_hot
-from chorus_store.metadata import legnet_tracks
+from chorus_store.genome.fasta import one_hot
+from chorus_store.genome.track_tables import legnet_tracks
 from chorus_store.oracles.legnet import LegNetOracle, encode, read_checkpoint
-from chorus_store.oracles.legnet_model import LegNet, LegNetConfig
+from chorus_store.oracles.models.legnet import LegNet, LegNetConfig
 
 from .helpers import DEMO_TOML, SMALL_SAMPLING
 

@@ -25,8 +25,8 @@ import torch
 from chorus_store import Recipe, build, export, open_store, plan_store, reduce
 from chorus_store.demo import DemoInputs
 from chorus_store.errors import RecipeError
+from chorus_store.oracles.models.sei import SEI_CLASSES, SEI_PROFILES, NonStrandSpecific, Sei
 from chorus_store.oracles.sei import SeiOracle, load
-from chorus_store.oracles.sei_model import SEI_CLASSES, SEI_PROFILES, NonStrandSpecific, Sei
 from chorus_store.resources import data_dir
 
 from .helpers import DEMO_TOML, SMALL_LAYOUT, SMALL_SAMPLING

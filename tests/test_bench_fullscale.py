@@ -14,7 +14,7 @@ import pytest
 
 from chorus_store import ChorusStore, export, reduce
 from chorus_store.reduce import grid_row
-from chorus_store.store import layer_sources
+from chorus_store.store.core import layer_sources
 
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 

@@ -36,7 +36,7 @@ from chorus_store.errors import (
     TrackTableMismatchError,
     WriteError,
 )
-from chorus_store.plan import read_rows_table
+from chorus_store.plan.stage import read_rows_table
 
 from .helpers import (
     HEAD,
@@ -241,7 +241,9 @@ def test_adding_tracks_computes_only_the_new_tracks(
     build(store, progress=False)
     before = _records(store, "variants")
     touched = []
-    build_module = importlib.import_module("chorus_store.build")  # the module, not the function
+    build_module = importlib.import_module(
+        "chorus_store.build.stage"
+    )  # the module, not the function
     original = build_module._write_task
 
     def spy(s, task, arrays):  # type: ignore[no-untyped-def]
@@ -367,7 +369,7 @@ def test_a_growth_killed_midway_is_finished_by_the_next_writer(
 def test_joint_track_oracles_never_split_a_row_shard(
     tmp_path: Path, demo_inputs: DemoInputs
 ) -> None:
-    from chorus_store.build import plan_tasks
+    from chorus_store.build.stage import plan_tasks
 
     store = tmp_path / "s.zarr"
     plan_small(store, demo_inputs, small_recipe(tmp_path))

@@ -8,6 +8,7 @@ driven from the CLI with ``--scheduler``, and on an object store.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import signal
 import subprocess
@@ -21,10 +22,10 @@ from typing import Any
 import pytest
 
 from chorus_store import ChorusStore, build, export, plan_store, reduce
-from chorus_store.cluster import gpu_assignment, local_cluster
+from chorus_store.build.cluster import gpu_assignment, local_cluster
 from chorus_store.demo import DemoInputs
-from chorus_store.status import status
-from chorus_store.store import DATA_GROUPS
+from chorus_store.inspect.status import status
+from chorus_store.store.core import DATA_GROUPS
 
 from .helpers import SMALL_SAMPLING, composition_oracle, plan_small, small_recipe
 
@@ -66,14 +67,14 @@ def test_two_workers_build_and_reduce_the_one_process_npz(
     assert report.rows_built["baselines"] == len(ChorusStore.open(store).positions)
     assert report.tasks > 2
     # every worker took part, and each loaded the model once (not once per task)
-    loads = client.run(lambda: len(__import__("chorus_store.cluster").cluster._ORACLES))
+    loads = client.run(lambda: len(importlib.import_module("chorus_store.build.cluster")._ORACLES))
     assert sorted(loads.values()) == [1, 1]
     assert _npz(store, tmp_path / "a.npz", client) == small_build[1].read_bytes()
     assert build(store, client=client, progress=False).tasks == 0  # nothing left
     # the dashboard the build prints a link to is served
     import urllib.request
 
-    from chorus_store.cluster import dashboard_link
+    from chorus_store.build.cluster import dashboard_link
 
     link = dashboard_link(client)
     assert link is not None and urllib.request.urlopen(link, timeout=30).status == 200
@@ -157,7 +158,7 @@ def test_the_cli_builds_on_a_remote_scheduler_into_s3(
     assert "dask dashboard" in run.stderr
     out = f"{s3_bucket}/bg/demo_pertrack.npz"
     subprocess.run([*CLI, "export", url, "--out", out], check=True, capture_output=True)
-    from chorus_store.location import Location
+    from chorus_store.store.location import Location
 
     assert Location.of(f"{s3_bucket}/bg").get("demo_pertrack.npz") == small_build[1].read_bytes()
 
@@ -209,7 +210,7 @@ def test_local_cluster_workers_each_get_one_gpu() -> None:
 
 
 def test_tasks_claim_a_gpu_only_where_workers_advertise_one(client: Any) -> None:
-    from chorus_store.cluster import _task_resources
+    from chorus_store.build.cluster import _task_resources
 
     assert _task_resources(client) is None  # these workers advertise no GPU
 
@@ -225,7 +226,7 @@ def test_a_worker_reading_another_fasta_at_the_path_refuses(
 ) -> None:
     """Workers read the FASTA at the path the coordinator gives; on a machine where that
     path holds another genome, the worker refuses before computing anything."""
-    from chorus_store.cluster import WorkerSpec, run_task
+    from chorus_store.build.cluster import WorkerSpec, run_task
     from chorus_store.errors import GenomeMismatchError
 
     other = tmp_path / "other.fa"
@@ -252,7 +253,7 @@ def test_a_worker_reading_another_fasta_at_the_path_refuses(
 
 def _a_task(store: ChorusStore) -> Any:
     """The first row shard, all tracks (the store is built: nothing is pending)."""
-    from chorus_store.build import Task
+    from chorus_store.build.stage import Task
 
     n = store.layout.position_shard_rows
     return Task("baselines", 0, 0, n, n, tuple(range(len(store.tracks))))

@@ -18,8 +18,8 @@ import torch
 
 from chorus_store import CallableOracle, ChorusStore, OutputHead, build, export, reduce
 from chorus_store.arrays import HostCopy, transferred
+from chorus_store.build.records import BlockIndex, GeneSlot, Records, TrackStats
 from chorus_store.demo import DemoInputs
-from chorus_store.stats import BlockIndex, GeneSlot, Records, TrackStats
 
 from .helpers import HEAD, N_TRACKS, plan_small, small_recipe
 
@@ -154,7 +154,7 @@ def test_the_model_runs_the_next_batch_while_the_last_is_reduced(
 ) -> None:
     """Overlap: with a slow host half (the reducer thread), model calls start while it
     is busy with an earlier batch, instead of after it."""
-    build_module = importlib.import_module("chorus_store.build")
+    build_module = importlib.import_module("chorus_store.build.stage")
     from tests.helpers import composition_oracle_fn
 
     calls: list[float] = []

@@ -42,8 +42,8 @@ from chorus_store.errors import (
     UsageError,
     WriteError,
 )
-from chorus_store.genome import read_ccre_bed, read_gtf
-from chorus_store.locks import LockSet, acquire
+from chorus_store.genome.fasta import read_ccre_bed, read_gtf
+from chorus_store.store.claims import LockSet, acquire
 
 from .helpers import gc_window_model
 

@@ -13,7 +13,7 @@ import pytest
 from chorus_store import ChorusStore, default_backgrounds_dir, export
 from chorus_store.errors import ExportValidationError, IncompleteStageError
 from chorus_store.export import collect_arrays, export_report, validate_npz, write_npz_atomic
-from chorus_store.query import Backgrounds
+from chorus_store.inspect.query import Backgrounds
 
 KEYS = {
     "track_ids",

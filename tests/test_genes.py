@@ -13,13 +13,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chorus_store import OutputHead, Recipe, build
+from chorus_store.build.records import GeneSlot, TrackStats
 from chorus_store.demo import DemoInputs
 from chorus_store.errors import PlanMismatchError, RecipeError
-from chorus_store.genes import GeneIndex, bin_ranges, merge_intervals
-from chorus_store.genome import Genome, one_hot, read_gtf
-from chorus_store.plan import gene_bin_draws
-from chorus_store.stats import GeneSlot, TrackStats
-from chorus_store.store import ChorusStore, GeneRows
+from chorus_store.genome.fasta import Genome, one_hot, read_gtf
+from chorus_store.genome.genes import GeneIndex, bin_ranges, merge_intervals
+from chorus_store.plan.stage import gene_bin_draws
+from chorus_store.store.core import ChorusStore, GeneRows
 
 from .helpers import HEAD, N_TRACKS, composition_oracle, plan_small, small_recipe
 

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from chorus_store.errors import InputFileError
-from chorus_store.metadata import (
+from chorus_store.genome.track_tables import (
     alphagenome_head_sizes,
     alphagenome_tracks,
     borzoi_tracks,

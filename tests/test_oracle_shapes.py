@@ -36,7 +36,7 @@ def test_strands_are_two_samples_of_one_row(tmp_path: Path, demo_inputs: DemoInp
     base = ds["baselines"]
     row = int(np.flatnonzero(ds["plan/positions"].usable.values)[0])
     from chorus_store import Genome
-    from chorus_store.genome import one_hot
+    from chorus_store.genome.fasta import one_hot
 
     g = Genome(demo_inputs.fasta)
     seq = g.window(str(base.chrom.values[row]), int(base.pos.values[row]), 2114)

@@ -10,8 +10,8 @@ import torch
 
 from chorus_store import CallableOracle, OutputHead, load_recipe
 from chorus_store.errors import PredictionError, RecipeError
-from chorus_store.genome import one_hot
-from chorus_store.oracles.demo_model import DemoConvNet
+from chorus_store.genome.fasta import one_hot
+from chorus_store.oracles.models.demo import DemoConvNet
 
 
 def _random_onehot(n: int, length: int = 16_384, seed: int = 0) -> np.ndarray:

@@ -21,7 +21,6 @@ from chorus_store import (
     load_reference_set,
     plan_store,
 )
-from chorus_store import genome as genome_module
 from chorus_store.demo import DemoInputs
 from chorus_store.errors import (
     GenomeMismatchError,
@@ -32,9 +31,15 @@ from chorus_store.errors import (
     SchemaError,
     TrackTableMismatchError,
 )
-from chorus_store.genome import read_ccre_bed, read_gtf
-from chorus_store.plan import assess_windows, draw_perbin_bins
-from chorus_store.sampling import _random_positions, generate_positions, generate_snps, rows_sha256
+from chorus_store.genome import fasta as genome_module
+from chorus_store.genome.fasta import read_ccre_bed, read_gtf
+from chorus_store.plan.sampling import (
+    _random_positions,
+    generate_positions,
+    generate_snps,
+    rows_sha256,
+)
+from chorus_store.plan.stage import assess_windows, draw_perbin_bins
 
 from .helpers import small_recipe
 
@@ -368,7 +373,7 @@ def test_a_capped_stratum_is_reported(
     tmp_path: Path, demo_inputs: DemoInputs, caplog: pytest.LogCaptureFixture
 ) -> None:
     n_bed = len(read_ccre_bed(demo_inputs.ccre))
-    with caplog.at_level("WARNING", logger="chorus_store.plan"):
+    with caplog.at_level("WARNING", logger="chorus_store.plan.stage"):
         store = plan_store(
             tmp_path / "s.zarr",
             small_recipe(tmp_path, sampling={"n_ccre": n_bed + 500}),
@@ -403,7 +408,7 @@ def test_a_mis_shaped_plan_array_is_refused_not_truncated(
 ) -> None:
     import dataclasses
 
-    from chorus_store import store as store_mod
+    from chorus_store.store import core as store_mod
 
     src = plan_store(
         tmp_path / "s.zarr",
@@ -444,13 +449,13 @@ def test_replanning_an_unbuilt_store_replaces_its_recipe(
     kw = {"fasta": demo_inputs.fasta, "ccre": demo_inputs.ccre, "gtf": demo_inputs.gtf}
     plan_store(path, small_recipe(tmp_path), **kw)
     assert ChorusStore.open(path).attrs["recipe"]["oracle"]["batch_size"] == 8
-    with caplog.at_level("WARNING", logger="chorus_store.plan"):
+    with caplog.at_level("WARNING", logger="chorus_store.plan.stage"):
         store = plan_store(path, small_recipe(tmp_path, oracle={"batch_size": 4}), **kw)
     assert store.attrs["recipe"]["oracle"]["batch_size"] == 4
     assert "recipe was replaced" in caplog.text and "batch_size" in caplog.text
     caplog.clear()
     build(path, oracle=composition_oracle(4), part="variants", progress=False)
-    with caplog.at_level("WARNING", logger="chorus_store.plan"):
+    with caplog.at_level("WARNING", logger="chorus_store.plan.stage"):
         store = plan_store(path, small_recipe(tmp_path, oracle={"batch_size": 2}), **kw)
     assert store.attrs["recipe"]["oracle"]["batch_size"] == 4  # built with it: kept
     assert "keeps the recipe it was built with" in caplog.text
@@ -520,7 +525,7 @@ def test_replanning_an_unbuilt_store_with_another_plan_or_tracks_lays_it_out_ane
     path = tmp_path / "s.zarr"
     kw = {"fasta": demo_inputs.fasta, "ccre": demo_inputs.ccre, "gtf": demo_inputs.gtf}
     plan_store(path, small_recipe(tmp_path, n_tracks=20), **kw)
-    with caplog.at_level("WARNING", logger="chorus_store.plan"):
+    with caplog.at_level("WARNING", logger="chorus_store.plan.stage"):
         store = plan_store(
             path, small_recipe(tmp_path, n_tracks=20, sampling={"n_random": 97}), **kw
         )

@@ -25,9 +25,9 @@ from chorus_store.errors import (
     StoreLockedError,
     StoreMismatchError,
 )
-from chorus_store.location import Location
-from chorus_store.locks import acquire, list_claims
-from chorus_store.status import status, verify
+from chorus_store.inspect.status import status, verify
+from chorus_store.store.claims import acquire, list_claims
+from chorus_store.store.location import Location
 
 from .helpers import composition_oracle, plan_small, small_recipe
 

@@ -13,11 +13,11 @@ from typer.testing import CliRunner
 from chorus_store import ChorusStore, build, export, reduce, status
 from chorus_store.cli import app
 from chorus_store.errors import CorruptChunkError, SchemaError, StoreLockedError
-from chorus_store.location import Location
-from chorus_store.locks import acquire
+from chorus_store.inspect.status import verify
 from chorus_store.reduce import stale_blocks
-from chorus_store.status import verify
-from chorus_store.store import ROOT_COPY
+from chorus_store.store.claims import acquire
+from chorus_store.store.core import ROOT_COPY
+from chorus_store.store.location import Location
 
 PERBIN_SHARD = Path("baselines/perbin/c/2/0/0/0")  # rows 64-95, tracks 0-15
 

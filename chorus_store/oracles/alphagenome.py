@@ -61,14 +61,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from ..errors import InputFileError, PredictionError, RecipeError
-from .base import Columns, Oracle, OutputHead, sha256_paths
-from .torch_adapter import model_input, select_device
+from chorus_store.errors import InputFileError, PredictionError, RecipeError
+from chorus_store.oracles.base import Columns, Oracle, OutputHead, sha256_paths
+from chorus_store.oracles.pytorch import model_input, select_device
 
 if TYPE_CHECKING:
     import torch
 
-    from ..recipes import Recipe
+    from chorus_store.recipes import Recipe
 
 __all__ = ["AlphaGenomeOracle", "OUTPUT_TYPES", "load"]
 

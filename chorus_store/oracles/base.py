@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 from array_api_compat import is_numpy_array
 
-from ..arrays import as_host_view, is_accelerated, namespace
-from ..errors import PredictionError
-from ..tracks import SCALAR_RESOLUTION
+from chorus_store.arrays import as_host_view, is_accelerated, namespace
+from chorus_store.errors import PredictionError
+from chorus_store.genome.tracks import SCALAR_RESOLUTION
 
 __all__ = ["OutputHead", "Oracle", "Columns", "sha256_paths"]
 

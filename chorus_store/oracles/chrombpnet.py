@@ -66,12 +66,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import RecipeError
-from ..metadata import chrombpnet_models
-from .base import Columns, Oracle, OutputHead, sha256_paths
+from chorus_store.errors import RecipeError
+from chorus_store.genome.track_tables import chrombpnet_models
+from chorus_store.oracles.base import Columns, Oracle, OutputHead, sha256_paths
 
 if TYPE_CHECKING:
-    from ..recipes import Recipe
+    from chorus_store.recipes import Recipe
 
 __all__ = [
     "ChromBPNetOracle",
@@ -417,7 +417,7 @@ class ChromBPNetOracle(Oracle):
     # ---------------------------------------------------------------- devices
     def select_device(self, device: str) -> Any:
         if self.framework == "bpnet-lite":
-            from .torch_adapter import select_device
+            from chorus_store.oracles.pytorch import select_device
 
             return select_device(device)
         _keras()

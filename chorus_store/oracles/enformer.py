@@ -29,12 +29,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import RecipeError
-from .base import Columns, Oracle, OutputHead, sha256_paths
-from .torch_adapter import model_input, select_device, torch_numerics
+from chorus_store.errors import RecipeError
+from chorus_store.oracles.base import Columns, Oracle, OutputHead, sha256_paths
+from chorus_store.oracles.pytorch import model_input, select_device, torch_numerics
 
 if TYPE_CHECKING:
-    from ..recipes import Recipe
+    from chorus_store.recipes import Recipe
 
 __all__ = ["EnformerTorchOracle", "EnformerTFOracle", "load", "TRUNK_INPUT_BP"]
 

@@ -36,16 +36,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import RecipeError
-from ..metadata import LEGNET_CELL_TYPES
-from .base import Columns, Oracle, OutputHead, sha256_paths
-from .torch_adapter import select_device, torch_numerics
+from chorus_store.errors import RecipeError
+from chorus_store.genome.track_tables import LEGNET_CELL_TYPES
+from chorus_store.oracles.base import Columns, Oracle, OutputHead, sha256_paths
+from chorus_store.oracles.pytorch import select_device, torch_numerics
 
 if TYPE_CHECKING:
     import torch
 
-    from ..recipes import Recipe
-    from .legnet_model import LegNet, LegNetConfig
+    from chorus_store.oracles.models.legnet import LegNet, LegNetConfig
+    from chorus_store.recipes import Recipe
 
 __all__ = [
     "LEFT_MPRA_FLANK",
@@ -264,7 +264,7 @@ def load_model(config_path: Path, weights_path: Path) -> tuple[LegNet, LegNetCon
     """
     import json
 
-    from .legnet_model import LegNetConfig
+    from chorus_store.oracles.models.legnet import LegNetConfig
 
     try:
         config = LegNetConfig.from_json(config_path)
@@ -391,7 +391,7 @@ class LegNetOracle(Oracle):
 
         return {
             "adapter": "legnet",
-            "architecture": "chorus_store.oracles.legnet_model:LegNet",
+            "architecture": "chorus_store.oracles.models.legnet:LegNet",
             "models": self._described,
             "input": {
                 "flanks": [self.left_flank, self.right_flank],

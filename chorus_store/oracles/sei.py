@@ -32,15 +32,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import RecipeError
-from ..tracks import TrackTable
-from .base import Columns, Oracle, OutputHead, sha256_paths
-from .sei_model import equalize_histones, project_classes
+from chorus_store.errors import RecipeError
+from chorus_store.genome.tracks import TrackTable
+from chorus_store.oracles.base import Columns, Oracle, OutputHead, sha256_paths
+from chorus_store.oracles.models.sei import equalize_histones, project_classes
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from ..recipes import Recipe
+    from chorus_store.recipes import Recipe
 
 __all__ = ["SeiOracle", "load", "find_weights_dir", "WEIGHT_FILES"]
 
@@ -128,8 +128,8 @@ class SeiOracle(Oracle):
     ) -> None:
         import torch
 
-        from .sei_model import NonStrandSpecific, Sei
-        from .torch_adapter import select_device
+        from chorus_store.oracles.models.sei import NonStrandSpecific, Sei
+        from chorus_store.oracles.pytorch import select_device
 
         super().__init__()
         if not isinstance(network, Sei):
@@ -160,7 +160,7 @@ class SeiOracle(Oracle):
 
         return {
             "adapter": "sei",
-            "architecture": "chorus_store.oracles.sei_model:Sei",
+            "architecture": "chorus_store.oracles.models.sei:Sei",
             "config": self.model_config,
             "strand_average": "mean" if self.strand_average else "forward",
             "n_classes": self.n_classes,
@@ -351,7 +351,7 @@ def load(recipe: Recipe, *, weights: str | None = None, device: str = "auto") ->
         No weights given, files missing, or files that do not fit the recipe (heads,
         config, state dict shapes, projection shape, histone indices, profile names).
     """
-    from .sei_model import Sei
+    from chorus_store.oracles.models.sei import Sei
 
     source = weights or recipe.oracle.get("weights")
     if not source:

@@ -22,8 +22,8 @@ import pandas as pd
 import torch
 
 from chorus_store.demo import make_demo_inputs
-from chorus_store.genome import Genome, one_hot
-from chorus_store.oracles.demo_model import DemoConvNet
+from chorus_store.genome.fasta import Genome, one_hot
+from chorus_store.oracles.models.demo import DemoConvNet
 
 HERE = Path(__file__).resolve().parent
 N_TRACKS = len(pd.read_csv(HERE.parent.parent / "builders" / "demo" / "tracks.tsv", sep="\t"))

@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import LocationError, StoreLockedError
+from chorus_store.errors import LocationError, StoreLockedError
 
 __all__ = ["Location", "LocalLocation", "ObjectLocation", "is_remote"]
 

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import ChorusStoreError, StoreLockedError, WriteError, os_reason
-from .location import Location
+from chorus_store.errors import ChorusStoreError, StoreLockedError, WriteError, os_reason
+from chorus_store.store.location import Location
 
 __all__ = [
     "Holder",

@@ -29,9 +29,8 @@ import pandas as pd
 import zarr
 from zarr.registry import get_codec_class
 
-from . import locks
-from ._version import __version__
-from .errors import (
+from chorus_store._version import __version__
+from chorus_store.errors import (
     ChorusStoreError,
     CorruptChunkError,
     LocationError,
@@ -41,9 +40,10 @@ from .errors import (
     WriteError,
     os_reason,
 )
-from .location import Location
-from .resources import data_dir
-from .tracks import TRACK_COLUMNS, TrackTable
+from chorus_store.genome.tracks import TRACK_COLUMNS, TrackTable
+from chorus_store.resources import data_dir
+from chorus_store.store import claims as locks
+from chorus_store.store.location import Location
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -1004,7 +1004,7 @@ def as_corruption(path: str, name: str, exc: BaseException) -> CorruptChunkError
 
 
 def locks_error(path: str, busy: list[str], command: str) -> Exception:
-    from .errors import StoreLockedError
+    from chorus_store.errors import StoreLockedError
 
     return StoreLockedError(
         f"{path}: cannot run {command!r} while parts of the store are being built by "

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import Columns, Oracle, OutputHead
+from chorus_store.oracles.base import Columns, Oracle, OutputHead
 
 __all__ = ["CallableOracle"]
 

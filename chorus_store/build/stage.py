@@ -29,9 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from . import locks
-from .arrays import HostCopy, as_host_view, is_accelerated
-from .cluster import (
+from chorus_store.arrays import HostCopy, as_host_view, is_accelerated
+from chorus_store.build.cluster import (
     WorkerSpec,
     dashboard_link,
     open_client,
@@ -39,7 +38,8 @@ from .cluster import (
     probe_on_cluster,
     run_on_cluster,
 )
-from .errors import (
+from chorus_store.build.records import BlockIndex, GeneSlot, Records, TrackStats
+from chorus_store.errors import (
     ChorusStoreError,
     IncompleteStageError,
     OracleError,
@@ -51,11 +51,11 @@ from .errors import (
     UsageError,
     WriteError,
 )
-from .genome import Genome, one_hot
-from .oracles.base import Oracle
-from .recipes import Recipe
-from .stats import BlockIndex, GeneSlot, Records, TrackStats
-from .store import DATA_GROUPS, ChorusStore, as_corruption, is_checksum_error
+from chorus_store.genome.fasta import Genome, one_hot
+from chorus_store.oracles.base import Oracle
+from chorus_store.recipes import Recipe
+from chorus_store.store import claims as locks
+from chorus_store.store.core import DATA_GROUPS, ChorusStore, as_corruption, is_checksum_error
 
 __all__ = ["Task", "BuildReport", "build", "plan_tasks", "pending_summary"]
 

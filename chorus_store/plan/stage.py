@@ -26,8 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import locks
-from .errors import (
+from chorus_store.errors import (
     GenomeMismatchError,
     InputFileError,
     PlanHashMismatchError,
@@ -35,12 +34,11 @@ from .errors import (
     RecipeError,
     TrackTableMismatchError,
 )
-from .genes import GeneIndex, merge_intervals
-from .genome import Genome, read_ccre_bed, read_gtf
-from .location import Location
-from .oracles.base import OutputHead
-from .recipes import Recipe, load_recipe
-from .sampling import (
+from chorus_store.genome.fasta import Genome, read_ccre_bed, read_gtf
+from chorus_store.genome.genes import GeneIndex, merge_intervals
+from chorus_store.genome.tracks import TrackTable
+from chorus_store.oracles.base import OutputHead
+from chorus_store.plan.sampling import (
     POSITION_FIELDS,
     VARIANT_FIELDS,
     SamplingConfig,
@@ -51,7 +49,9 @@ from .sampling import (
     rows_sha256,
     table_sha256,
 )
-from .store import (
+from chorus_store.recipes import Recipe, load_recipe
+from chorus_store.store import claims as locks
+from chorus_store.store.core import (
     BIN_SAMPLES,
     DATA_GROUPS,
     ChorusStore,
@@ -60,7 +60,7 @@ from .store import (
     PlanArrays,
     is_chorus_store,
 )
-from .tracks import TrackTable
+from chorus_store.store.location import Location
 
 __all__ = [
     "SamplingConfig",
@@ -565,8 +565,7 @@ def plan_store(
             if not discard_unbuilt(loc):
                 raise
             log.warning(
-                "%s: nothing was built yet, so it was planned anew with the recipe given "
-                "(%s)",
+                "%s: nothing was built yet, so it was planned anew with the recipe given (%s)",
                 loc.url,
                 exc,
             )

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .errors import InputFileError, RecipeError
-from .tracks import TrackTable
+from chorus_store.errors import InputFileError, RecipeError
+from chorus_store.genome.tracks import TrackTable
 
 __all__ = [
     "READERS",

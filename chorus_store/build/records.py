@@ -35,10 +35,10 @@ import numpy as np
 import pandas as pd
 from array_api_compat import is_numpy_array
 
-from .arrays import asarray_like, is_accelerated, namespace
-from .errors import PredictionError
-from .oracles.base import OutputHead
-from .tracks import GENE_LAYER, TrackTable, centered_bin_span, compute_effect
+from chorus_store.arrays import asarray_like, is_accelerated, namespace
+from chorus_store.errors import PredictionError
+from chorus_store.genome.tracks import GENE_LAYER, TrackTable, centered_bin_span, compute_effect
+from chorus_store.oracles.base import OutputHead
 
 __all__ = ["TrackStats", "GeneSlot", "BlockIndex", "Records"]
 

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import InputFileError, RecipeError
+from chorus_store.errors import InputFileError, RecipeError
 
 __all__ = [
     "LayerConfig",

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import RecipeError
-from .base import Columns, Oracle, OutputHead, sha256_paths
+from chorus_store.errors import RecipeError
+from chorus_store.oracles.base import Columns, Oracle, OutputHead, sha256_paths
 
 __all__ = ["TorchOracle", "import_object", "select_device", "torch_numerics", "model_input"]
 

@@ -11,12 +11,10 @@ from typing import Any
 import numpy as np
 import zarr
 
-from . import locks
-from .build import pending_summary
-from .integrity import chunk_key, data_arrays, missing_shards
-from .location import Location
-from .reduce import active_layers, layer_fingerprints, stale_blocks
-from .store import (
+from chorus_store.build.stage import pending_summary
+from chorus_store.reduce import active_layers, layer_fingerprints, stale_blocks
+from chorus_store.store import claims as locks
+from chorus_store.store.core import (
     DATA_GROUPS,
     ROOT_COPY,
     ROOT_KEY,
@@ -25,6 +23,8 @@ from .store import (
     load_schema,
     locks_error,
 )
+from chorus_store.store.integrity import chunk_key, data_arrays, missing_shards
+from chorus_store.store.location import Location
 
 __all__ = ["status", "verify", "unlock", "disk_usage"]
 

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import pyfaidx
 
-from .errors import GenomeMismatchError, InputFileError
+from chorus_store.errors import GenomeMismatchError, InputFileError
 
 __all__ = [
     "KNOWN_ASSEMBLIES",

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import GenomeMismatchError, InputFileError, RecipeError
-from .genome import Genome
+from chorus_store.errors import GenomeMismatchError, InputFileError, RecipeError
+from chorus_store.genome.fasta import Genome
 
 __all__ = [
     "POSITION_FIELDS",

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from .store import DATA_GROUPS, ChorusStore, load_schema
+from chorus_store.store.core import DATA_GROUPS, ChorusStore, load_schema
 
 __all__ = ["Unit", "data_arrays", "units", "shard_objects", "missing_shards", "block_inputs"]
 

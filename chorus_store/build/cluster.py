@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .errors import ClusterError, OracleMismatchError, TrackTableMismatchError
+from chorus_store.errors import ClusterError, OracleMismatchError, TrackTableMismatchError
 
 __all__ = [
     "WorkerSpec",
@@ -107,9 +107,9 @@ def _pin_gpu() -> None:
 
 
 def _oracle(spec: WorkerSpec) -> tuple[Any, Any]:
-    from .genome import Genome
-    from .recipes import Recipe
-    from .store import ChorusStore
+    from chorus_store.genome.fasta import Genome
+    from chorus_store.recipes import Recipe
+    from chorus_store.store.core import ChorusStore
 
     key = spec.model_key()
     with _LOCK:
@@ -154,8 +154,8 @@ def oracle_facts(oracle: Any) -> dict[str, Any]:
 
 
 def _context(spec: WorkerSpec) -> Any:
-    from .build import _Context
-    from .store import ChorusStore
+    from chorus_store.build.stage import _Context
+    from chorus_store.store.core import ChorusStore
 
     oracle, genome = _oracle(spec)
     if oracle.fingerprint != spec.fingerprint:
@@ -181,7 +181,7 @@ def _context(spec: WorkerSpec) -> Any:
 
 def run_task(spec: WorkerSpec, task: Any) -> Any:
     """One build task on a worker: rows read, predicted, reduced and written to the store."""
-    from .build import run_tasks
+    from chorus_store.build.stage import run_tasks
 
     return run_tasks(_context(spec), [task])
 
