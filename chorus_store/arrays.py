@@ -1,6 +1,6 @@
 """Arrays where the model left them: one namespace for numpy and torch, and the host copy.
 
-The statistics of :mod:`chorus_store.stats` are written once against the array API
+The statistics of :mod:`chorus_store.build.records` are written once against the array API
 (through ``array-api-compat``), so they run on whatever the oracle returned: numpy arrays,
 torch tensors on CPU, or torch tensors on CUDA. Two things need more than the standard:
 

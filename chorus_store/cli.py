@@ -240,8 +240,8 @@ def build(
 
 def _kept_shards(store: str) -> str:
     """What an interrupted build left: its finished row shards (every one is whole)."""
-    from chorus_store.build.stage import pending_summary
     from chorus_store.store.core import ChorusStore
+    from chorus_store.store.progress import pending_summary
 
     summary = pending_summary(ChorusStore.open(store))
     done = sum(g["shards_done"] for g in summary.values())

@@ -26,13 +26,13 @@ from typing import Any
 import numpy as np
 
 from chorus_store._version import __version__
-from chorus_store.build.stage import require_complete
 from chorus_store.errors import ExportValidationError, WriteError, os_reason
 from chorus_store.genome.tracks import LAYER_CONFIGS
 from chorus_store.reduce import GRID_RULES, active_layers, require_reduced
 from chorus_store.store import claims as locks
 from chorus_store.store.core import ChorusStore
 from chorus_store.store.location import Location, is_remote
+from chorus_store.store.progress import require_complete
 
 __all__ = [
     "export",

@@ -30,7 +30,6 @@ from typing import Any
 import dask
 import numpy as np
 
-from chorus_store.build.stage import require_complete
 from chorus_store.errors import CorruptChunkError, IncompleteStageError, UsageError
 from chorus_store.store import claims as locks
 from chorus_store.store.core import (
@@ -41,6 +40,7 @@ from chorus_store.store.core import (
     layer_sources,
 )
 from chorus_store.store.integrity import block_inputs, missing_shards
+from chorus_store.store.progress import require_complete
 
 __all__ = [
     "GRID_RULES",

@@ -169,8 +169,8 @@ def test_a_second_writer_is_refused_and_a_dead_ones_claims_are_taken_over(
         [
             sys.executable,
             "-c",
-            "import sys, time; from chorus_store.locks import acquire;"
-            "from chorus_store.location import Location;"
+            "import sys, time; from chorus_store.store.claims import acquire;"
+            "from chorus_store.store.location import Location;"
             "acquire(Location.of(sys.argv[1]), ['build/baselines/s000001-t0001'], store='s',"
             " command='another build'); print('held', flush=True); time.sleep(120)",
             str(store),
@@ -241,9 +241,7 @@ def test_adding_tracks_computes_only_the_new_tracks(
     build(store, progress=False)
     before = _records(store, "variants")
     touched = []
-    build_module = importlib.import_module(
-        "chorus_store.build.stage"
-    )  # the module, not the function
+    build_module = importlib.import_module("chorus_store.build.tasks")
     original = build_module._write_task
 
     def spy(s, task, arrays):  # type: ignore[no-untyped-def]
@@ -369,7 +367,7 @@ def test_a_growth_killed_midway_is_finished_by_the_next_writer(
 def test_joint_track_oracles_never_split_a_row_shard(
     tmp_path: Path, demo_inputs: DemoInputs
 ) -> None:
-    from chorus_store.build.stage import plan_tasks
+    from chorus_store.build.tasks import plan_tasks
 
     store = tmp_path / "s.zarr"
     plan_small(store, demo_inputs, small_recipe(tmp_path))

@@ -253,7 +253,7 @@ def test_a_worker_reading_another_fasta_at_the_path_refuses(
 
 def _a_task(store: ChorusStore) -> Any:
     """The first row shard, all tracks (the store is built: nothing is pending)."""
-    from chorus_store.build.stage import Task
+    from chorus_store.build.tasks import Task
 
     n = store.layout.position_shard_rows
     return Task("baselines", 0, 0, n, n, tuple(range(len(store.tracks))))

@@ -154,7 +154,7 @@ def test_the_model_runs_the_next_batch_while_the_last_is_reduced(
 ) -> None:
     """Overlap: with a slow host half (the reducer thread), model calls start while it
     is busy with an earlier batch, instead of after it."""
-    build_module = importlib.import_module("chorus_store.build.stage")
+    build_module = importlib.import_module("chorus_store.build.runner")
     from tests.helpers import composition_oracle_fn
 
     calls: list[float] = []

@@ -85,8 +85,8 @@ def test_stale_claims_are_taken_over_on_s3_and_live_ones_refused(s3_bucket: str)
         [
             sys.executable,
             "-c",
-            "import sys, time; from chorus_store.locks import acquire;"
-            "from chorus_store.location import Location;"
+            "import sys, time; from chorus_store.store.claims import acquire;"
+            "from chorus_store.store.location import Location;"
             "acquire(Location.of(sys.argv[1]), ['build/x'], store='s', command='other');"
             "print('held', flush=True); time.sleep(120)",
             loc.url,

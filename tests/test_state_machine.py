@@ -19,7 +19,7 @@ from chorus_store.demo import make_demo_inputs
 
 from .helpers import composition_oracle, plan_small, small_recipe
 
-build_module = importlib.import_module("chorus_store.build.stage")
+build_module = importlib.import_module("chorus_store.build.tasks")
 
 
 class SimulatedCrash(Exception):

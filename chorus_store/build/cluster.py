@@ -26,7 +26,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from chorus_store.build.runner import RunContext, run_tasks
 from chorus_store.errors import ClusterError, OracleMismatchError, TrackTableMismatchError
+from chorus_store.genome.fasta import Genome
+from chorus_store.recipes import Recipe
+from chorus_store.store.core import ChorusStore
 
 __all__ = [
     "WorkerSpec",
@@ -75,7 +79,7 @@ class WorkerSpec:
 
 _LOCK = threading.Lock()
 _ORACLES: dict[str, Any] = {}  # model_key -> (oracle, genome)
-_CONTEXTS: dict[str, Any] = {}  # run_id -> build._Context
+_CONTEXTS: dict[str, Any] = {}  # run_id -> build.runner.RunContext
 
 
 def _worker_name() -> str:
@@ -107,9 +111,6 @@ def _pin_gpu() -> None:
 
 
 def _oracle(spec: WorkerSpec) -> tuple[Any, Any]:
-    from chorus_store.genome.fasta import Genome
-    from chorus_store.recipes import Recipe
-    from chorus_store.store.core import ChorusStore
 
     key = spec.model_key()
     with _LOCK:
@@ -154,8 +155,6 @@ def oracle_facts(oracle: Any) -> dict[str, Any]:
 
 
 def _context(spec: WorkerSpec) -> Any:
-    from chorus_store.build.stage import _Context
-    from chorus_store.store.core import ChorusStore
 
     oracle, genome = _oracle(spec)
     if oracle.fingerprint != spec.fingerprint:
@@ -175,14 +174,12 @@ def _context(spec: WorkerSpec) -> Any:
                 store.attrs["genome"],
                 what=f"the store {store.url} (read on worker {_worker_name()})",
             )
-            _CONTEXTS[spec.run_id] = _Context(store, oracle, genome, spec.batch_size)
+            _CONTEXTS[spec.run_id] = RunContext(store, oracle, genome, spec.batch_size)
         return _CONTEXTS[spec.run_id]
 
 
 def run_task(spec: WorkerSpec, task: Any) -> Any:
     """One build task on a worker: rows read, predicted, reduced and written to the store."""
-    from chorus_store.build.stage import run_tasks
-
     return run_tasks(_context(spec), [task])
 
 

@@ -75,7 +75,9 @@ class GeneSlot:
 
     @classmethod
     def from_ranges(cls, slot: int, batch_row: int, ranges: np.ndarray) -> GeneSlot:
-        """The slot of a mask given as bin ranges ``(k, 2)`` (see :mod:`chorus_store.genes`)."""
+        """The slot of a mask given as bin ranges ``(k, 2)``.
+
+        See :mod:`chorus_store.genome.genes`."""
         bins = np.concatenate([np.arange(a, b) for a, b in np.asarray(ranges).reshape(-1, 2)])
         return cls(slot, batch_row, bins.astype(np.int64))
 

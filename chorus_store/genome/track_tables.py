@@ -1,6 +1,6 @@
 """Track tables of the seed oracles, from the metadata files each model ships (spec §3).
 
-Each reader returns the oracle's :class:`~chorus_store.tracks.TrackTable` with track ids
+Each reader returns the oracle's :class:`~chorus_store.genome.tracks.TrackTable` with track ids
 exactly as chorus emits them, layers by chorus's classifier, and the output head and
 column every track is read from. A recipe names its reader with ``[tracks] format``.
 """

@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 import zarr
 
-from chorus_store.build.stage import pending_summary
 from chorus_store.reduce import active_layers, layer_fingerprints, stale_blocks
 from chorus_store.store import claims as locks
 from chorus_store.store.core import (
@@ -25,6 +24,7 @@ from chorus_store.store.core import (
 )
 from chorus_store.store.integrity import chunk_key, data_arrays, missing_shards
 from chorus_store.store.location import Location
+from chorus_store.store.progress import pending_summary
 
 __all__ = ["status", "verify", "unlock", "disk_usage"]
 

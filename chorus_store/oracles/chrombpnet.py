@@ -32,7 +32,7 @@ tarballs' own ``model.chrombpnet_nobias.fold_0.*.tar`` hold a TensorFlow SavedMo
 directory, which this adapter does not read; ``tf_keras.models.load_model(dir)`` then
 ``model.save("<ENCFF>.h5")`` converts one. Which model serves which track comes from the
 registry: chorus's ``chrombpnet_JASPAR_metadata.tsv``, read by
-:func:`chorus_store.metadata.chrombpnet_models`.
+:func:`chorus_store.genome.track_tables.chrombpnet_models`.
 
 Two frameworks load the same files:
 

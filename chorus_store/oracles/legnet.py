@@ -19,8 +19,8 @@ therefore what this adapter reproduces:
 
 The adapter is ``per_model``: a build of some cell types runs only their models. Column
 ``c`` of the ``activity`` head is ``cell_types[c]`` (the order of
-:func:`chorus_store.metadata.legnet_tracks`), fixed by the recipe rather than by the track
-table, so a store started with two cell types and grown with ``add-tracks`` keeps its
+:func:`chorus_store.genome.track_tables.legnet_tracks`), fixed by the recipe rather than by
+the track table, so a store started with two cell types and grown with ``add-tracks`` keeps its
 oracle fingerprint.
 """
 
@@ -106,7 +106,7 @@ def encode(
     when the flanked sequence is shorter (the extra base on the left); an all-zero
     position (N in chorus-store's encoding) becomes 0.25 in every channel.
 
-    >>> from chorus_store.genome import one_hot
+    >>> from chorus_store.genome.fasta import one_hot
     >>> x = encode(one_hot(b"ACGN" * 50))
     >>> x.shape, x[0, :, 15].tolist(), x[0, :, 18].tolist()
     ((1, 4, 230), [1.0, 0.0, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25])

@@ -6,7 +6,7 @@ Two scalar heads: ``profiles`` (the network's sigmoid outputs, one per line of
 
 Effects differ from every other oracle in one step (spec §2.4): before a variant's ref
 and alt are compared, their raw profile vectors are histone-equalised
-(:func:`~chorus_store.oracles.sei_model.equalize_histones`, sei-framework's
+(:func:`~chorus_store.oracles.models.sei.equalize_histones`, sei-framework's
 ``sc_hnorm_varianteffect``, chorus's ``SeiNormalizer.equalize``), and the class scores
 are re-projected from the equalised profiles. :meth:`SeiOracle.effect_inputs` does this
 on the window statistics the build gathered, which for scalar heads are the predictions
@@ -94,7 +94,7 @@ class SeiOracle(Oracle):
     Parameters
     ----------
     network
-        The :class:`~chorus_store.oracles.sei_model.Sei` module (weights loaded).
+        The :class:`~chorus_store.oracles.models.sei.Sei` module (weights loaded).
     projection
         ``(>= n_classes, n_profiles)`` rows of ``projvec_targets.npy``.
     histone_inds

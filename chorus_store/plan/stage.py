@@ -320,7 +320,7 @@ def gene_slots(
     """The (row, gene) slots of plan rows ``first_row...`` (a shard boundary), padded per shard.
 
     Each usable row gets one slot per gene its prediction interval counts (see
-    :mod:`chorus_store.genes`). ``rows_per_shard`` fixes the padding (appends); by default
+    :mod:`chorus_store.genome.genes`). ``rows_per_shard`` fixes the padding (appends); by default
     it is the largest shard's count rounded up to a multiple of 8.
     """
     if first_row % shard_rows:

@@ -2,7 +2,7 @@
 
 A claim is a small JSON object created with create-if-absent under
 ``<store>/.chorus-locks/`` (a hard link on a filesystem, a conditional PUT on an object
-store; see :mod:`chorus_store.location`): creating it either succeeds (the claim is ours)
+store; see :mod:`chorus_store.store.location`): creating it either succeeds (the claim is ours)
 or fails because someone holds it. The file names its holder (host, boot id, pid, command, time).
 
 A claim left behind by a killed process is *stale*, and is taken over. On the same

@@ -783,7 +783,7 @@ class ChorusStore:
 
     # ---------------------------------------------------------------- claims
     def claim(self, names: list[str], *, command: str | None = None) -> locks.LockSet:
-        """Take claims on parts of this store (see :mod:`chorus_store.locks`)."""
+        """Take claims on parts of this store (see :mod:`chorus_store.store.claims`)."""
         return locks.acquire(self.location, names, store=self.url, command=command)
 
     def structural_lock(self, command: str) -> locks.LockSet:

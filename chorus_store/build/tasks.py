@@ -1,0 +1,180 @@
+"""Build tasks: what is pending in a store, and writing one finished task.
+
+A task is one row shard of a data group and the tracks of it still pending. Its records
+are written first and its ``done_rows`` marks last, so a killed build leaves every
+finished task readable and every unfinished one pending.
+"""
+
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from chorus_store.errors import UsageError, WriteError
+from chorus_store.store.core import DATA_GROUPS, ChorusStore, as_corruption, is_checksum_error
+
+__all__ = ["BuildReport", "Task", "plan_tasks", "write_task", "gene_span"]
+
+
+@dataclass(frozen=True)
+class Task:
+    """Rows ``start:stop`` of row shard ``shard`` of ``group``, for the ``tracks`` pending."""
+
+    group: str
+    shard: int
+    start: int
+    stop: int
+    shard_stop: int
+    tracks: tuple[int, ...]
+
+    def claims(self, track_shard: int) -> list[str]:
+        shards = sorted({t // track_shard for t in self.tracks})
+        return [f"build/{self.group}/s{self.shard:06d}-t{ts:04d}" for ts in shards]
+
+    @property
+    def n_rows(self) -> int:
+        return self.stop - self.start
+
+
+@dataclass
+class BuildReport:
+    """What one :func:`build` call did."""
+
+    rows_built: dict[str, int] = field(default_factory=lambda: {g: 0 for g in DATA_GROUPS})
+    tasks: int = 0
+    oracle_calls: int = 0
+    seconds: float = 0.0
+    oracle_seconds: float = 0.0
+    sequences: int = 0
+
+    def merge(self, other: BuildReport) -> None:
+        for g, n in other.rows_built.items():
+            self.rows_built[g] += n
+        self.tasks += other.tasks
+        self.oracle_calls += other.oracle_calls
+        self.oracle_seconds += other.oracle_seconds
+        self.sequences += other.sequences
+
+
+# --------------------------------------------------------------------------------------
+# what is pending
+# --------------------------------------------------------------------------------------
+
+
+def _selected_groups(part: str) -> tuple[str, ...]:
+    if part == "all":
+        return DATA_GROUPS
+    if part in DATA_GROUPS:
+        return (part,)
+    raise UsageError(
+        f"--part must be 'all', 'baselines' or 'variants', not {part!r}; e.g. "
+        f"`chorus-store build STORE --part baselines`"
+    )
+
+
+def plan_tasks(
+    store: ChorusStore,
+    *,
+    part: str = "all",
+    shard: tuple[int, int] | None = None,
+    per_model: bool = False,
+    joint_tracks: bool = False,
+) -> list[Task]:
+    """The tasks still to do, for ``part`` and (``k``, ``n``) = every n-th row shard from k.
+
+    One task per row shard holds all its pending tracks (one forward pass serves every
+    track). For one-model-per-track oracles (``per_model``) a task is one row shard × one
+    track shard, ordered track shard first, so each model group is loaded once in a row.
+    For oracles whose effects need every track of a row at once (``joint_tracks``: Sei's
+    histone equalisation), a row shard with any track pending is redone for all tracks.
+    """
+    tasks = []
+    n_tracks = len(store.tracks)
+    for group in _selected_groups(part):
+        done = store.read(f"{group}/done_rows")
+        for s, start, stop in store.iter_shards(group):
+            if shard is not None and s % shard[1] != shard[0]:
+                continue
+            pending = np.flatnonzero(done[s, :n_tracks] < stop - start)
+            if len(pending) == 0:
+                continue
+            if joint_tracks:
+                pending = np.arange(n_tracks)
+            groups = (
+                [
+                    pending[pending // store.layout.track_shard == ts]
+                    for ts in np.unique(pending // store.layout.track_shard)
+                ]
+                if per_model
+                else [pending]
+            )
+            for tracks in groups:
+                first = int(done[s, tracks].min())
+                tasks.append(
+                    Task(group, s, start + first, stop, stop, tuple(int(t) for t in tracks))
+                )
+    if per_model:
+        tasks.sort(key=lambda t: (min(t.tracks) // store.layout.track_shard, t.group, t.shard))
+    return tasks
+
+
+def _runs(tracks: tuple[int, ...]) -> list[tuple[int, int, int]]:
+    """Contiguous runs of track indices: (first position in ``tracks``, start, stop)."""
+    out = []
+    i = 0
+    while i < len(tracks):
+        j = i
+        while j + 1 < len(tracks) and tracks[j + 1] == tracks[j] + 1:
+            j += 1
+        out.append((i, tracks[i], tracks[j] + 1))
+        i = j + 1
+    return out
+
+
+def write_task(store: ChorusStore, task: Task, arrays: dict[str, np.ndarray]) -> None:
+    """Write a finished task's records, then mark its rows done for its tracks.
+
+    A failure (full disk, damaged shard) leaves the task unmarked: the next build redoes it.
+    """
+    try:
+        _write_task(store, task, arrays)
+    except ValueError as exc:
+        if is_checksum_error(exc):
+            raise as_corruption(store.url, f"{task.group} shard {task.shard}", exc) from exc
+        raise
+    except OSError as exc:
+        reason = "the disk is full" if exc.errno == errno.ENOSPC else str(exc)
+        raise WriteError(
+            f"{store.url}: writing {task.group} shard {task.shard} failed: {reason}. That "
+            f"shard was not marked done and everything written before is intact; fix it and "
+            f"re-run `chorus-store build {store.url}` to resume."
+        ) from exc
+
+
+def gene_span(store: ChorusStore, task: Task) -> tuple[int, int]:
+    """The (row, gene) slots a task writes: those of its rows, and the shard's padding."""
+    k = store.layout.gene_rows(task.group)
+    table, _ = store.gene_rows(task.group)
+    block = table["row"].to_numpy()[task.shard * k : (task.shard + 1) * k]
+    first = int(((block >= 0) & (block < task.start)).sum())
+    return task.shard * k + first, (task.shard + 1) * k
+
+
+def _write_task(store: ChorusStore, task: Task, arrays: dict[str, np.ndarray]) -> None:
+    r0, r1 = task.start, task.stop
+    g0, g1 = gene_span(store, task)
+    for name, values in arrays.items():
+        # an all-NaN unit is still stored, so "marked done" always means "its shard exists"
+        # and a deleted shard is damage that verify can see (not a silent run of NaN)
+        arr = store.array(f"{task.group}/{name}").with_config({"write_empty_chunks": True})
+        rows = slice(g0, g1) if name.startswith("gene_") else slice(r0, r1)
+        if rows.stop == rows.start:
+            continue
+        for i, t0, t1 in _runs(task.tracks):
+            arr[rows, ..., t0:t1] = values[..., i : i + (t1 - t0)]
+    done = store.array(f"{task.group}/done_rows")
+    shard_len = task.shard_stop - task.shard * store.layout.shard_rows(task.group)
+    for _, t0, t1 in _runs(task.tracks):
+        done[task.shard, t0:t1] = shard_len
