@@ -66,7 +66,7 @@ def small_recipe(
     return recipe
 
 
-def plan_small(store: Path, inputs: DemoInputs, recipe: Recipe) -> None:
+def plan_small(store: str | Path, inputs: DemoInputs, recipe: Recipe) -> None:
     plan_store(store, recipe, fasta=inputs.fasta, ccre=inputs.ccre, gtf=inputs.gtf)
 
 
@@ -87,7 +87,7 @@ def run_all(
 _W = np.random.default_rng(5).normal(size=(8, N_TRACKS)).astype(np.float32)
 
 
-def composition_oracle_fn(onehot: np.ndarray) -> dict[int, np.ndarray]:
+def composition_oracle_fn(onehot: np.ndarray) -> dict[str, np.ndarray]:
     """(B, 16384, 4) → {"128bp": (B, 64, 40)}: the central 64 bins of 128 bp."""
     b = onehot.shape[0]
     central = onehot[:, 4096:12288].reshape(b, 64, 128, 4)

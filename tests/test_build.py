@@ -70,7 +70,7 @@ def _faulty(
     """The composition oracle, failing after some calls (a transient fault, same identity)."""
     state = {"calls": 0}
 
-    def fn(onehot: np.ndarray) -> dict[int, np.ndarray]:
+    def fn(onehot: np.ndarray) -> dict[str, np.ndarray]:
         state["calls"] += 1
         out = composition_oracle_fn(onehot)
         if state["calls"] > after_calls:
