@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import os
 import sys
@@ -176,8 +177,12 @@ def candidates() -> list[Candidate]:
                                 "blocksize": 0,
                             },
                         },  # fmt: skip
-                        lambda c=cname, lv=clevel, sh=shuffle: numcodecs.Blosc(
-                            cname=c, clevel=lv, shuffle=sh, typesize=4
+                        functools.partial(
+                            numcodecs.Blosc,
+                            cname=cname,
+                            clevel=clevel,
+                            shuffle=shuffle,
+                            typesize=4,
                         ),
                     )
                 )
@@ -186,7 +191,7 @@ def candidates() -> list[Candidate]:
             Candidate(
                 f"zstd {level}",
                 {"name": "zstd", "configuration": {"level": level, "checksum": False}},
-                lambda lv=level: numcodecs.Zstd(level=lv),
+                functools.partial(numcodecs.Zstd, level=level),
             )
         )
     return out

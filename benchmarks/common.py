@@ -10,7 +10,7 @@ import platform
 import resource
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -60,7 +60,7 @@ def run_part(
 
 
 def parse_args(
-    doc: str | None, parts: dict[str, Callable[[Path, bool], dict[str, Any]]], only: list[str]
+    doc: str | None, parts: Mapping[str, Callable[[Path, bool], dict[str, Any]]], only: list[str]
 ) -> argparse.Namespace | None:
     """The scripts' common options. Runs and prints a ``--part`` itself (returns None)."""
     ap = argparse.ArgumentParser(

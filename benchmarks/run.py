@@ -305,12 +305,12 @@ def part_reduce_in_ram(work: Path, quick: bool) -> dict[str, Any]:
 
     store = _reduce_store(work, quick)
     t0 = time.perf_counter()
-    per = np.asarray(zarr.open_array(str(store / "baselines/perbin"))[:])
+    per: np.ndarray = np.asarray(zarr.open_array(str(store / "baselines/perbin"))[:])
     per = per.reshape(-1, per.shape[-1])
     for t in range(per.shape[1]):
         grid_row(np.sort(per[:, t]).astype(np.float64))
     for name in ("baselines/summary", "variants/effect"):
-        vals = np.asarray(zarr.open_array(str(store / name))[:])
+        vals: np.ndarray = np.asarray(zarr.open_array(str(store / name))[:])
         vals = vals.reshape(-1, vals.shape[-1])
         for t in range(vals.shape[1]):
             grid_row(np.sort(vals[:, t]).astype(np.float64))
@@ -325,9 +325,9 @@ def part_reduce_chorus(work: Path, quick: bool) -> dict[str, Any]:
 
     store = _reduce_store(work, quick)
     k = 4 if quick else 8
-    per = np.asarray(zarr.open_array(str(store / "baselines/perbin"))[..., :k]).reshape(-1, k)
-    summ = np.asarray(zarr.open_array(str(store / "baselines/summary"))[..., :k]).reshape(-1, k)
-    eff = np.asarray(zarr.open_array(str(store / "variants/effect"))[..., :k]).reshape(-1, k)
+    per: np.ndarray = np.asarray(zarr.open_array(str(store / "baselines/perbin"))[..., :k]).reshape(-1, k)
+    summ: np.ndarray = np.asarray(zarr.open_array(str(store / "baselines/summary"))[..., :k]).reshape(-1, k)
+    eff: np.ndarray = np.asarray(zarr.open_array(str(store / "variants/effect"))[..., :k]).reshape(-1, k)
     n_tracks = zarr.open_array(str(store / "baselines/perbin")).shape[-1]
     t0 = time.perf_counter()
     for values, cap in ((per, 50_000), (summ, None), (eff, None)):

@@ -104,20 +104,10 @@ def part_s3(work: Path, quick: bool) -> dict[str, Any]:
     inputs = make_demo_inputs(work / "inputs")
     recipe = zero_cost_recipe(60 if quick else 400)
     log = work / "moto.log"
-    from tests.helpers import start_s3_server
+    from chorus_store.testing.s3 import create_bucket, s3_server
 
-    server, endpoint = start_s3_server(log)
-    os.environ.update(
-        AWS_ACCESS_KEY_ID="bench",
-        AWS_SECRET_ACCESS_KEY="bench",
-        AWS_REGION="us-east-1",
-        AWS_ENDPOINT_URL=endpoint,
-        AWS_ALLOW_HTTP="true",
-    )
-    try:
-        import boto3
-
-        boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="bench")
+    with s3_server(log) as endpoint:
+        create_bucket(endpoint, "bench")
         out: dict[str, Any] = {}
         for label, url in (("disk", str(work / "zero.zarr")), ("s3", "s3://bench/zero.zarr")):
             plan_store(url, recipe, fasta=inputs.fasta, ccre=inputs.ccre, gtf=inputs.gtf)
@@ -144,9 +134,6 @@ def part_s3(work: Path, quick: bool) -> dict[str, Any]:
                 out[label]["requests_per_s"] = sum(reqs.values()) / seconds
         out["ratio_s3_vs_disk"] = out["s3"]["rows_per_s"] / out["disk"]["rows_per_s"]
         return out
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 PARTS = {"cluster": part_cluster, "s3": part_s3}

@@ -144,7 +144,7 @@ def read_columns(store: ChorusStore, sources: list[str], t0: int, t1: int) -> np
         step = chunk_rows * max(1, _READ_BYTES // max(1, chunk_rows * row_bytes))
         for r0 in range(0, arr.shape[0], step):
             try:
-                piece = np.asarray(arr[r0 : r0 + step, ..., t0:t1])
+                piece: np.ndarray = np.asarray(arr[r0 : r0 + step, ..., t0:t1])
             except ValueError as exc:
                 if is_checksum_error(exc):
                     raise as_corruption(store.url, name, exc) from exc

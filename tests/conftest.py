@@ -1,13 +1,12 @@
 from __future__ import annotations
 
 import os
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from chorus_store.demo import DemoInputs, make_demo_inputs
+from chorus_store.testing.s3 import s3_bucket_fixture, s3_server_fixture
 
 # Exports stamp build_config.stamped_at from SOURCE_DATE_EPOCH when set (reproducible
 # builds); with it fixed, two exports of the same content are byte-identical files.
@@ -51,41 +50,8 @@ def small_copy(small_build: tuple[Path, Path], tmp_path: Path) -> Path:
 # a real S3-protocol server (moto) on loopback, for the object-store tests
 # --------------------------------------------------------------------------------------
 
-S3_ENV = {
-    "AWS_ACCESS_KEY_ID": "chorus-test",
-    "AWS_SECRET_ACCESS_KEY": "chorus-test-secret",
-    "AWS_REGION": "us-east-1",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_ALLOW_HTTP": "true",
-}
-
-
-@pytest.fixture(scope="session")
-def s3_server() -> Iterator[str]:
-    """``http://127.0.0.1:PORT`` of a moto S3 server in its own process; the AWS
-    environment variables point every client (and every subprocess) at it."""
-    from .helpers import start_s3_server
-
-    proc, endpoint = start_s3_server()
-    saved = {k: os.environ.get(k) for k in [*S3_ENV, "AWS_ENDPOINT_URL"]}
-    os.environ.update(S3_ENV, AWS_ENDPOINT_URL=endpoint)
-    try:
-        yield endpoint
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-        proc.terminate()
-        proc.wait(timeout=30)
-
-
-@pytest.fixture()
-def s3_bucket(s3_server: str, request: pytest.FixtureRequest) -> str:
-    """A fresh, empty bucket on the loopback S3 server; returns ``s3://<bucket>``."""
-    import boto3
-
-    name = "t-" + uuid.uuid4().hex[:20]
-    boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=name)
-    return f"s3://{name}"
+#: ``http://127.0.0.1:PORT`` of a moto S3 server in its own process; the AWS environment
+#: variables point every client (and every subprocess) at it.
+s3_server = s3_server_fixture(scope="session")
+#: A fresh, empty bucket on that server: ``s3://<bucket>``.
+s3_bucket = s3_bucket_fixture("s3_server")

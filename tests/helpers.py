@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import socket
-import subprocess
-import sys
-import time
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -70,7 +66,7 @@ def small_recipe(
     return recipe
 
 
-def plan_small(store: Path, inputs: DemoInputs, recipe: Recipe) -> None:
+def plan_small(store: str | Path, inputs: DemoInputs, recipe: Recipe) -> None:
     plan_store(store, recipe, fasta=inputs.fasta, ccre=inputs.ccre, gtf=inputs.gtf)
 
 
@@ -91,7 +87,7 @@ def run_all(
 _W = np.random.default_rng(5).normal(size=(8, N_TRACKS)).astype(np.float32)
 
 
-def composition_oracle_fn(onehot: np.ndarray) -> dict[int, np.ndarray]:
+def composition_oracle_fn(onehot: np.ndarray) -> dict[str, np.ndarray]:
     """(B, 16384, 4) → {"128bp": (B, 64, 40)}: the central 64 bins of 128 bp."""
     b = onehot.shape[0]
     central = onehot[:, 4096:12288].reshape(b, 64, 128, 4)
@@ -162,35 +158,6 @@ def gc_window_model(onehot: np.ndarray) -> dict[str, np.ndarray]:
     gc = (onehot[:, :, 1] + onehot[:, :, 2]).reshape(onehot.shape[0], 32, 64).mean(axis=2)
     central = gc[:, 8:24]
     return {"bins": np.stack([central * 3, (1 - central) * 2], axis=2).astype(np.float32)}
-
-
-# --------------------------------------------------------------------------------------
-# a real S3-protocol server (moto) on loopback
-# --------------------------------------------------------------------------------------
-
-
-def start_s3_server(log: Path | None = None) -> tuple[subprocess.Popen[bytes], str]:
-    """A moto S3 server in its own process on a free loopback port: (process, endpoint).
-
-    ``log`` receives its request log (one line per request), e.g. to count requests."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=log.open("wb") if log is not None else subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return proc, f"http://127.0.0.1:{port}"
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError("the moto S3 server did not start") from None
-            time.sleep(0.1)
 
 
 def dies_in_a_worker(onehot: np.ndarray) -> dict[str, np.ndarray]:

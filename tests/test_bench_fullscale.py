@@ -8,6 +8,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import pytest
@@ -30,7 +31,7 @@ def fullscale() -> ModuleType:
     return module
 
 
-def tiny(fullscale: ModuleType) -> object:
+def tiny(fullscale: ModuleType) -> Any:  # a fullscale.Scale (a module loaded by path)
     return fullscale.Scale(
         n_tracks=20, n_positions=100, n_variants=50, position_shard_rows=32,
         variant_shard_rows=32, track_shard=16, track_chunk=8,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import errno
-import importlib
 import os
 import shutil
 import signal
@@ -37,6 +35,7 @@ from chorus_store.errors import (
     WriteError,
 )
 from chorus_store.plan.stage import read_rows_table
+from chorus_store.testing.faults import Fault, StoreFaults
 
 from .helpers import (
     HEAD,
@@ -71,7 +70,7 @@ def _faulty(
     """The composition oracle, failing after some calls (a transient fault, same identity)."""
     state = {"calls": 0}
 
-    def fn(onehot: np.ndarray) -> dict[int, np.ndarray]:
+    def fn(onehot: np.ndarray) -> dict[str, np.ndarray]:
         state["calls"] += 1
         out = composition_oracle_fn(onehot)
         if state["calls"] > after_calls:
@@ -237,28 +236,21 @@ def test_adding_tracks_computes_only_the_new_tracks(
     tmp_path: Path, demo_inputs: DemoInputs, small_build: tuple[Path, Path]
 ) -> None:
     store = tmp_path / "demo.zarr"
-    plan_small(store, demo_inputs, small_recipe(tmp_path, n_tracks=20))
+    # 16 tracks: exactly the first track shard, so any write to it would touch old tracks
+    plan_small(store, demo_inputs, small_recipe(tmp_path, n_tracks=16))
     build(store, progress=False)
     before = _records(store, "variants")
-    touched = []
-    build_module = importlib.import_module("chorus_store.build.tasks")
-    original = build_module._write_task
-
-    def spy(s, task, arrays):  # type: ignore[no-untyped-def]
-        touched.append(task.tracks)
-        original(s, task, arrays)
-
     added = add_tracks(store, small_recipe(tmp_path))
-    assert added == 20
-    build_module._write_task = spy
-    try:
+    assert added == 24
+    with StoreFaults(url=store) as watch:  # records every key written, fails none
         build(store, progress=False)
-    finally:
-        build_module._write_task = original
-    assert touched and all(min(t) >= 20 for t in touched)  # old tracks never rewritten
+    records = [k for k in watch.written if "/c/" in k and "/done_rows/" not in k]
+    assert records, "the build wrote no records"
+    # a record chunk's last index is its track shard: shard 0 (the old tracks) never written
+    assert all(int(k.rsplit("/", 1)[1]) >= 1 for k in records), records
     after = _records(store, "variants")
     for name, values in before.items():
-        np.testing.assert_array_equal(after[name][..., :20], values)
+        np.testing.assert_array_equal(after[name][..., :16], values)
     reduce(store, progress=False)
     assert export(store, out=tmp_path / "o.npz").read_bytes() == small_build[1].read_bytes()
 
@@ -303,25 +295,18 @@ def test_adding_positions_and_snps_computes_only_them(small_copy: Path, tmp_path
 
 
 def test_a_full_disk_fails_cleanly_and_the_build_resumes(
-    tmp_path: Path, demo_inputs: DemoInputs, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, demo_inputs: DemoInputs
 ) -> None:
     store = tmp_path / "s.zarr"
     plan_small(store, demo_inputs, small_recipe(tmp_path))
-    import zarr.storage._local as local
-
-    real_put = local._put
-    calls = {"n": 0}
-
-    def full_disk(path, value, exclusive=False):  # type: ignore[no-untyped-def]
-        calls["n"] += 1
-        if calls["n"] > 12 and "/c/" in str(path):
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_put(path, value, exclusive=exclusive)
-
-    monkeypatch.setattr(local, "_put", full_disk)
-    with pytest.raises(WriteError, match="disk is full.*re-run `chorus-store build"):
+    # the disk fills after 16 chunk writes: the first baseline shard's records and done
+    # marks (4 arrays x 3 track shards) land, the second one's do not
+    with (
+        StoreFaults(Fault("*/c/*", after=16, kind="full_disk"), url=store) as faults,
+        pytest.raises(WriteError, match="disk is full.*re-run `chorus-store build"),
+    ):
         build(store, oracle=composition_oracle(), progress=False)
-    monkeypatch.setattr(local, "_put", real_put)
+    assert faults.failed
     done_before = ChorusStore.open(store).read("baselines/done_rows")
     assert 0 < (done_before > 0).sum() < done_before.size
     assert not list(store.rglob("*.partial"))

@@ -70,9 +70,9 @@ def test_torch_records_equal_the_numpy_reference(tmp_path: Path, subset: bool) -
     summary, perbin, genes = want
     j = int(np.flatnonzero(tracks == 0)[0])  # chromatin track 0: 501 bp -> bins 31..33
     np.testing.assert_allclose(summary[2, 0, j], pred[2, 31:34, 0].astype(np.float64).sum())
-    g = int(stats.gene_positions[0])  # a gene_expression track
+    col = int(stats.gene_positions[0])  # a gene_expression track
     s = index.slots[3]
-    np.testing.assert_allclose(genes[3, g], pred[s.batch_row, s.bins, tracks[g]].mean())
+    np.testing.assert_allclose(genes[3, col], pred[s.batch_row, s.bins, tracks[col]].mean())
     assert perbin is not None and index.bins is not None
     not_drawn = index.bins[:, 0, :] < 0
     assert not_drawn.any() and np.isnan(perbin[:, 0][not_drawn][:, j]).all()  # not drawn: NaN
@@ -122,6 +122,9 @@ def test_a_rows_records_do_not_depend_on_the_rest_of_its_block(tmp_path: Path) -
         other = pred.copy()
         other[[0, 1, 3, 4, 5]] = np.random.default_rng(9).lognormal(size=other[[0]].shape)
         alone = stats.records_of({HEAD: other}, index, labels)
+        # this table has per-bin and gene records
+        assert whole[1] is not None and alone[1] is not None
+        assert whole[2] is not None and alone[2] is not None
         np.testing.assert_array_equal(whole[0][2], alone[0][2])
         np.testing.assert_array_equal(whole[1][2], alone[1][2])
         on_row2 = [i for i, s in enumerate(index.slots) if s.batch_row == 2]
@@ -169,7 +172,7 @@ def test_the_model_runs_the_next_batch_while_the_last_is_reduced(
     def slow_reducer(self: object, item: tuple[object, ...]) -> None:
         t0 = time.perf_counter()
         time.sleep(0.05)
-        real_call(self, item)  # type: ignore[arg-type]
+        real_call(self, item)
         reducing.append((t0, time.perf_counter()))
 
     monkeypatch.setattr(build_module._Reducer, "__call__", slow_reducer)

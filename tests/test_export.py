@@ -124,7 +124,7 @@ def test_percentile_of_a_rows_median_is_one_half(small_build: tuple[Path, Path])
 
 def _padded(n: int) -> np.ndarray:
     """A row gridded at width n and padded with its maximum: the #143 shape."""
-    return np.r_[np.arange(n, dtype=np.float32), np.full(10_000 - n, n - 1, np.float32)]
+    return np.concatenate([np.arange(n, dtype=np.float32), np.full(10_000 - n, n - 1, np.float32)])
 
 
 def _good_arrays(small_build: tuple[Path, Path]) -> dict[str, np.ndarray]:

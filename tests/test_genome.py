@@ -40,8 +40,8 @@ def test_n_count_equals_brute_force(
     tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
 ) -> None:
     length = data.draw(st.integers(50, 400))
-    seq = data.draw(st.lists(st.sampled_from("ACGTNNn"), min_size=length, max_size=length))
-    seq = "".join(seq)
+    bases = data.draw(st.lists(st.sampled_from("ACGTNNn"), min_size=length, max_size=length))
+    seq = "".join(bases)
     path = write_fasta(tmp_path_factory.mktemp("fa") / "g.fa", {"c": seq}, width=17)
     g = Genome(path)
     g.run_block_bp = data.draw(st.integers(1, 64))  # runs cross read blocks

@@ -18,13 +18,14 @@ from chorus_store.genome.track_tables import (
     legnet_tracks,
     sei_tracks,
 )
+from chorus_store.genome.tracks import TrackTable
 from chorus_store.resources import data_dir
 
 B = data_dir("builders")
 
 
-def _counts(table) -> dict[str, int]:  # type: ignore[no-untyped-def]
-    return pd.Series(table.layers).value_counts().to_dict()
+def _counts(table: TrackTable) -> dict[str, int]:
+    return {str(k): int(v) for k, v in pd.Series(table.layers).value_counts().items()}
 
 
 def test_enformer() -> None:

@@ -6,6 +6,7 @@ import json
 import random
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -98,7 +99,8 @@ def test_reference_sets_load_and_hash_as_recorded() -> None:
     }
     assert ref.genome["assembly"] == "hg38" and ref.genome["chr1_length"] == 248_956_422
     for name in ("snps_promoter", "snps_accessibility"):
-        assert len(load_reference_set(REFERENCE, variants=name).variants) in (17_805, 18_672)
+        variants = load_reference_set(REFERENCE, variants=name).variants
+        assert variants is not None and len(variants) in (17_805, 18_672)
 
 
 def test_a_tampered_reference_set_is_refused(tmp_path: Path) -> None:
@@ -275,7 +277,11 @@ def test_plan_change_on_resume_is_refused(tmp_path: Path, demo_inputs: DemoInput
     from .helpers import composition_oracle
 
     path = tmp_path / "s.zarr"
-    kw = {"fasta": demo_inputs.fasta, "ccre": demo_inputs.ccre, "gtf": demo_inputs.gtf}
+    kw: dict[str, Any] = {
+        "fasta": demo_inputs.fasta,
+        "ccre": demo_inputs.ccre,
+        "gtf": demo_inputs.gtf,
+    }
     plan_store(path, small_recipe(tmp_path, n_tracks=20), **kw)
     build(path, oracle=composition_oracle(), part="variants", progress=False)  # rows built
     with pytest.raises(PlanMismatchError, match="n_random: store 96 vs now 97"):
@@ -446,7 +452,11 @@ def test_replanning_an_unbuilt_store_replaces_its_recipe(
     from .helpers import composition_oracle
 
     path = tmp_path / "s.zarr"
-    kw = {"fasta": demo_inputs.fasta, "ccre": demo_inputs.ccre, "gtf": demo_inputs.gtf}
+    kw: dict[str, Any] = {
+        "fasta": demo_inputs.fasta,
+        "ccre": demo_inputs.ccre,
+        "gtf": demo_inputs.gtf,
+    }
     plan_store(path, small_recipe(tmp_path), **kw)
     assert ChorusStore.open(path).attrs["recipe"]["oracle"]["batch_size"] == 8
     with caplog.at_level("WARNING", logger="chorus_store.plan.stage"):
@@ -468,7 +478,11 @@ def test_a_fasta_differing_past_the_hashed_prefix_is_refused_naming_the_contig(
     first 64 MiB. Before: plan and build accepted it. The prefix is scaled to the test."""
     monkeypatch.setattr(genome_module, "_PREFIX_BYTES", 1024)
     store = tmp_path / "s.zarr"
-    kw = {"fasta": demo_inputs.fasta, "ccre": demo_inputs.ccre, "gtf": demo_inputs.gtf}
+    kw: dict[str, Any] = {
+        "fasta": demo_inputs.fasta,
+        "ccre": demo_inputs.ccre,
+        "gtf": demo_inputs.gtf,
+    }
     plan_store(store, small_recipe(tmp_path), **kw)
     record = ChorusStore.open(store).attrs["genome"]
     assert set(record["contig_sha256"]) == set(Genome(demo_inputs.fasta).lengths)
@@ -502,7 +516,11 @@ def test_an_annotation_with_another_contig_naming_is_refused_naming_both(
     renamed.write_text(
         "\n".join(ln if ln.startswith("#") else ln.removeprefix("chr") for ln in lines) + "\n"
     )
-    kw = {"fasta": demo_inputs.fasta, "ccre": demo_inputs.ccre, "gtf": demo_inputs.gtf}
+    kw: dict[str, Any] = {
+        "fasta": demo_inputs.fasta,
+        "ccre": demo_inputs.ccre,
+        "gtf": demo_inputs.gtf,
+    }
     with pytest.raises(InputFileError, match=r"names its contigs 1, 2.* names chr1, chr2"):
         plan_store(tmp_path / "s.zarr", small_recipe(tmp_path), **{**kw, which: renamed})
     assert not (tmp_path / "s.zarr").exists()
@@ -523,7 +541,11 @@ def test_replanning_an_unbuilt_store_with_another_plan_or_tracks_lays_it_out_ane
     from .helpers import composition_oracle
 
     path = tmp_path / "s.zarr"
-    kw = {"fasta": demo_inputs.fasta, "ccre": demo_inputs.ccre, "gtf": demo_inputs.gtf}
+    kw: dict[str, Any] = {
+        "fasta": demo_inputs.fasta,
+        "ccre": demo_inputs.ccre,
+        "gtf": demo_inputs.gtf,
+    }
     plan_store(path, small_recipe(tmp_path, n_tracks=20), **kw)
     with caplog.at_level("WARNING", logger="chorus_store.plan.stage"):
         store = plan_store(

@@ -27,8 +27,8 @@ def chorus_to_cdf_row(arr: np.ndarray, n_points: int = P) -> np.ndarray:
     if n == 0:
         return row
     if n >= n_points:
-        return arr[np.linspace(0, n - 1, n_points, dtype=int)]
-    return np.interp(np.linspace(0, 1, n_points), np.arange(n) / n, arr)
+        return np.asarray(arr[np.linspace(0, n - 1, n_points, dtype=int)])
+    return np.asarray(np.interp(np.linspace(0, 1, n_points), np.arange(n) / n, arr))
 
 
 finite = st.floats(-1e6, 1e6, allow_nan=False, width=32)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,7 +27,8 @@ from chorus_store.plan.stage import _derive_population
 REFERENCE = (
     Path(__file__).resolve().parents[1] / "examples/chorus/chorus_reference_positions_v1.npz"
 )
-SMALL = {
+# keyword arguments of SamplingConfig, of several types
+SMALL: dict[str, Any] = {
     "chromosomes": ("chr1", "chr2", "chr3"),
     "random_margin_bp": 100_000,
     "random_fallback_margin_bp": 20_000,

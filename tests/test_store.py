@@ -9,7 +9,7 @@ import subprocess
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -50,9 +50,10 @@ def test_root_attributes_record_provenance(small_build: tuple[Path, Path]) -> No
 def test_arrays_are_sharded_with_checksums(small_build: tuple[Path, Path]) -> None:
     arr = zarr.open_array(str(small_build[0] / "baselines" / "perbin"))
     assert arr.shards == (32, 1, 32, 16) and arr.chunks == (32, 1, 32, 8)
-    codecs = json.dumps(arr.metadata.to_dict()["codecs"])
+    meta: dict[str, Any] = dict(arr.metadata.to_dict())
+    codecs = json.dumps(meta["codecs"])
     assert "sharding_indexed" in codecs and codecs.count("crc32c") == 2  # chunks and index
-    inner = arr.metadata.to_dict()["codecs"][0]["configuration"]["codecs"]
+    inner = meta["codecs"][0]["configuration"]["codecs"]
     # blosc lz4 + byte shuffle over float32 items, then the chunk's checksum
     assert [c["name"] for c in inner] == ["bytes", "blosc", "crc32c"]
     assert inner[1]["configuration"] | {"blocksize": 0} == {
@@ -136,7 +137,9 @@ def test_validate_names_every_problem(small_copy: Path) -> None:
     ChorusStore.open(small_copy).validate()
     shutil.rmtree(small_copy / "variants" / "effect")
     g = zarr.open_group(str(small_copy), mode="r+")
-    g["baselines/summary"].resize((3, 1, 40))
+    summary = g["baselines/summary"]
+    assert isinstance(summary, zarr.Array)
+    summary.resize((3, 1, 40))
     zarr.consolidate_metadata(str(small_copy))
     with pytest.raises(SchemaError) as err:
         ChorusStore.open(small_copy).validate()
@@ -146,7 +149,7 @@ def test_validate_names_every_problem(small_copy: Path) -> None:
 
 def test_unknown_schema_version_is_refused(small_copy: Path) -> None:
     g = zarr.open_group(str(small_copy), mode="r+")
-    attrs = dict(g.attrs["chorus_store"])
+    attrs = dict(cast("dict[str, Any]", g.attrs["chorus_store"]))
     attrs["schema_version"] = 99
     g.attrs["chorus_store"] = attrs
     with pytest.raises(SchemaError, match="schema v99"):

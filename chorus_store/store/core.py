@@ -58,7 +58,7 @@ __all__ = [
 
 SCHEMA_VERSION = 2
 ROOT_KEY = "chorus_store"
-DATA_GROUPS = ("baselines", "variants")
+DATA_GROUPS: tuple[str, ...] = ("baselines", "variants")
 LAYERS = ("effect", "summary", "perbin")
 #: bins each usable position contributes to the per-bin null: chorus's 32, not a setting
 BIN_SAMPLES = 32

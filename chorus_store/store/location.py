@@ -29,13 +29,13 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from chorus_store.errors import LocationError, StoreLockedError
 
-__all__ = ["Location", "LocalLocation", "ObjectLocation", "is_remote"]
+__all__ = ["Location", "LocalLocation", "ObjectLocation", "is_remote", "wrapping_zarr_stores"]
 
 _OBJECT_SCHEMES = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "azure", "http", "https")
 
@@ -44,6 +44,38 @@ def is_remote(url: str | Path) -> bool:
     """True for an object-store URL (``s3://``, ``gs://``, ...), False for a local path."""
     text = str(url)
     return "://" in text and text.split("://", 1)[0].lower() in _OBJECT_SCHEMES
+
+
+# The one seam for wrapping the Zarr stores the package opens (fault injection in
+# chorus_store.testing.faults, tracing): every Location.zarr_store passes through these.
+_ZARR_STORE_WRAPPERS: list[Callable[[Location, Any], Any]] = []
+
+
+@contextlib.contextmanager
+def wrapping_zarr_stores(wrap: Callable[[Location, Any], Any]) -> Iterator[None]:
+    """Within the block, every Zarr store a :class:`Location` opens is ``wrap(location, store)``.
+
+    ``wrap`` returns a ``zarr.abc.store.Store`` (typically a ``zarr.storage.WrapperStore``
+    around ``store``). It reaches every store the stages open in this process, re-opens
+    included, but not those of other processes (cluster workers, CLI subprocesses).
+
+    Examples
+    --------
+    >>> from zarr.storage import LoggingStore
+    >>> with wrapping_zarr_stores(lambda loc, store: LoggingStore(store)):  # doctest: +SKIP
+    ...     build("demo.zarr")
+    """
+    _ZARR_STORE_WRAPPERS.append(wrap)
+    try:
+        yield
+    finally:
+        _ZARR_STORE_WRAPPERS.remove(wrap)
+
+
+def _wrapped(loc: Location, store: Any) -> Any:
+    for wrap in _ZARR_STORE_WRAPPERS:
+        store = wrap(loc, store)
+    return store
 
 
 class Location:
@@ -156,7 +188,7 @@ class LocalLocation(Location):
     def zarr_store(self, *, read_only: bool) -> Any:
         from zarr.storage import LocalStore
 
-        return LocalStore(self.path, read_only=read_only)
+        return _wrapped(self, LocalStore(self.path, read_only=read_only))
 
     def _file(self, key: str) -> Path:
         return self.path / key
@@ -279,7 +311,7 @@ class ObjectLocation(Location):
     def zarr_store(self, *, read_only: bool) -> Any:
         from zarr.storage import ObjectStore
 
-        return ObjectStore(self.store, read_only=read_only)
+        return _wrapped(self, ObjectStore(self.store, read_only=read_only))
 
     def get(self, key: str) -> bytes | None:
         return self._get(key)[0]
