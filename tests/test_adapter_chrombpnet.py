@@ -36,6 +36,7 @@ from chorus_store.errors import RecipeError
 from chorus_store.genome.fasta import one_hot
 from chorus_store.genome.track_tables import chrombpnet_models
 from chorus_store.oracles import chrombpnet as cb
+from chorus_store.oracles.models import chrombpnet as cbm
 from chorus_store.resources import data_dir
 
 from .helpers import DEMO_TOML, SMALL_SAMPLING
@@ -62,8 +63,8 @@ def _randomise(model: Any, rng: np.random.Generator, counts_layer: str, log_tota
 
 def _write_models(directory: Path, registry: Path, seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
-    accessibility = cb.chrombpnet_architecture(filters=FILTERS)
-    chip = cb.bpnet_architecture(filters=FILTERS)
+    accessibility = cbm.chrombpnet_architecture(filters=FILTERS)
+    chip = cbm.bpnet_architecture(filters=FILTERS)
     for i, m in enumerate(chrombpnet_models(registry)):
         spec = cb.ModelSpec(m["track_id"], m["kind"], m["accession"])
         if spec.kind == "chrombpnet":
@@ -165,20 +166,20 @@ def test_count_head_is_one_joint_softmax_times_the_pooled_total() -> None:
     rng = np.random.default_rng(3)
     logits = rng.normal(0, 2, (3, 1000, 2))
     log_counts = rng.uniform(1, 6, (3, 1))
-    got = cb.expected_counts(logits.astype(np.float32), log_counts.astype(np.float32))
+    got = cbm.expected_counts(logits.astype(np.float32), log_counts.astype(np.float32))
     joint = softmax(logits.reshape(3, -1), axis=1).reshape(3, 1000, 2)
     want = joint * (np.exp(log_counts[:, 0]) - 2)[:, None, None]
     np.testing.assert_allclose(got, want, rtol=2e-6)
     # the strands together carry the total, not twice it (chorus #120: 2.00x)
     np.testing.assert_allclose(got.sum(axis=(1, 2)), np.exp(log_counts[:, 0]) - 2, rtol=1e-6)
 
-    one = cb.expected_counts(logits[:, :, 0], log_counts[:, 0])  # one track: expm1 (#113)
+    one = cbm.expected_counts(logits[:, :, 0], log_counts[:, 0])  # one track: expm1 (#113)
     want_one = softmax(logits[:, :, 0], axis=1) * np.expm1(log_counts)
     np.testing.assert_allclose(one[:, :, 0], want_one, rtol=1e-12)
-    summed = cb.expected_counts(logits, np.c_[log_counts * 0.25, log_counts * 0.75])
+    summed = cbm.expected_counts(logits, np.c_[log_counts * 0.25, log_counts * 0.75])
     np.testing.assert_allclose(summed, want, rtol=1e-12)  # count columns summed first
     # no overflow where chorus's mean-centred float32 softmax would
-    big = cb.expected_counts(np.array([[0.0, 900.0, 1000.0]]), np.log1p([5.0]))
+    big = cbm.expected_counts(np.array([[0.0, 900.0, 1000.0]]), np.log1p([5.0]))
     np.testing.assert_allclose(big[0, :, 0], [0.0, 5.0 / (1 + np.exp(100)), 5.0], atol=1e-12)
 
 
@@ -347,14 +348,14 @@ def test_missing_weights_are_refused_naming_the_files(
 # column → (a model of the wrong shape written there, what the error says)
 WRONG: dict[str, dict[int, tuple[Callable[[], Any], str]]] = {
     "tf_keras": {
-        0: (lambda: cb.chrombpnet_architecture(FILTERS, output_length=500), "returns"),
-        9: (lambda: cb.bpnet_architecture(2 * FILTERS), "not a loadable bpnet"),
-        10: (lambda: cb.chrombpnet_architecture(FILTERS), "weighted layers differ"),
+        0: (lambda: cbm.chrombpnet_architecture(FILTERS, output_length=500), "returns"),
+        9: (lambda: cbm.bpnet_architecture(2 * FILTERS), "not a loadable bpnet"),
+        10: (lambda: cbm.chrombpnet_architecture(FILTERS), "weighted layers differ"),
     },
     "bpnet-lite": {
-        0: (lambda: cb.chrombpnet_architecture(FILTERS, n_dil_layers=7), "7 dilated layers"),
-        9: (lambda: cb.bpnet_architecture(2 * FILTERS), "16 filters"),
-        10: (lambda: cb.chrombpnet_architecture(FILTERS), "bpnet-lite can read"),
+        0: (lambda: cbm.chrombpnet_architecture(FILTERS, n_dil_layers=7), "7 dilated layers"),
+        9: (lambda: cbm.bpnet_architecture(2 * FILTERS), "16 filters"),
+        10: (lambda: cbm.chrombpnet_architecture(FILTERS), "bpnet-lite can read"),
     },
 }
 
@@ -390,10 +391,10 @@ def test_full_size_architectures(tmp_path: Path) -> None:
     weights = tmp_path / "weights"
     weights.mkdir()
     models = chrombpnet_models(registry)
-    cb.chrombpnet_architecture().save(weights / f"{models[0]['accession']}.h5")
+    cbm.chrombpnet_architecture().save(weights / f"{models[0]['accession']}.h5")
     for m in models[1:9]:  # the same bytes under the other accessibility names
         (weights / f"{m['accession']}.h5").symlink_to(weights / f"{models[0]['accession']}.h5")
-    cb.bpnet_architecture().save(weights / f"{models[9]['accession']}_model.h5")
+    cbm.bpnet_architecture().save(weights / f"{models[9]['accession']}_model.h5")
     recipe = tiny_recipe(tmp_path, registry, weights, bpnet_filters=64, batch_size=64)
     x = _onehot(64)
     cols = {"profile": np.array([0, 9])}
