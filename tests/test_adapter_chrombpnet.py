@@ -9,7 +9,6 @@ adapter expects (``<ENCFF>.h5``, ``<BP id>_model.h5``), and loaded through
 
 from __future__ import annotations
 
-import copy
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -38,41 +37,18 @@ from chorus_store.genome.track_tables import chrombpnet_models
 from chorus_store.oracles import chrombpnet as cb
 from chorus_store.oracles.models import chrombpnet as cbm
 from chorus_store.resources import data_dir
-
-from .helpers import DEMO_TOML, SMALL_SAMPLING
-
-JASPAR = data_dir("builders") / "chrombpnet" / "chrombpnet_JASPAR_metadata.tsv"
-FILTERS = 8  # tiny; the real models have 512 (ChromBPNet) and 64 (BPNet)
-# the 11 models of a registry slice: 9 accessibility models + the first two JASPAR rows
-FIRST = ["ATAC:K562", "CHIP:K562:REST"]
-ADDED = ["DNASE:HepG2", "CHIP:GM12878:REST"]
-
+from chorus_store.testing.models.chrombpnet import (
+    ADDED,
+    FILTERS,
+    FIRST,
+    JASPAR,
+    tiny_recipe,
+    write_models,
+)
 
 # --------------------------------------------------------------------------------------
 # tiny models on disk
 # --------------------------------------------------------------------------------------
-
-
-def _randomise(model: Any, rng: np.random.Generator, counts_layer: str, log_total: float) -> None:
-    """Random weights; the count head's bias sets a positive total (log2fc needs it)."""
-    model.set_weights([rng.normal(0, 0.15, w.shape).astype(np.float32) for w in model.weights])
-    layer = model.get_layer(counts_layer)
-    kernel, _ = layer.get_weights()
-    layer.set_weights([kernel * 0.1, np.full((1,), log_total, np.float32)])
-
-
-def _write_models(directory: Path, registry: Path, seed: int = 0) -> None:
-    rng = np.random.default_rng(seed)
-    accessibility = cbm.chrombpnet_architecture(filters=FILTERS)
-    chip = cbm.bpnet_architecture(filters=FILTERS)
-    for i, m in enumerate(chrombpnet_models(registry)):
-        spec = cb.ModelSpec(m["track_id"], m["kind"], m["accession"])
-        if spec.kind == "chrombpnet":
-            _randomise(accessibility, rng, "wo_bias_bpnet_logcount_predictions", 3.0 + 0.1 * i)
-            accessibility.save(directory / spec.filename)
-        else:
-            _randomise(chip, rng, "logcounts_predictions", 4.0 + 0.1 * i)
-            chip.save(directory / spec.filename)  # whole model, like the JASPAR files
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +59,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     pd.read_csv(JASPAR, sep="\t").iloc[:2].to_csv(registry, sep="\t", index=False)
     weights = root / "weights"
     weights.mkdir()
-    _write_models(weights, registry)
+    write_models(weights, registry)
     return registry, weights
 
 
@@ -92,44 +68,6 @@ def tiny_oracle(tiny: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactor
     """The 11-model registry slice loaded through ``load()`` (tf_keras), shared."""
     registry, weights = tiny
     return tiny_recipe(tmp_path_factory.mktemp("recipe"), registry, weights).load_oracle()
-
-
-def tiny_recipe(
-    tmp: Path,
-    registry: Path,
-    weights: Path | None,
-    *,
-    tracks: list[str] | None = None,
-    n_columns: int = 0,
-    **oracle: Any,
-) -> Recipe:
-    """A ChromBPNet recipe on the demo genome; ``tracks`` (default: the whole registry)."""
-    if tracks is None:
-        table: dict[str, Any] = {"format": "chrombpnet", "path": str(registry)}
-    else:
-        path = tmp / f"tracks_{len(tracks)}.tsv"
-        pd.DataFrame({
-            "track_id": tracks, "assay_type": [t.split(":")[0] for t in tracks],
-            "description": tracks, "n_strands": [2 if t.startswith("CHIP") else 1 for t in tracks],
-        }).to_csv(path, sep="\t", index=False)  # fmt: skip
-        table = {"table": str(path)}
-    head = {"name": "profile", "resolution_bp": 1, "n_bins": 1000, "n_strands": 2,
-            "offset_bp": 557, "n_columns": n_columns}  # fmt: skip
-    data = {
-        "name": "chrombpnet_tiny",
-        "oracle": {
-            "adapter": "chrombpnet", "registry": str(registry), "input_length": 2114,
-            "batch_size": 16, "per_model": True, "strands": ["+", "-"], "max_n_fraction": 0.5,
-            "bpnet_filters": FILTERS, "heads": [head],
-            **({"weights": str(weights)} if weights is not None else {}), **oracle,
-        },
-        "tracks": table,
-        "plan": {"source": "generated", "assembly": "chorus-store-demo-v1",
-                 "sampling": {**copy.deepcopy(DEMO_TOML["plan"]["sampling"]), **SMALL_SAMPLING}},
-        "layout": {"position_shard_rows": 64, "variant_shard_rows": 64, "track_shard": 2,
-                   "track_chunk": 2},
-    }  # fmt: skip
-    return Recipe.from_dict(data, base=tmp)
 
 
 def _onehot(n: int, seed: int = 1) -> np.ndarray:
@@ -407,7 +345,7 @@ def test_full_size_architectures(tmp_path: Path) -> None:
 def test_a_stored_registry_path_of_another_install_finds_this_installs_file() -> None:
     """The registry (also the [tracks] file) is shipped in builders/; a stored recipe names
     the planning machine's copy. Before: a worker installed elsewhere could not read it."""
-    from chorus_store import Recipe, load_recipe
+    from chorus_store import load_recipe
 
     stored = load_recipe("chrombpnet").to_dict()
     shipped = data_dir("builders") / "chrombpnet" / "chrombpnet_JASPAR_metadata.tsv"

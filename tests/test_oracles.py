@@ -114,10 +114,10 @@ def test_cpu_predictions_do_not_depend_on_the_thread_count(tmp_path: Path) -> No
     np.testing.assert_array_equal(one, two)
     np.testing.assert_array_equal(one, four)
     # the tiny real Enformer too (convolutions, attention, batch norm)
-    from tests.test_adapter_enformer import _random_onehot as enformer_onehot
-    from tests.test_adapter_enformer import _recipe, _save_tiny_torch
+    from chorus_store.testing.models.enformer import enformer_recipe, save_tiny_torch
+    from chorus_store.testing.models.enformer import random_onehot as enformer_onehot
 
-    enformer = _recipe(_save_tiny_torch(tmp_path), batch_size=1).load_oracle(device="cpu")
+    enformer = enformer_recipe(save_tiny_torch(tmp_path), batch_size=1).load_oracle(device="cpu")
     xe = enformer_onehot(1, seed=2)
     a, b = (_at_threads(n, lambda: enformer.predict(xe)["human"]) for n in (1, 2))
     np.testing.assert_array_equal(a, b)
