@@ -37,6 +37,8 @@ from chorus_store.errors import PredictionError, RecipeError
 from chorus_store.genome.fasta import one_hot
 from chorus_store.genome.track_tables import alphagenome_head_sizes
 from chorus_store.oracles.alphagenome import OUTPUT_TYPES
+from chorus_store.recipes import Recipe
+from chorus_store.testing.adapters import AdapterTests
 from chorus_store.testing.models.alphagenome import (
     E2E_SAMPLING,
     FULL_L,
@@ -295,10 +297,7 @@ def test_a_build_brings_only_records_to_the_host_never_a_1bp_head(
 
 
 def test_missing_weights_name_what_to_convert(tmp_path: Path, tiny: dict[str, Path]) -> None:
-    with pytest.raises(RecipeError, match="convert_checkpoint"):
-        alphagenome_recipe(tiny).load_oracle(device="cpu")
-    with pytest.raises(RecipeError, match="do not exist"):
-        alphagenome_recipe(tiny, weights=tmp_path / "nowhere").load_oracle(device="cpu")
+    # no weights, an absent path: AdapterTests.test_missing_weights_say_what_to_download
     with pytest.raises(RecipeError, match="convert_checkpoint"):
         load_recipe("alphagenome").load_oracle(device="cpu")
     lonely = tmp_path / "lonely"
@@ -402,3 +401,15 @@ def test_a_stored_recipe_builds_when_its_track_table_file_is_gone(
     assert probe(spec)["name"] == "alphagenome_tiny"  # what a worker loads
     report = build(store, progress=False, device="cpu")
     assert report.rows_built["baselines"] > 0
+
+
+class TestAlphaGenomeAdapter(AdapterTests):
+    """The shared adapter tests on the tiny AlphaGenome port."""
+
+    adapter = "alphagenome"
+    download_hint = "convert_checkpoint"
+    absent_weights = "do not exist"
+
+    @pytest.fixture(scope="class")
+    def adapter_recipe(self, tiny: dict[str, Path]) -> Recipe:
+        return alphagenome_recipe(tiny)

@@ -33,7 +33,11 @@ from chorus_store import ChorusStore, build, export, open_store, plan_store, red
 from chorus_store.demo import DemoInputs  # noqa: E402
 from chorus_store.errors import RecipeError  # noqa: E402
 from chorus_store.oracles.borzoi import BorzoiOracle, weights_dir  # noqa: E402
-from chorus_store.recipes import load_recipe  # noqa: E402
+from chorus_store.recipes import (
+    Recipe,
+    load_recipe,  # noqa: E402
+)
+from chorus_store.testing.adapters import AdapterTests
 from chorus_store.testing.models.borzoi import (
     INPUT_BP,
     NARROW,
@@ -242,10 +246,7 @@ def test_end_to_end_on_the_demo_genome(
 
 
 def test_missing_weights_name_what_to_download(tmp_path: Path, subset_table: Path) -> None:
-    with pytest.raises(RecipeError, match="johahi/borzoi-replicate-0"):
-        load_recipe("borzoi").load_oracle(device="cpu")
-    with pytest.raises(RecipeError, match="does not exist"):
-        load_recipe("borzoi").load_oracle(weights=str(tmp_path / "nowhere"), device="cpu")
+    # no weights, an absent path: AdapterTests.test_missing_weights_say_what_to_download
     with pytest.raises(RecipeError, match="borzoi-replicate-0/config.json"):
         load_recipe("borzoi").load_oracle(weights=str(tmp_path), device="cpu")
     (tmp_path / "config.json").write_text("{}")
@@ -332,3 +333,14 @@ def test_full_size_borzoi_through_the_real_recipe(tmp_path: Path) -> None:
     assert got.shape == (1, 6144, 7611)
     assert np.isfinite(got).all()
     np.testing.assert_allclose(got, _package_forward(model, onehot), rtol=1e-5, atol=1e-6)
+
+
+class TestBorzoiAdapter(AdapterTests):
+    """The shared adapter tests on the shallow Borzoi."""
+
+    adapter = "borzoi"
+    download_hint = "johahi/borzoi-replicate-0"
+
+    @pytest.fixture(scope="class")
+    def adapter_recipe(self, shallow: Path, subset_table: Path) -> Recipe:
+        return borzoi_recipe(shallow, subset_table, len(SUBSET))

@@ -37,6 +37,7 @@ from chorus_store.genome.track_tables import chrombpnet_models
 from chorus_store.oracles import chrombpnet as cb
 from chorus_store.oracles.models import chrombpnet as cbm
 from chorus_store.resources import data_dir
+from chorus_store.testing.adapters import AdapterTests
 from chorus_store.testing.models.chrombpnet import (
     ADDED,
     FILTERS,
@@ -265,10 +266,7 @@ def test_missing_weights_are_refused_naming_the_files(
     tiny: tuple[Path, Path], tmp_path: Path
 ) -> None:
     registry, weights = tiny
-    with pytest.raises(RecipeError, match="--weights DIR"):
-        tiny_recipe(tmp_path, registry, None).load_oracle()
-    with pytest.raises(RecipeError, match="not a directory"):
-        tiny_recipe(tmp_path, registry, tmp_path / "nowhere").load_oracle()
+    # no weights, an absent path: AdapterTests.test_missing_weights_say_what_to_download
     partial = tmp_path / "partial"
     shutil.copytree(weights, partial)
     (partial / "BP000001.1_model.h5").unlink()
@@ -356,3 +354,19 @@ def test_a_stored_registry_path_of_another_install_finds_this_installs_file() ->
     assert cb._registry_path(recipe) == shipped
     stored["tracks"]["path"] = "/nonexistent/elsewhere/registry.tsv"  # not shipped: kept
     assert Recipe.from_stored(stored).tracks["path"] == "/nonexistent/elsewhere/registry.tsv"
+
+
+class TestChromBPNetAdapter(AdapterTests):
+    """The shared adapter tests on the tiny models, through tf_keras (what chorus runs)."""
+
+    adapter = "chrombpnet"
+    download_hint = "needs the ChromBPNet/BPNet weights"
+    absent_weights = "is not a directory"
+
+    @pytest.fixture(scope="class")
+    def adapter_recipe(
+        self, tiny: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
+    ) -> Recipe:
+        registry, weights = tiny
+        tmp = tmp_path_factory.mktemp("chrombpnet-kit")
+        return tiny_recipe(tmp, registry, weights, tracks=FIRST, n_columns=4)

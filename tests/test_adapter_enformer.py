@@ -27,6 +27,7 @@ from chorus_store.demo import DemoInputs
 from chorus_store.errors import RecipeError
 from chorus_store.genome.fasta import Genome, one_hot
 from chorus_store.oracles.enformer import TRUNK_INPUT_BP, EnformerTorchOracle
+from chorus_store.testing.adapters import AdapterTests
 from chorus_store.testing.models.enformer import (
     BINS,
     E2E_SAMPLING,
@@ -307,3 +308,14 @@ def test_full_size_enformer_through_load(tmp_path: Path) -> None:
         tmp_path / "full", batch_size=1, oracle={"use_tf_gamma": True}
     ).load_oracle(device="cpu")
     assert oracle.predict(random_onehot(1))["human"].shape == (1, BINS, TRACKS)
+
+
+class TestEnformerAdapter(AdapterTests):
+    """The shared adapter tests on the tiny PyTorch Enformer."""
+
+    adapter = "enformer"
+    download_hint = "enformer-official-rough"
+
+    @pytest.fixture(scope="class")
+    def adapter_recipe(self, torch_dir: Path) -> Recipe:
+        return enformer_recipe(torch_dir)

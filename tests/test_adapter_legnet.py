@@ -31,6 +31,7 @@ from chorus_store.genome.fasta import one_hot
 from chorus_store.genome.track_tables import legnet_tracks
 from chorus_store.oracles.legnet import LegNetOracle, encode, read_checkpoint
 from chorus_store.oracles.models.legnet import LegNet, LegNetConfig
+from chorus_store.testing.adapters import AdapterTests
 from chorus_store.testing.models.legnet import (
     CELLS,
     FULL_CONFIG,
@@ -265,8 +266,7 @@ def test_add_tracks_runs_only_the_new_model(
 def test_missing_weights_are_refused_naming_what_to_download(tmp_path: Path) -> None:
     with pytest.raises(RecipeError, match="--weights"):
         _shipped().load_oracle(device="cpu")
-    with pytest.raises(RecipeError, match="does not exist"):
-        _shipped().load_oracle(weights=str(tmp_path / "nowhere"), device="cpu")
+    # no weights, an absent path: AdapterTests.test_missing_weights_say_what_to_download
     partial = make_weights(tmp_path / "partial", cells=("K562", "HepG2"))
     with pytest.raises(RecipeError, match=r"LentiMPRA_WTC11/example/weights\.ckpt"):
         _shipped().load_oracle(weights=str(partial), device="cpu")
@@ -322,3 +322,15 @@ def test_full_size_architecture_through_load(tmp_path: Path) -> None:
     oracle = load_recipe("legnet").load_oracle(weights=str(weights), device="cpu")
     out = oracle.predict(one_hot([s.encode() for s in _random_seqs(300)]))["activity"]
     assert out.shape == (300, 3) and np.isfinite(out).all()
+
+
+class TestLegNetAdapter(AdapterTests):
+    """The shared adapter tests on the tiny LegNet models."""
+
+    adapter = "legnet"
+    download_hint = "zenodo.org/records/17863550"
+    wrong_shape_detectable = False
+
+    @pytest.fixture(scope="class")
+    def adapter_recipe(self, weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Recipe:
+        return e2e_recipe(tmp_path_factory.mktemp("legnet-kit"), weights)

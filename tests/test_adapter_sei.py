@@ -27,6 +27,7 @@ from chorus_store.demo import DemoInputs
 from chorus_store.errors import RecipeError
 from chorus_store.oracles.models.sei import SEI_CLASSES, SEI_PROFILES, NonStrandSpecific, Sei
 from chorus_store.oracles.sei import SeiOracle, load
+from chorus_store.testing.adapters import AdapterTests
 from chorus_store.testing.models.sei import (
     HISTONE,
     N_PROFILES,
@@ -275,10 +276,7 @@ def test_end_to_end_on_the_demo_genome(
 # ------------------------------------------------------------------------------ (c)
 def test_missing_weights_are_refused(weights: Path, tmp_path: Path) -> None:
     recipe = tiny_recipe(weights)
-    with pytest.raises(RecipeError, match="zenodo.org/record/4906997"):
-        recipe.load_oracle()
-    with pytest.raises(RecipeError, match="does not exist"):
-        load(recipe, weights=str(tmp_path / "nowhere"))
+    # no weights, an absent path: AdapterTests.test_missing_weights_say_what_to_download
     partial = tmp_path / "partial"
     write_weights(partial)
     (partial / "model" / "histone_inds.npy").unlink()
@@ -328,3 +326,14 @@ def test_full_size_sei_forward_on_cpu() -> None:
     out = oracle.predict(random_onehot(1))
     assert out["profiles"].shape == (1, 21907) and out["classes"].shape == (1, 40)
     assert np.isfinite(out["profiles"]).all() and (out["profiles"] > 0).all()
+
+
+class TestSeiAdapter(AdapterTests):
+    """The shared adapter tests on the tiny Sei."""
+
+    adapter = "sei"
+    download_hint = "zenodo.org/record/4906997"
+
+    @pytest.fixture(scope="class")
+    def adapter_recipe(self, weights: Path) -> Recipe:
+        return tiny_recipe(weights, weights_in_recipe=True)
