@@ -362,6 +362,7 @@ class TestChromBPNetAdapter(AdapterTests):
     adapter = "chrombpnet"
     download_hint = "needs the ChromBPNet/BPNet weights"
     absent_weights = "is not a directory"
+    runs_on_torch = False
 
     @pytest.fixture(scope="class")
     def adapter_recipe(
@@ -370,3 +371,19 @@ class TestChromBPNetAdapter(AdapterTests):
         registry, weights = tiny
         tmp = tmp_path_factory.mktemp("chrombpnet-kit")
         return tiny_recipe(tmp, registry, weights, tracks=FIRST, n_columns=4)
+
+
+class TestChromBPNetTorchAdapter(TestChromBPNetAdapter):
+    """The same, through bpnet-lite (PyTorch): its fingerprint records the torch numerics."""
+
+    runs_on_torch = True
+
+    @pytest.fixture(scope="class")
+    def adapter_recipe(
+        self, tiny: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
+    ) -> Recipe:
+        registry, weights = tiny
+        tmp = tmp_path_factory.mktemp("chrombpnet-kit-torch")
+        return tiny_recipe(
+            tmp, registry, weights, tracks=FIRST, n_columns=4, framework="bpnet-lite"
+        )
