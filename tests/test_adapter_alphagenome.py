@@ -412,4 +412,4 @@ class TestAlphaGenomeAdapter(AdapterTests):
 
     @pytest.fixture(scope="class")
     def adapter_recipe(self, tiny: dict[str, Path]) -> Recipe:
-        return alphagenome_recipe(tiny)
+        return alphagenome_recipe(tiny, weights=tiny["weights"])

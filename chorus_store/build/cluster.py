@@ -209,7 +209,7 @@ def local_cluster(
     # forward pass 3x slower in a worker (5.6 s vs 1.9 s for the same rows: every large
     # tensor allocation went back to mmap/munmap); workers keep glibc's default. Threads:
     # the machine's cores shared out, so N workers do not oversubscribe them (results do
-    # not depend on it: see oracles.torch_adapter.select_device)
+    # not depend on it: see oracles.common.select_device)
     # (dask writes its pre-spawn variables into this process's own environment, where
     # they would outlive the cluster: the thread counts go in each worker's env instead)
     environ = {
