@@ -70,18 +70,18 @@ def peak_rss_mb() -> float:
 
 
 def _enformer(work: Path, framework: str) -> Any:
-    from tests.test_adapter_enformer import (
+    from chorus_store.testing.models.enformer import (
         E2E_SAMPLING,
-        _recipe,
-        _save_tiny_tf,
-        _save_tiny_torch,
-        _subset_targets,
+        enformer_recipe,
+        save_tiny_tf,
+        save_tiny_torch,
+        subset_targets,
     )
 
-    save = _save_tiny_torch if framework == "pytorch" else _save_tiny_tf
+    save = save_tiny_torch if framework == "pytorch" else save_tiny_tf
     weights = save(work / f"enformer-{framework}")
-    tracks, _ = _subset_targets(work / "targets_subset.txt")
-    return _recipe(weights, framework=framework, tracks=tracks, sampling=E2E_SAMPLING)
+    tracks, _ = subset_targets(work / "targets_subset.txt")
+    return enformer_recipe(weights, framework=framework, tracks=tracks, sampling=E2E_SAMPLING)
 
 
 def setup_enformer_pytorch(work: Path) -> Any:
@@ -95,10 +95,17 @@ def setup_enformer_tensorflow(work: Path) -> Any:
 def setup_borzoi(work: Path) -> Any:
     import pandas as pd
 
-    from tests.test_adapter_borzoi import SAMPLING, SHALLOW, SUBSET, TARGETS, _recipe, _save_narrow
+    from chorus_store.testing.models.borzoi import (
+        SAMPLING,
+        SHALLOW,
+        SUBSET,
+        TARGETS,
+        borzoi_recipe,
+        save_narrow,
+    )
 
     parent = work / "borzoi-shallow"  # the `shallow` fixture
-    _save_narrow(parent / "borzoi-replicate-0", len(SUBSET), seed=5, config=SHALLOW)
+    save_narrow(parent / "borzoi-replicate-0", len(SUBSET), seed=5, config=SHALLOW)
     meta = pd.read_csv(TARGETS, sep="\t", index_col=0).iloc[SUBSET].reset_index(drop=True)
     table = work / "borzoi_subset_targets.txt"  # the `subset_table` fixture
     meta.to_csv(table, sep="\t")
@@ -108,25 +115,25 @@ def setup_borzoi(work: Path) -> Any:
         "rna_genes": "overlap",
         "sampling": dict(SAMPLING),
     }
-    return _recipe(parent, table, len(SUBSET), plan=plan)
+    return borzoi_recipe(parent, table, len(SUBSET), plan=plan)
 
 
 def setup_alphagenome(work: Path) -> Any:
     import pandas as pd
     import torch
 
-    from tests.test_adapter_alphagenome import (
+    from chorus_store.testing.models.alphagenome import (
         E2E_SAMPLING,
         TINY_CONFIG,
         TINY_TRACKS,
-        _recipe,
-        _tiny_model,
-        _track_slice,
+        alphagenome_recipe,
+        tiny_model,
+        track_slice,
     )
 
     weights = work / "weights"  # the `tiny` fixture
     weights.mkdir()
-    torch.save(_tiny_model().state_dict(), weights / "alphagenome_pytorch.pt")
+    torch.save(tiny_model().state_dict(), weights / "alphagenome_pytorch.pt")
     rows = [
         (ot, i, np.nan if i == n - 1 else 0.5 + i)
         for ot, n in TINY_TRACKS.items()
@@ -136,20 +143,20 @@ def setup_alphagenome(work: Path) -> Any:
     means.to_csv(weights / "track_means.tsv", sep="\t", index=False)
     config = work / "config.json"
     config.write_text(json.dumps(TINY_CONFIG))
-    tiny = {"weights": weights, "config": config, "tracks": _track_slice(work / "tracks.json")}
-    return _recipe(tiny, weights=weights, sampling=E2E_SAMPLING)
+    tiny = {"weights": weights, "config": config, "tracks": track_slice(work / "tracks.json")}
+    return alphagenome_recipe(tiny, weights=weights, sampling=E2E_SAMPLING)
 
 
 def _chrombpnet(work: Path, framework: str) -> Any:
     import pandas as pd
 
-    from tests.test_adapter_chrombpnet import FIRST, JASPAR, _write_models, tiny_recipe
+    from chorus_store.testing.models.chrombpnet import FIRST, JASPAR, tiny_recipe, write_models
 
     registry = work / "registry.tsv"  # the `tiny` fixture: 9 accessibility + 2 JASPAR models
     pd.read_csv(JASPAR, sep="\t").iloc[:2].to_csv(registry, sep="\t", index=False)
     weights = work / "weights"
     weights.mkdir()
-    _write_models(weights, registry)
+    write_models(weights, registry)
     return tiny_recipe(work, registry, weights, tracks=FIRST, n_columns=4, framework=framework)
 
 
@@ -162,17 +169,17 @@ def setup_chrombpnet_bpnet_lite(work: Path) -> Any:
 
 
 def setup_sei(work: Path) -> Any:
-    from tests.test_adapter_sei import tiny_recipe, write_weights
+    from chorus_store.testing.models.sei import tiny_recipe, write_weights
 
     weights = write_weights(work / "sei-weights")
     return tiny_recipe(weights, effects="query", weights_in_recipe=True)
 
 
 def setup_legnet(work: Path) -> Any:
-    from tests.test_adapter_legnet import _e2e_recipe, make_weights
+    from chorus_store.testing.models.legnet import e2e_recipe, make_weights
 
     weights = make_weights(work / "legnet")
-    return _e2e_recipe(work, weights)
+    return e2e_recipe(work, weights)
 
 
 @dataclasses.dataclass(frozen=True)

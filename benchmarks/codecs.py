@@ -68,20 +68,31 @@ def recipe_demo(work: Path, quick: bool) -> Any:
 
 
 def recipe_enformer(work: Path, quick: bool) -> Any:
-    from tests.test_adapter_enformer import E2E_SAMPLING, TARGETS, _recipe, _save_tiny_torch
+    from chorus_store.testing.models.enformer import (
+        E2E_SAMPLING,
+        TARGETS,
+        enformer_recipe,
+        save_tiny_torch,
+    )
 
     weights = work / "enformer-weights"
     if not weights.exists():
-        _save_tiny_torch(weights)
+        save_tiny_torch(weights)
     sampling = _scaled_sampling(E2E_SAMPLING, 0.5 if quick else 1.0)
     sampling["n_snps"] = 6 if quick else 24  # effects are one value per SNP and track
-    return _recipe(weights, tracks=TARGETS, sampling=sampling)
+    return enformer_recipe(weights, tracks=TARGETS, sampling=sampling)
 
 
 def recipe_borzoi(work: Path, quick: bool) -> Any:
     import pandas as pd
 
-    from tests.test_adapter_borzoi import SAMPLING, SHALLOW, TARGETS, _recipe, _save_narrow
+    from chorus_store.testing.models.borzoi import (
+        SAMPLING,
+        SHALLOW,
+        TARGETS,
+        borzoi_recipe,
+        save_narrow,
+    )
 
     meta = pd.read_csv(TARGETS, sep="\t", index_col=0)
     meta = meta.iloc[:: 16 if quick else 4].reset_index(drop=True)
@@ -89,14 +100,14 @@ def recipe_borzoi(work: Path, quick: bool) -> Any:
     meta.to_csv(table, sep="\t")
     parent = work / f"borzoi-{len(meta)}"
     if not parent.exists():
-        _save_narrow(parent / "borzoi-replicate-0", len(meta), seed=5, config=SHALLOW)
+        save_narrow(parent / "borzoi-replicate-0", len(meta), seed=5, config=SHALLOW)
     plan = {
         "source": "generated",
         "assembly": "chorus-store-demo-v1",
         "rna_genes": "overlap",
         "sampling": _scaled_sampling(SAMPLING, 0.5 if quick else 1.0),
     }
-    return _recipe(parent, table, len(meta), plan=plan)
+    return borzoi_recipe(parent, table, len(meta), plan=plan)
 
 
 SOURCES: dict[str, Callable[[Path, bool], Any]] = {

@@ -105,7 +105,7 @@ def prepare_enformer(work: Path, smoke: bool) -> Prepared:
     from chorus_store.oracles.enformer import TRUNK_INPUT_BP
 
     if smoke:
-        from tests.test_adapter_enformer import TINY as hparams
+        from chorus_store.testing.models.enformer import TINY as hparams
     else:
         hparams = ENFORMER_FULL
     torch.manual_seed(0)
@@ -139,7 +139,7 @@ def prepare_borzoi(work: Path, smoke: bool) -> Prepared:
     parent = work / "borzoi-weights"
     torch.manual_seed(0)
     if smoke:
-        from tests.test_adapter_borzoi import SHALLOW, NarrowBorzoi
+        from chorus_store.testing.models.borzoi import SHALLOW, NarrowBorzoi
 
         # every 16th track of the real table (all layers, RNA included), renumbered
         meta = pd.read_csv(data["tracks"]["path"], sep="\t", index_col=0).iloc[::16]
@@ -176,19 +176,19 @@ def prepare_alphagenome(work: Path, smoke: bool) -> Prepared:
     weights.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     if smoke:
-        from tests.test_adapter_alphagenome import (
+        from chorus_store.testing.models.alphagenome import (
             TINY_CONFIG,
             TINY_TRACKS,
-            _recipe,
-            _tiny_model,
-            _track_slice,
+            alphagenome_recipe,
+            tiny_model,
+            track_slice,
         )
 
-        model = _tiny_model(organisms=("human",))
+        model = tiny_model(organisms=("human",))
         config = work / "alphagenome-config.json"
         config.write_text(json.dumps(TINY_CONFIG))
-        tiny = {"config": config, "tracks": _track_slice(work / "alphagenome-tracks.json")}
-        recipe = _recipe(tiny, weights=weights, batch_size=1)
+        tiny = {"config": config, "tracks": track_slice(work / "alphagenome-tracks.json")}
+        recipe = alphagenome_recipe(tiny, weights=weights, batch_size=1)
         columns = dict(TINY_TRACKS)
     else:
         model = AlphaGenome()  # the published architecture, as the adapter builds it

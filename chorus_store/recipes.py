@@ -17,6 +17,7 @@ from typing import Any
 from chorus_store.errors import RecipeError
 from chorus_store.genome.track_tables import read_tracks
 from chorus_store.genome.tracks import TrackTable
+from chorus_store.oracles import registry
 from chorus_store.oracles.base import Oracle, OutputHead
 from chorus_store.plan.sampling import SamplingConfig
 from chorus_store.resources import data_dir
@@ -247,61 +248,15 @@ class Recipe:
         device: str = "auto",
         tracks: TrackTable | None = None,
     ) -> Oracle:
-        """Load the model the recipe names, through its adapter.
+        """Load the model the recipe names, through the adapter its ``[oracle] adapter``
+        names (:mod:`chorus_store.oracles.registry`: built-in or an entry point).
 
         ``tracks`` (a store's track table) is the table the adapter reads its columns from
         (AlphaGenome, ChromBPNet, Sei, LegNet); without it, the recipe's own.
         """
         if tracks is not None:
             return self.with_track_table(tracks).load_oracle(weights=weights, device=device)
-        adapter = self.oracle["adapter"]
-        if adapter == "pytorch":
-            from chorus_store.oracles.pytorch import TorchOracle
-
-            return TorchOracle(
-                name=self.name,
-                architecture=str(self.oracle["architecture"]),
-                config=self.oracle.get("config", {}),
-                weights=weights or str(self.oracle["weights"]),
-                input_length=self.input_length,
-                heads=self.heads,
-                batch_size=self.batch_size,
-                input_layout=str(self.oracle.get("input_layout", "NCL")),
-                output_layout=str(self.oracle.get("output_layout", "NLT")),
-                device=device,
-                tf32=bool(self.oracle.get("tf32", False)),
-            )
-        if adapter == "callable":
-            from chorus_store.oracles.callable import CallableOracle
-            from chorus_store.oracles.pytorch import import_object
-
-            fn = import_object(str(self.oracle["callable"]))
-            return CallableOracle(
-                fn,
-                name=self.name,
-                input_length=self.input_length,
-                heads=self.heads,
-                batch_size=self.batch_size,
-                identity=self.oracle.get("identity"),
-                per_model=bool(self.oracle.get("per_model", False)),
-            )
-        # a model-specific adapter: chorus_store.oracles.<adapter>.load(recipe, ...)
-        import importlib
-
-        try:
-            module = importlib.import_module(f"chorus_store.oracles.{adapter}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"chorus_store.oracles.{adapter}":
-                raise RecipeError(
-                    f"the {adapter} adapter needs {exc.name!r}, which is not installed; "
-                    f"install chorus-store with its oracle extras (pip install -e '.[oracles]')"
-                ) from exc
-            raise RecipeError(
-                f"recipe {self.name!r}: unknown adapter {adapter!r}; known: pytorch, "
-                f"callable, or a module of chorus_store/oracles/ with a load(recipe) function"
-            ) from exc
-        oracle: Oracle = module.load(self, weights=weights, device=device)
-        return oracle
+        return registry.load_oracle(self, weights=weights, device=device)
 
 
 def load_recipe(name_or_path: str | Path) -> Recipe:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -21,21 +20,16 @@ from chorus_store import (
     reduce,
 )
 from chorus_store.demo import DemoInputs
-from chorus_store.resources import data_dir
-
-DEMO_DIR = data_dir("builders") / "demo"
-DEMO_TOML = tomllib.loads((DEMO_DIR / "recipe.toml").read_text())
-DEMO_TRACKS = DEMO_DIR / "tracks.tsv"
+from chorus_store.testing.models.demo import (
+    DEMO_DIR,
+    DEMO_TOML,
+    DEMO_TRACKS,
+    SMALL_LAYOUT,
+    SMALL_SAMPLING,
+)
 
 N_TRACKS = 40  # the demo model's outputs (builders/demo/tracks.tsv)
 HEAD = "128bp"
-SMALL_SAMPLING = {"n_random": 96, "n_ccre": 48, "n_tss": 24, "n_gene_body": 16, "n_snps": 64}
-SMALL_LAYOUT = {
-    "position_shard_rows": 32,
-    "variant_shard_rows": 32,
-    "track_shard": 16,
-    "track_chunk": 8,
-}
 
 
 def small_recipe(

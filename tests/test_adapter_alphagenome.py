@@ -25,7 +25,6 @@ import torch
 from chorus_store import (
     ChorusStore,
     Genome,
-    Recipe,
     build,
     export,
     load_recipe,
@@ -38,80 +37,23 @@ from chorus_store.errors import PredictionError, RecipeError
 from chorus_store.genome.fasta import one_hot
 from chorus_store.genome.track_tables import alphagenome_head_sizes
 from chorus_store.oracles.alphagenome import OUTPUT_TYPES
-from chorus_store.resources import data_dir
+from chorus_store.recipes import Recipe
+from chorus_store.testing.adapters import AdapterTests
+from chorus_store.testing.models.alphagenome import (
+    E2E_SAMPLING,
+    FULL_L,
+    TINY_COLUMNS,
+    TINY_CONFIG,
+    TINY_TRACKS,
+    TRACKS_JSON,
+    L,
+    alphagenome_recipe,
+    random_onehot,
+    tiny_model,
+    track_slice,
+)
 
 ag = pytest.importorskip("alphagenome_pytorch.alphagenome")
-
-BUILDER = data_dir("builders") / "alphagenome"
-TRACKS_JSON = BUILDER / "alphagenome_tracks.json"
-FULL_L = 1_048_576
-L = 16_384  # a short input the port accepts (a multiple of 2,048 bp: 128 bp x 16)
-
-#: a tiny U-Net + transformer: 7 widths (7 poolings to 128 bp) with 2 x first == last
-TINY_MODEL: dict[str, Any] = {
-    "dims": [6, 7, 8, 9, 10, 11, 12],
-    "transformer_kwargs": {
-        "depth": 2, "heads": 1, "dim_head_qk": 8, "dim_head_v": 8, "dim_pairwise": 8,
-        "single_to_pairwise_heads": 2, "pool_size": 16, "max_positions": 8192,
-    },
-}  # fmt: skip
-#: tracks per head of the tiny model: 2 real tracks + 1 padding column per genome head
-TINY_TRACKS = {ot: 3 for ot, s in OUTPUT_TYPES.items() if s.kind == "tracks"}
-TINY_COLUMNS = {**TINY_TRACKS, "SPLICE_SITES": 5, "SPLICE_SITE_USAGE": 3}
-TINY_HEADS: dict[str, Any] = {
-    "genome_track_heads": {
-        s.port_head: {
-            "num_tracks": TINY_TRACKS[ot],
-            "resolutions": [1, 128] if s.resolution_bp == 1 else [128],
-        }
-        for ot, s in OUTPUT_TYPES.items()
-        if s.kind == "tracks"
-    },
-    "num_tracks_contacts": 2,
-    "num_splice_usage_tracks": TINY_COLUMNS["SPLICE_SITE_USAGE"],
-    "splice_junction_hidden_dim": 8,
-    "splice_junction_max_tissues": 2,
-}
-TINY_CONFIG = {"model": TINY_MODEL, "reference_heads": TINY_HEADS}
-
-
-def _heads(input_length: int, columns: dict[str, int]) -> list[dict[str, Any]]:
-    return [
-        {"name": ot, "resolution_bp": s.resolution_bp, "n_bins": input_length // s.resolution_bp,
-         "n_columns": columns[ot], "offset_bp": 0}
-        for ot, s in OUTPUT_TYPES.items()
-    ]  # fmt: skip
-
-
-def _tiny_model(seed: int = 0, organisms: tuple[str, ...] = ("human", "mouse")) -> Any:
-    torch.manual_seed(seed)
-    model = ag.AlphaGenome(**TINY_MODEL)
-    for organism in organisms:
-        model.add_reference_heads(organism, **TINY_HEADS)
-    # a large learnt scale on column 1 of each genome head, so that some predictions pass
-    # the soft-clip threshold (10) and the inverse clip is exercised
-    for head in model.heads["human"].values():
-        for sub in getattr(head, "resolutions", {}).values():
-            with torch.no_grad():
-                sub.scale[1] = 30.0
-    return model
-
-
-def _track_slice(path: Path) -> Path:
-    """The real metadata cut to the tiny heads: per genome head its first two tracks and
-    one padding row, all 5 splice-site classes, 3 usage tracks; local_index remapped."""
-    meta = pd.DataFrame(json.loads(TRACKS_JSON.read_text()))
-    parts = []
-    for ot in OUTPUT_TYPES:
-        rows = meta[meta["output_type"] == ot]
-        if ot in TINY_TRACKS:
-            rows = pd.concat([rows[rows["name"] != "Padding"].iloc[:2],
-                              rows[rows["name"] == "Padding"].iloc[:1]])  # fmt: skip
-        rows = rows.iloc[: TINY_COLUMNS[ot]].copy()
-        rows["local_index"] = range(len(rows))
-        parts.append(rows)
-    pd.concat(parts).to_json(path, orient="records")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +61,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("alphagenome")
     weights = root / "weights"
     weights.mkdir()
-    torch.save(_tiny_model().state_dict(), weights / "alphagenome_pytorch.pt")
+    torch.save(tiny_model().state_dict(), weights / "alphagenome_pytorch.pt")
     # nonzero_mean per column as the JAX metadata gives it; padding rows NaN
     rows = [(ot, i, np.nan if i == n - 1 else 0.5 + i) for ot, n in TINY_TRACKS.items()
             for i in range(n)]  # fmt: skip
@@ -127,44 +69,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     means.to_csv(weights / "track_means.tsv", sep="\t", index=False)
     config = root / "config.json"
     config.write_text(json.dumps(TINY_CONFIG))
-    return {"weights": weights, "config": config, "tracks": _track_slice(root / "tracks.json")}
-
-
-def _recipe(
-    tiny: dict[str, Path] | None,
-    *,
-    weights: Path | None = None,
-    input_length: int = L,
-    batch_size: int = 2,
-    columns: dict[str, int] | None = None,
-    sampling: dict[str, Any] | None = None,
-) -> Recipe:
-    oracle: dict[str, Any] = {
-        "adapter": "alphagenome", "input_length": input_length, "batch_size": batch_size,
-        "heads": _heads(input_length, columns or TINY_COLUMNS),
-    }  # fmt: skip
-    tracks: dict[str, Any] = {"format": "alphagenome", "path": str(TRACKS_JSON)}
-    if tiny is not None:
-        oracle["config"] = str(tiny["config"])
-        tracks["path"] = str(tiny["tracks"])
-    if weights is not None:
-        oracle["weights"] = str(weights)
-    data = {
-        "name": "alphagenome_tiny",
-        "oracle": oracle,
-        "tracks": tracks,
-        "plan": {"source": "generated", "assembly": "chorus-store-demo-v1", "rna_genes": "tss",
-                 "sampling": sampling or {}},
-        "layout": {"position_shard_rows": 8, "variant_shard_rows": 8, "track_shard": 16,
-                   "track_chunk": 8},
-    }  # fmt: skip
-    return Recipe.from_dict(data, base=BUILDER)
-
-
-def _random_onehot(n: int, length: int = L, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    seqs = rng.choice(np.frombuffer(b"ACGTN", np.uint8), size=(n, length), p=[0.24] * 4 + [0.04])
-    return one_hot([s.tobytes() for s in seqs])
+    return {"weights": weights, "config": config, "tracks": track_slice(root / "tracks.json")}
 
 
 def _jax_scaling(x: np.ndarray, means: np.ndarray, resolution: int, squash: bool) -> np.ndarray:
@@ -182,9 +87,9 @@ def _jax_scaling(x: np.ndarray, means: np.ndarray, resolution: int, squash: bool
 
 
 def test_load_equals_the_port_run_by_hand_with_the_jax_activations(tiny: dict[str, Path]) -> None:
-    oracle = _recipe(tiny, weights=tiny["weights"]).load_oracle(device="cpu")
+    oracle = alphagenome_recipe(tiny, weights=tiny["weights"]).load_oracle(device="cpu")
     assert "mouse" not in oracle.model.heads  # type: ignore[attr-defined]
-    x = _random_onehot(3, seed=1)
+    x = random_onehot(3, seed=1)
     got = oracle.predict(x)
     assert oracle.calls == 2  # batches of exactly 2, the last one zero-padded
     t0 = time.perf_counter()
@@ -192,7 +97,7 @@ def test_load_equals_the_port_run_by_hand_with_the_jax_activations(tiny: dict[st
     print(f"\ntiny AlphaGenome, {L:,} bp: {(time.perf_counter() - t0) / 2:.2f} s per batch of 2")
     assert again["DNASE"].tobytes() == got["DNASE"].tobytes()  # no state kept between calls
 
-    model = _tiny_model(organisms=("human",))
+    model = tiny_model(organisms=("human",))
     state = torch.load(tiny["weights"] / "alphagenome_pytorch.pt", weights_only=True)
     model.load_state_dict({k: v for k, v in state.items() if not k.startswith("heads.mouse.")})
     ag.set_update_running_var(model, False)
@@ -230,8 +135,8 @@ def test_load_equals_the_port_run_by_hand_with_the_jax_activations(tiny: dict[st
 def test_columns_are_selected_on_the_device_and_do_not_change_values(
     tiny: dict[str, Path],
 ) -> None:
-    oracle = _recipe(tiny, weights=tiny["weights"]).load_oracle(device="cpu")
-    x = _random_onehot(2, seed=2)
+    oracle = alphagenome_recipe(tiny, weights=tiny["weights"]).load_oracle(device="cpu")
+    x = random_onehot(2, seed=2)
     everything = oracle.predict(x)
     some = oracle.predict(x, {"RNA_SEQ": np.array([1]), "SPLICE_SITES": np.array([3, 0])})
     assert set(some) == {"RNA_SEQ", "SPLICE_SITES"}
@@ -242,13 +147,13 @@ def test_columns_are_selected_on_the_device_and_do_not_change_values(
 
 
 def test_the_tiny_model_at_the_real_1mb_input(tiny: dict[str, Path]) -> None:
-    recipe = _recipe(tiny, weights=tiny["weights"], input_length=FULL_L, batch_size=1)
+    recipe = alphagenome_recipe(tiny, weights=tiny["weights"], input_length=FULL_L, batch_size=1)
     oracle = recipe.load_oracle(device="cpu")
     heads = {h.name: h for h in oracle.heads}
     assert heads["DNASE"].n_bins == FULL_L and heads["CHIP_TF"].n_bins == 8_192
     assert all(h.start_bp(FULL_L) == 0 for h in oracle.heads)  # full length, offset 0
     t0 = time.perf_counter()
-    out = oracle.predict(_random_onehot(1, FULL_L, seed=3))
+    out = oracle.predict(random_onehot(1, FULL_L, seed=3))
     print(f"\ntiny AlphaGenome, 1 Mb: {time.perf_counter() - t0:.1f} s per sequence (first call)")
     for ot, spec in OUTPUT_TYPES.items():
         assert out[ot].shape == (1, FULL_L // spec.resolution_bp, TINY_COLUMNS[ot]), ot
@@ -295,18 +200,11 @@ def test_the_full_track_table_fits_the_real_heads() -> None:
 # (b) end to end on the demo genome
 # --------------------------------------------------------------------------------------
 
-#: ~10 positions and 5 SNPs on chr1/chr2 of the demo genome, margins wider than 16 kb
-E2E_SAMPLING = {
-    "n_random": 3, "n_ccre": 3, "n_tss": 3, "n_gene_body": 1, "n_snps": 5,
-    "chromosomes": ["chr1", "chr2"], "ccre_chromosomes": ["chr1", "chr2"],
-    "random_margin_bp": 50_000, "random_fallback_margin_bp": 50_000, "snp_margin_bp": 50_000,
-}  # fmt: skip
-
 
 def test_plan_build_reduce_export_on_the_demo_genome(
     tmp_path: Path, demo_inputs: DemoInputs, tiny: dict[str, Path]
 ) -> None:
-    recipe = _recipe(tiny, weights=tiny["weights"], sampling=E2E_SAMPLING)
+    recipe = alphagenome_recipe(tiny, weights=tiny["weights"], sampling=E2E_SAMPLING)
     table = recipe.track_table()
     store = tmp_path / "alphagenome.zarr"
     plan_store(store, recipe, fasta=demo_inputs.fasta, ccre=demo_inputs.ccre, gtf=demo_inputs.gtf)
@@ -371,7 +269,7 @@ def test_a_build_brings_only_records_to_the_host_never_a_1bp_head(
         largest[0] = max(largest[0], self.numel() * self.element_size())
         return real_numpy(self, *args, **kwargs)
 
-    recipe = _recipe(tiny, weights=tiny["weights"], sampling=E2E_SAMPLING)
+    recipe = alphagenome_recipe(tiny, weights=tiny["weights"], sampling=E2E_SAMPLING)
     store = tmp_path / "alphagenome.zarr"
     plan_store(store, recipe, fasta=demo_inputs.fasta, ccre=demo_inputs.ccre, gtf=demo_inputs.gtf)
     oracle = recipe.load_oracle(device="cpu")
@@ -399,10 +297,7 @@ def test_a_build_brings_only_records_to_the_host_never_a_1bp_head(
 
 
 def test_missing_weights_name_what_to_convert(tmp_path: Path, tiny: dict[str, Path]) -> None:
-    with pytest.raises(RecipeError, match="convert_checkpoint"):
-        _recipe(tiny).load_oracle(device="cpu")
-    with pytest.raises(RecipeError, match="do not exist"):
-        _recipe(tiny, weights=tmp_path / "nowhere").load_oracle(device="cpu")
+    # no weights, an absent path: AdapterTests.test_missing_weights_say_what_to_download
     with pytest.raises(RecipeError, match="convert_checkpoint"):
         load_recipe("alphagenome").load_oracle(device="cpu")
     lonely = tmp_path / "lonely"
@@ -411,11 +306,11 @@ def test_missing_weights_name_what_to_convert(tmp_path: Path, tiny: dict[str, Pa
         (tiny["weights"] / "alphagenome_pytorch.pt").read_bytes()
     )
     with pytest.raises(RecipeError, match="track means .* do not exist"):
-        _recipe(tiny, weights=lonely).load_oracle(device="cpu")
+        alphagenome_recipe(tiny, weights=lonely).load_oracle(device="cpu")
 
 
 def test_weights_of_the_wrong_shape_are_refused(tmp_path: Path, tiny: dict[str, Path]) -> None:
-    state = _tiny_model().state_dict()
+    state = tiny_model().state_dict()
     key = "heads.human.dnase.resolutions.resolution_1.to_pred.weight"
     state[key] = torch.zeros(4, state[key].shape[1])  # 4 DNase tracks instead of 3
     wrong = tmp_path / "wrong"
@@ -423,17 +318,17 @@ def test_weights_of_the_wrong_shape_are_refused(tmp_path: Path, tiny: dict[str, 
     torch.save(state, wrong / "alphagenome_pytorch.pt")
     (wrong / "track_means.tsv").write_text((tiny["weights"] / "track_means.tsv").read_text())
     with pytest.raises(RecipeError, match="do not fit"):
-        _recipe(tiny, weights=wrong).load_oracle(device="cpu")
+        alphagenome_recipe(tiny, weights=wrong).load_oracle(device="cpu")
     (wrong / "alphagenome_pytorch.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(RecipeError, match="not a readable state dict"):
-        _recipe(tiny, weights=wrong / "alphagenome_pytorch.pt").load_oracle(device="cpu")
+        alphagenome_recipe(tiny, weights=wrong / "alphagenome_pytorch.pt").load_oracle(device="cpu")
 
 
 def test_heads_and_means_that_do_not_fit_are_refused(tmp_path: Path, tiny: dict[str, Path]) -> None:
     with pytest.raises(RecipeError, match="DNASE: recipe 4 vs model 3"):
-        _recipe(tiny, weights=tiny["weights"], columns={**TINY_COLUMNS, "DNASE": 4}).load_oracle(
-            device="cpu"
-        )
+        alphagenome_recipe(
+            tiny, weights=tiny["weights"], columns={**TINY_COLUMNS, "DNASE": 4}
+        ).load_oracle(device="cpu")
     folder = tmp_path / "means"
     folder.mkdir()
     (folder / "alphagenome_pytorch.pt").write_bytes(
@@ -443,7 +338,7 @@ def test_heads_and_means_that_do_not_fit_are_refused(tmp_path: Path, tiny: dict[
     means = means[~((means["output_type"] == "CAGE") & (means["local_index"] == 1))]
     means.to_csv(folder / "track_means.tsv", sep="\t", index=False)
     with pytest.raises(RecipeError, match="no positive nonzero_mean for 1 CAGE"):
-        _recipe(tiny, weights=folder).load_oracle(device="cpu")
+        alphagenome_recipe(tiny, weights=folder).load_oracle(device="cpu")
 
 
 # --------------------------------------------------------------------------------------
@@ -466,9 +361,11 @@ def test_full_size_architecture_gives_every_real_track(tmp_path: Path) -> None:
     means = pd.DataFrame({"output_type": frame["head"], "local_index": frame["column"]})
     means.assign(nonzero_mean=1.0).to_csv(tmp_path / "track_means.tsv", sep="\t", index=False)
     columns = {h.name: h.n_columns for h in shipped.heads}
-    recipe = _recipe(None, weights=tmp_path, input_length=length, batch_size=1, columns=columns)
+    recipe = alphagenome_recipe(
+        None, weights=tmp_path, input_length=length, batch_size=1, columns=columns
+    )
     oracle = recipe.load_oracle(device="cpu")
-    out = oracle.predict(_random_onehot(1, length))
+    out = oracle.predict(random_onehot(1, length))
     for ot, spec in OUTPUT_TYPES.items():
         assert out[ot].shape == (1, length // spec.resolution_bp, columns[ot]), ot
         assert np.isfinite(out[ot]).all()
@@ -486,7 +383,9 @@ def test_a_stored_recipe_builds_when_its_track_table_file_is_gone(
     planned = tmp_path / "tracks.json"
     planned.write_bytes(tiny["tracks"].read_bytes())
     sampling = {**E2E_SAMPLING, "n_random": 1, "n_ccre": 1, "n_tss": 1, "n_snps": 2}
-    recipe = _recipe({**tiny, "tracks": planned}, weights=tiny["weights"], sampling=sampling)
+    recipe = alphagenome_recipe(
+        {**tiny, "tracks": planned}, weights=tiny["weights"], sampling=sampling
+    )
     store = tmp_path / "alphagenome.zarr"
     plan_store(store, recipe, fasta=demo_inputs.fasta, ccre=demo_inputs.ccre, gtf=demo_inputs.gtf)
     planned.rename(tmp_path / "moved.json")
@@ -502,3 +401,15 @@ def test_a_stored_recipe_builds_when_its_track_table_file_is_gone(
     assert probe(spec)["name"] == "alphagenome_tiny"  # what a worker loads
     report = build(store, progress=False, device="cpu")
     assert report.rows_built["baselines"] > 0
+
+
+class TestAlphaGenomeAdapter(AdapterTests):
+    """The shared adapter tests on the tiny AlphaGenome port."""
+
+    adapter = "alphagenome"
+    download_hint = "convert_checkpoint"
+    absent_weights = "do not exist"
+
+    @pytest.fixture(scope="class")
+    def adapter_recipe(self, tiny: dict[str, Path]) -> Recipe:
+        return alphagenome_recipe(tiny, weights=tiny["weights"])

@@ -13,12 +13,9 @@ once at full size under ``-m fullsize``.
 
 from __future__ import annotations
 
-import copy
 import json
 import time
-import tomllib
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -30,116 +27,43 @@ pytest.importorskip("borzoi_pytorch")
 import torch  # noqa: E402
 from borzoi_pytorch import Borzoi  # noqa: E402
 from borzoi_pytorch.config_borzoi import BorzoiConfig  # noqa: E402
-from borzoi_pytorch.pytorch_borzoi_model import ConvBlock  # noqa: E402
 from borzoi_pytorch.pytorch_borzoi_transformer import Attention  # noqa: E402
 
-from chorus_store import ChorusStore, Recipe, build, export, open_store, plan_store, reduce  # noqa: E402
+from chorus_store import ChorusStore, build, export, open_store, plan_store, reduce  # noqa: E402
 from chorus_store.demo import DemoInputs  # noqa: E402
 from chorus_store.errors import RecipeError  # noqa: E402
-from chorus_store.genome.track_tables import borzoi_tracks  # noqa: E402
 from chorus_store.oracles.borzoi import BorzoiOracle, weights_dir  # noqa: E402
-from chorus_store.recipes import load_recipe  # noqa: E402
-from chorus_store.resources import data_dir  # noqa: E402
-
-BORZOI_DIR = data_dir("builders") / "borzoi"
-BORZOI_TOML = tomllib.loads((BORZOI_DIR / "recipe.toml").read_text())
-TARGETS = BORZOI_DIR / "borzoi_human_targets.txt"
-INPUT_BP = 524_288
-
-#: the package's hard-coded widths (conv_dna 512, res tower 608 ... 1,280, joined 1,920)
-#: divided by 32; one single-head transformer layer
-NARROW = {
-    "dim": 16,
-    "depth": 1,
-    "heads": 1,
-    "attn_dim_key": 8,
-    "attn_dim_value": 8,
-    "conv_widths": [16, 19, 23, 28, 33, 40],
-    "final_width": 60,
-}
-#: for the end-to-end build: no transformer layer (BorzoiConfig.depth = 0), 8 channels;
-#: the attention over 4,096 positions is half of NARROW's CPU time whatever its width
-SHALLOW = {**NARROW, "depth": 0, "dim": 8, "conv_widths": [8] * 6, "final_width": 8}
-
-
-class NarrowBorzoi(Borzoi):  # type: ignore[misc]  # untyped package
-    """``borzoi_pytorch.Borzoi`` with its fixed convolution widths and human-head size read
-    from the config (``conv_widths``, ``final_width``, ``n_human_tracks``).
-
-    Every module keeps its name and kind, and ``forward`` (U-net, transformer, crop,
-    softplus) is the package's, so loading and calling it exercises the package's code.
-    """
-
-    def __init__(self, config: BorzoiConfig) -> None:
-        super().__init__(config)
-        w = list(config.conv_widths)
-        self.conv_dna.conv_layer = torch.nn.Conv1d(4, w[0], kernel_size=15, padding="same")
-        tower: list[torch.nn.Module] = []
-        for c_in, c_out in zip(w[:-1], w[1:], strict=True):
-            tower += [ConvBlock(c_in, c_out, kernel_size=5), self._max_pool]
-        self.res_tower = torch.nn.Sequential(*tower[:-1])
-        self.unet1 = torch.nn.Sequential(self._max_pool, ConvBlock(w[-1], config.dim, 5))
-        self.horizontal_conv0 = ConvBlock(w[-1], config.dim, kernel_size=1)
-        self.final_joined_convs = torch.nn.Sequential(
-            ConvBlock(config.dim, config.final_width, kernel_size=1),
-            torch.nn.Dropout(0.1),
-            torch.nn.GELU(approximate="tanh"),
-        )
-        self.human_head = torch.nn.Conv1d(config.final_width, config.n_human_tracks, 1)
-
-
-def _randomise(model: torch.nn.Module, seed: int) -> None:
-    """Random values where the package initialises constants (the attention output is
-    zero-initialised, BatchNorm statistics are 0/1), so that a tensor lost on loading, or a
-    wrong relative-position table, changes the predictions."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            if not p.any():
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.05)
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm1d):
-                assert m.running_mean is not None and m.running_var is not None
-                m.running_mean.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
-                m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
-
-
-def _subset_rows() -> list[int]:
-    """Rows of the real table: two tracks of each layer, four RNA (8 + 4 = 12 tracks)."""
-    frame = borzoi_tracks(TARGETS).frame
-    per_layer = {"gene_expression": 4}
-    rows: list[int] = []
-    for layer in ("tss_activity", "chromatin_accessibility", "tf_binding", "histone_marks",
-                  "gene_expression"):  # fmt: skip
-        rows += frame.index[frame["layer"] == layer][: per_layer.get(layer, 2)].tolist()
-    return sorted(int(frame["column"].iat[r]) for r in rows)
-
-
-SUBSET = _subset_rows()
-
-
-def _save_narrow(
-    directory: Path, n_tracks: int, seed: int = 0, config: dict[str, Any] = NARROW
-) -> NarrowBorzoi:
-    torch.manual_seed(seed)
-    model = NarrowBorzoi(BorzoiConfig(**config, n_human_tracks=n_tracks)).eval()
-    _randomise(model, seed)
-    model.save_pretrained(directory)  # config.json + model.safetensors, the hub's layout
-    return model  # type: ignore[no-any-return]
+from chorus_store.recipes import (
+    Recipe,
+    load_recipe,  # noqa: E402
+)
+from chorus_store.testing.adapters import AdapterTests
+from chorus_store.testing.models.borzoi import (
+    INPUT_BP,
+    NARROW,
+    SAMPLING,
+    SHALLOW,
+    SUBSET,
+    TARGETS,
+    NarrowBorzoi,
+    borzoi_recipe,
+    randomise,
+    save_narrow,
+)
 
 
 @pytest.fixture(scope="module")
 def narrow(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, NarrowBorzoi]:
     """(parent folder holding borzoi-replicate-0/, the model saved there)."""
     parent = tmp_path_factory.mktemp("borzoi-weights")
-    return parent, _save_narrow(parent / "borzoi-replicate-0", len(SUBSET))
+    return parent, save_narrow(parent / "borzoi-replicate-0", len(SUBSET))
 
 
 @pytest.fixture(scope="module")
 def shallow(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder holding borzoi-replicate-0/: the :data:`SHALLOW` model."""
     parent = tmp_path_factory.mktemp("borzoi-shallow")
-    _save_narrow(parent / "borzoi-replicate-0", len(SUBSET), seed=5, config=SHALLOW)
+    save_narrow(parent / "borzoi-replicate-0", len(SUBSET), seed=5, config=SHALLOW)
     return parent
 
 
@@ -150,30 +74,6 @@ def subset_table(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("borzoi-tracks") / "borzoi_subset_targets.txt"
     meta.to_csv(path, sep="\t")
     return path
-
-
-def _recipe(
-    weights: Path | None,
-    tracks: Path,
-    n_columns: int,
-    *,
-    plan: dict[str, Any] | None = None,
-    **oracle: Any,
-) -> Recipe:
-    """The real recipe with the narrow architecture, a track table and a plan swapped in."""
-    data = copy.deepcopy(BORZOI_TOML)
-    data["oracle"].update(
-        {"architecture": f"{NarrowBorzoi.__module__}:NarrowBorzoi", "batch_size": 2, **oracle}
-    )
-    if weights is not None:
-        data["oracle"]["weights"] = str(weights)
-    data["oracle"]["heads"][0]["n_columns"] = n_columns
-    data["tracks"]["path"] = str(tracks)
-    if plan is not None:
-        data["plan"] = plan
-    data["layout"] = {"position_shard_rows": 8, "variant_shard_rows": 8, "track_shard": 4,
-                      "track_chunk": 4}  # fmt: skip
-    return Recipe.from_dict(data, base=BORZOI_DIR)
 
 
 def _onehot(n: int, seed: int) -> np.ndarray:
@@ -200,7 +100,9 @@ def test_narrow_model_loads_through_the_recipe_and_matches_the_package(
     narrow: tuple[Path, NarrowBorzoi], subset_table: Path
 ) -> None:
     parent, model = narrow
-    oracle = _recipe(None, subset_table, len(SUBSET)).load_oracle(weights=str(parent), device="cpu")
+    oracle = borzoi_recipe(None, subset_table, len(SUBSET)).load_oracle(
+        weights=str(parent), device="cpu"
+    )
     assert isinstance(oracle, BorzoiOracle)
     assert oracle.weights == parent / "borzoi-replicate-0"
     # from_pretrained left the relative-position tables on the meta device; the adapter's
@@ -227,7 +129,7 @@ def test_narrow_model_loads_through_the_recipe_and_matches_the_package(
     desc = oracle.describe()
     assert desc["adapter"] == "borzoi" and desc["replicate"] == 0
     assert desc["config"]["dim"] == NARROW["dim"] and desc["device_type"] == "cpu"
-    again = _recipe(parent, subset_table, len(SUBSET)).load_oracle(device="cpu")
+    again = borzoi_recipe(parent, subset_table, len(SUBSET)).load_oracle(device="cpu")
     assert again.fingerprint == oracle.fingerprint  # recipe weights key = --weights
 
 
@@ -236,7 +138,7 @@ def test_the_package_class_loads_through_the_real_recipe(tmp_path: Path) -> None
     one-layer transformer): the shipped recipe takes its directory unchanged."""
     torch.manual_seed(2)
     model = Borzoi(BorzoiConfig(**{k: v for k, v in NARROW.items() if "width" not in k}))
-    _randomise(model.eval(), 2)
+    randomise(model.eval(), 2)
     model.save_pretrained(tmp_path / "borzoi-replicate-0")
     oracle = load_recipe("borzoi").load_oracle(weights=str(tmp_path), device="cpu")
     assert isinstance(oracle, BorzoiOracle)
@@ -288,15 +190,6 @@ def test_full_track_table_lines_up_with_the_7611_track_head() -> None:
 # (b) end to end on the demo genome
 # --------------------------------------------------------------------------------------
 
-#: a tiny plan on chr1/chr2 with margins beyond half the 524,288 bp window
-SAMPLING = {
-    "n_random": 4, "n_ccre": 4, "n_tss": 4, "n_gene_body": 2,
-    "chromosomes": ["chr1", "chr2"], "ccre_chromosomes": ["chr1", "chr2"],
-    "random_margin_bp": 270_000, "random_fallback_margin_bp": 270_000,
-    "effect_family": "gene_anchored", "n_effect_positions": 10,
-    "anchored_margin_bp": 270_000,
-}  # fmt: skip
-
 
 def test_end_to_end_on_the_demo_genome(
     tmp_path: Path,
@@ -306,7 +199,7 @@ def test_end_to_end_on_the_demo_genome(
 ) -> None:
     plan = {"source": "generated", "assembly": "chorus-store-demo-v1", "rna_genes": "overlap",
             "sampling": SAMPLING}  # fmt: skip
-    recipe = _recipe(shallow, subset_table, len(SUBSET), plan=plan)
+    recipe = borzoi_recipe(shallow, subset_table, len(SUBSET), plan=plan)
     store = tmp_path / "borzoi.zarr"
     plan_store(store, recipe, fasta=demo_inputs.fasta, ccre=demo_inputs.ccre,
                gtf=demo_inputs.gtf)  # fmt: skip
@@ -353,17 +246,14 @@ def test_end_to_end_on_the_demo_genome(
 
 
 def test_missing_weights_name_what_to_download(tmp_path: Path, subset_table: Path) -> None:
-    with pytest.raises(RecipeError, match="johahi/borzoi-replicate-0"):
-        load_recipe("borzoi").load_oracle(device="cpu")
-    with pytest.raises(RecipeError, match="does not exist"):
-        load_recipe("borzoi").load_oracle(weights=str(tmp_path / "nowhere"), device="cpu")
+    # no weights, an absent path: AdapterTests.test_missing_weights_say_what_to_download
     with pytest.raises(RecipeError, match="borzoi-replicate-0/config.json"):
         load_recipe("borzoi").load_oracle(weights=str(tmp_path), device="cpu")
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(RecipeError, match="no model.safetensors"):
         load_recipe("borzoi").load_oracle(weights=str(tmp_path), device="cpu")
     with pytest.raises(RecipeError, match="replicate must be one of"):
-        _recipe(tmp_path, subset_table, len(SUBSET), replicate=4).load_oracle(device="cpu")
+        borzoi_recipe(tmp_path, subset_table, len(SUBSET), replicate=4).load_oracle(device="cpu")
 
 
 def test_weights_of_the_wrong_shape_are_refused(
@@ -381,7 +271,7 @@ def test_weights_of_the_wrong_shape_are_refused(
     config = json.loads((source / "config.json").read_text())
     (bad / "config.json").write_text(json.dumps({**config, "dim": 24}))
     with pytest.raises(RecipeError, match="size mismatch|do not load"):
-        _recipe(bad, subset_table, len(SUBSET)).load_oracle(device="cpu")
+        borzoi_recipe(bad, subset_table, len(SUBSET)).load_oracle(device="cpu")
     # a tensor missing from the file: from_pretrained would initialise it at random
     from safetensors.torch import load_file, save_file
 
@@ -392,20 +282,20 @@ def test_weights_of_the_wrong_shape_are_refused(
     tensors.pop("human_head.bias")
     save_file(tensors, partial / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(RecipeError, match="missing_keys.*human_head.bias"):
-        _recipe(partial, subset_table, len(SUBSET)).load_oracle(device="cpu")
+        borzoi_recipe(partial, subset_table, len(SUBSET)).load_oracle(device="cpu")
     # the right weights, but a window the transformer's position table does not fit
     with pytest.raises(RecipeError, match="Borzoi takes 524288 bp"):
-        _recipe(parent, subset_table, len(SUBSET), input_length=2 * INPUT_BP).load_oracle(
+        borzoi_recipe(parent, subset_table, len(SUBSET), input_length=2 * INPUT_BP).load_oracle(
             device="cpu"
         )
     # the right weights, but a recipe head of another size
     with pytest.raises(RecipeError, match="not the model the recipe describes"):
-        _recipe(parent, subset_table, len(SUBSET) + 1).load_oracle(device="cpu")
+        borzoi_recipe(parent, subset_table, len(SUBSET) + 1).load_oracle(device="cpu")
     # an architecture that is not Borzoi's
     with pytest.raises(RecipeError, match="not a subclass of borzoi_pytorch.Borzoi"):
-        _recipe(parent, subset_table, len(SUBSET), architecture="torch.nn:Linear").load_oracle(
-            device="cpu"
-        )
+        borzoi_recipe(
+            parent, subset_table, len(SUBSET), architecture="torch.nn:Linear"
+        ).load_oracle(device="cpu")
 
 
 def test_weights_folder_layouts(tmp_path: Path) -> None:
@@ -443,3 +333,14 @@ def test_full_size_borzoi_through_the_real_recipe(tmp_path: Path) -> None:
     assert got.shape == (1, 6144, 7611)
     assert np.isfinite(got).all()
     np.testing.assert_allclose(got, _package_forward(model, onehot), rtol=1e-5, atol=1e-6)
+
+
+class TestBorzoiAdapter(AdapterTests):
+    """The shared adapter tests on the shallow Borzoi."""
+
+    adapter = "borzoi"
+    download_hint = "johahi/borzoi-replicate-0"
+
+    @pytest.fixture(scope="class")
+    def adapter_recipe(self, shallow: Path, subset_table: Path) -> Recipe:
+        return borzoi_recipe(shallow, subset_table, len(SUBSET))

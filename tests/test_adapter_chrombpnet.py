@@ -9,7 +9,6 @@ adapter expects (``<ENCFF>.h5``, ``<BP id>_model.h5``), and loaded through
 
 from __future__ import annotations
 
-import copy
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -36,42 +35,21 @@ from chorus_store.errors import RecipeError
 from chorus_store.genome.fasta import one_hot
 from chorus_store.genome.track_tables import chrombpnet_models
 from chorus_store.oracles import chrombpnet as cb
+from chorus_store.oracles.models import chrombpnet as cbm
 from chorus_store.resources import data_dir
-
-from .helpers import DEMO_TOML, SMALL_SAMPLING
-
-JASPAR = data_dir("builders") / "chrombpnet" / "chrombpnet_JASPAR_metadata.tsv"
-FILTERS = 8  # tiny; the real models have 512 (ChromBPNet) and 64 (BPNet)
-# the 11 models of a registry slice: 9 accessibility models + the first two JASPAR rows
-FIRST = ["ATAC:K562", "CHIP:K562:REST"]
-ADDED = ["DNASE:HepG2", "CHIP:GM12878:REST"]
-
+from chorus_store.testing.adapters import AdapterTests
+from chorus_store.testing.models.chrombpnet import (
+    ADDED,
+    FILTERS,
+    FIRST,
+    JASPAR,
+    tiny_recipe,
+    write_models,
+)
 
 # --------------------------------------------------------------------------------------
 # tiny models on disk
 # --------------------------------------------------------------------------------------
-
-
-def _randomise(model: Any, rng: np.random.Generator, counts_layer: str, log_total: float) -> None:
-    """Random weights; the count head's bias sets a positive total (log2fc needs it)."""
-    model.set_weights([rng.normal(0, 0.15, w.shape).astype(np.float32) for w in model.weights])
-    layer = model.get_layer(counts_layer)
-    kernel, _ = layer.get_weights()
-    layer.set_weights([kernel * 0.1, np.full((1,), log_total, np.float32)])
-
-
-def _write_models(directory: Path, registry: Path, seed: int = 0) -> None:
-    rng = np.random.default_rng(seed)
-    accessibility = cb.chrombpnet_architecture(filters=FILTERS)
-    chip = cb.bpnet_architecture(filters=FILTERS)
-    for i, m in enumerate(chrombpnet_models(registry)):
-        spec = cb.ModelSpec(m["track_id"], m["kind"], m["accession"])
-        if spec.kind == "chrombpnet":
-            _randomise(accessibility, rng, "wo_bias_bpnet_logcount_predictions", 3.0 + 0.1 * i)
-            accessibility.save(directory / spec.filename)
-        else:
-            _randomise(chip, rng, "logcounts_predictions", 4.0 + 0.1 * i)
-            chip.save(directory / spec.filename)  # whole model, like the JASPAR files
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +60,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     pd.read_csv(JASPAR, sep="\t").iloc[:2].to_csv(registry, sep="\t", index=False)
     weights = root / "weights"
     weights.mkdir()
-    _write_models(weights, registry)
+    write_models(weights, registry)
     return registry, weights
 
 
@@ -91,44 +69,6 @@ def tiny_oracle(tiny: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactor
     """The 11-model registry slice loaded through ``load()`` (tf_keras), shared."""
     registry, weights = tiny
     return tiny_recipe(tmp_path_factory.mktemp("recipe"), registry, weights).load_oracle()
-
-
-def tiny_recipe(
-    tmp: Path,
-    registry: Path,
-    weights: Path | None,
-    *,
-    tracks: list[str] | None = None,
-    n_columns: int = 0,
-    **oracle: Any,
-) -> Recipe:
-    """A ChromBPNet recipe on the demo genome; ``tracks`` (default: the whole registry)."""
-    if tracks is None:
-        table: dict[str, Any] = {"format": "chrombpnet", "path": str(registry)}
-    else:
-        path = tmp / f"tracks_{len(tracks)}.tsv"
-        pd.DataFrame({
-            "track_id": tracks, "assay_type": [t.split(":")[0] for t in tracks],
-            "description": tracks, "n_strands": [2 if t.startswith("CHIP") else 1 for t in tracks],
-        }).to_csv(path, sep="\t", index=False)  # fmt: skip
-        table = {"table": str(path)}
-    head = {"name": "profile", "resolution_bp": 1, "n_bins": 1000, "n_strands": 2,
-            "offset_bp": 557, "n_columns": n_columns}  # fmt: skip
-    data = {
-        "name": "chrombpnet_tiny",
-        "oracle": {
-            "adapter": "chrombpnet", "registry": str(registry), "input_length": 2114,
-            "batch_size": 16, "per_model": True, "strands": ["+", "-"], "max_n_fraction": 0.5,
-            "bpnet_filters": FILTERS, "heads": [head],
-            **({"weights": str(weights)} if weights is not None else {}), **oracle,
-        },
-        "tracks": table,
-        "plan": {"source": "generated", "assembly": "chorus-store-demo-v1",
-                 "sampling": {**copy.deepcopy(DEMO_TOML["plan"]["sampling"]), **SMALL_SAMPLING}},
-        "layout": {"position_shard_rows": 64, "variant_shard_rows": 64, "track_shard": 2,
-                   "track_chunk": 2},
-    }  # fmt: skip
-    return Recipe.from_dict(data, base=tmp)
 
 
 def _onehot(n: int, seed: int = 1) -> np.ndarray:
@@ -165,20 +105,20 @@ def test_count_head_is_one_joint_softmax_times_the_pooled_total() -> None:
     rng = np.random.default_rng(3)
     logits = rng.normal(0, 2, (3, 1000, 2))
     log_counts = rng.uniform(1, 6, (3, 1))
-    got = cb.expected_counts(logits.astype(np.float32), log_counts.astype(np.float32))
+    got = cbm.expected_counts(logits.astype(np.float32), log_counts.astype(np.float32))
     joint = softmax(logits.reshape(3, -1), axis=1).reshape(3, 1000, 2)
     want = joint * (np.exp(log_counts[:, 0]) - 2)[:, None, None]
     np.testing.assert_allclose(got, want, rtol=2e-6)
     # the strands together carry the total, not twice it (chorus #120: 2.00x)
     np.testing.assert_allclose(got.sum(axis=(1, 2)), np.exp(log_counts[:, 0]) - 2, rtol=1e-6)
 
-    one = cb.expected_counts(logits[:, :, 0], log_counts[:, 0])  # one track: expm1 (#113)
+    one = cbm.expected_counts(logits[:, :, 0], log_counts[:, 0])  # one track: expm1 (#113)
     want_one = softmax(logits[:, :, 0], axis=1) * np.expm1(log_counts)
     np.testing.assert_allclose(one[:, :, 0], want_one, rtol=1e-12)
-    summed = cb.expected_counts(logits, np.c_[log_counts * 0.25, log_counts * 0.75])
+    summed = cbm.expected_counts(logits, np.c_[log_counts * 0.25, log_counts * 0.75])
     np.testing.assert_allclose(summed, want, rtol=1e-12)  # count columns summed first
     # no overflow where chorus's mean-centred float32 softmax would
-    big = cb.expected_counts(np.array([[0.0, 900.0, 1000.0]]), np.log1p([5.0]))
+    big = cbm.expected_counts(np.array([[0.0, 900.0, 1000.0]]), np.log1p([5.0]))
     np.testing.assert_allclose(big[0, :, 0], [0.0, 5.0 / (1 + np.exp(100)), 5.0], atol=1e-12)
 
 
@@ -326,10 +266,7 @@ def test_missing_weights_are_refused_naming_the_files(
     tiny: tuple[Path, Path], tmp_path: Path
 ) -> None:
     registry, weights = tiny
-    with pytest.raises(RecipeError, match="--weights DIR"):
-        tiny_recipe(tmp_path, registry, None).load_oracle()
-    with pytest.raises(RecipeError, match="not a directory"):
-        tiny_recipe(tmp_path, registry, tmp_path / "nowhere").load_oracle()
+    # no weights, an absent path: AdapterTests.test_missing_weights_say_what_to_download
     partial = tmp_path / "partial"
     shutil.copytree(weights, partial)
     (partial / "BP000001.1_model.h5").unlink()
@@ -347,14 +284,14 @@ def test_missing_weights_are_refused_naming_the_files(
 # column → (a model of the wrong shape written there, what the error says)
 WRONG: dict[str, dict[int, tuple[Callable[[], Any], str]]] = {
     "tf_keras": {
-        0: (lambda: cb.chrombpnet_architecture(FILTERS, output_length=500), "returns"),
-        9: (lambda: cb.bpnet_architecture(2 * FILTERS), "not a loadable bpnet"),
-        10: (lambda: cb.chrombpnet_architecture(FILTERS), "weighted layers differ"),
+        0: (lambda: cbm.chrombpnet_architecture(FILTERS, output_length=500), "returns"),
+        9: (lambda: cbm.bpnet_architecture(2 * FILTERS), "not a loadable bpnet"),
+        10: (lambda: cbm.chrombpnet_architecture(FILTERS), "weighted layers differ"),
     },
     "bpnet-lite": {
-        0: (lambda: cb.chrombpnet_architecture(FILTERS, n_dil_layers=7), "7 dilated layers"),
-        9: (lambda: cb.bpnet_architecture(2 * FILTERS), "16 filters"),
-        10: (lambda: cb.chrombpnet_architecture(FILTERS), "bpnet-lite can read"),
+        0: (lambda: cbm.chrombpnet_architecture(FILTERS, n_dil_layers=7), "7 dilated layers"),
+        9: (lambda: cbm.bpnet_architecture(2 * FILTERS), "16 filters"),
+        10: (lambda: cbm.chrombpnet_architecture(FILTERS), "bpnet-lite can read"),
     },
 }
 
@@ -390,10 +327,10 @@ def test_full_size_architectures(tmp_path: Path) -> None:
     weights = tmp_path / "weights"
     weights.mkdir()
     models = chrombpnet_models(registry)
-    cb.chrombpnet_architecture().save(weights / f"{models[0]['accession']}.h5")
+    cbm.chrombpnet_architecture().save(weights / f"{models[0]['accession']}.h5")
     for m in models[1:9]:  # the same bytes under the other accessibility names
         (weights / f"{m['accession']}.h5").symlink_to(weights / f"{models[0]['accession']}.h5")
-    cb.bpnet_architecture().save(weights / f"{models[9]['accession']}_model.h5")
+    cbm.bpnet_architecture().save(weights / f"{models[9]['accession']}_model.h5")
     recipe = tiny_recipe(tmp_path, registry, weights, bpnet_filters=64, batch_size=64)
     x = _onehot(64)
     cols = {"profile": np.array([0, 9])}
@@ -406,7 +343,7 @@ def test_full_size_architectures(tmp_path: Path) -> None:
 def test_a_stored_registry_path_of_another_install_finds_this_installs_file() -> None:
     """The registry (also the [tracks] file) is shipped in builders/; a stored recipe names
     the planning machine's copy. Before: a worker installed elsewhere could not read it."""
-    from chorus_store import Recipe, load_recipe
+    from chorus_store import load_recipe
 
     stored = load_recipe("chrombpnet").to_dict()
     shipped = data_dir("builders") / "chrombpnet" / "chrombpnet_JASPAR_metadata.tsv"
@@ -417,3 +354,36 @@ def test_a_stored_registry_path_of_another_install_finds_this_installs_file() ->
     assert cb._registry_path(recipe) == shipped
     stored["tracks"]["path"] = "/nonexistent/elsewhere/registry.tsv"  # not shipped: kept
     assert Recipe.from_stored(stored).tracks["path"] == "/nonexistent/elsewhere/registry.tsv"
+
+
+class TestChromBPNetAdapter(AdapterTests):
+    """The shared adapter tests on the tiny models, through tf_keras (what chorus runs)."""
+
+    adapter = "chrombpnet"
+    download_hint = "needs the ChromBPNet/BPNet weights"
+    absent_weights = "is not a directory"
+    runs_on_torch = False
+
+    @pytest.fixture(scope="class")
+    def adapter_recipe(
+        self, tiny: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
+    ) -> Recipe:
+        registry, weights = tiny
+        tmp = tmp_path_factory.mktemp("chrombpnet-kit")
+        return tiny_recipe(tmp, registry, weights, tracks=FIRST, n_columns=4)
+
+
+class TestChromBPNetTorchAdapter(TestChromBPNetAdapter):
+    """The same, through bpnet-lite (PyTorch): its fingerprint records the torch numerics."""
+
+    runs_on_torch = True
+
+    @pytest.fixture(scope="class")
+    def adapter_recipe(
+        self, tiny: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory
+    ) -> Recipe:
+        registry, weights = tiny
+        tmp = tmp_path_factory.mktemp("chrombpnet-kit-torch")
+        return tiny_recipe(
+            tmp, registry, weights, tracks=FIRST, n_columns=4, framework="bpnet-lite"
+        )

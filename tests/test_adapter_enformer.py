@@ -27,124 +27,31 @@ from chorus_store.demo import DemoInputs
 from chorus_store.errors import RecipeError
 from chorus_store.genome.fasta import Genome, one_hot
 from chorus_store.oracles.enformer import TRUNK_INPUT_BP, EnformerTorchOracle
-from chorus_store.resources import data_dir
-
-ENFORMER_DIR = data_dir("builders") / "enformer"
-TARGETS = ENFORMER_DIR / "enformer_human_targets.txt"
-L = 393_216
-TRIM = (L - TRUNK_INPUT_BP) // 2  # 98,304 bp cut from each side before the trunk
-BINS, TRACKS = 896, 5313
-#: the real architecture, shrunk: 128 bp bins (7 downsamplings) and the real heads
-TINY = {
-    "dim": 24,
-    "depth": 1,
-    "heads": 1,
-    "attn_dim_key": 8,
-    "dim_divisible_by": 4,
-    "target_length": BINS,
-    "output_heads": {"human": TRACKS},
-}
-
-
-def _random_onehot(n: int, seed: int = 0, length: int = L) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    bases = np.frombuffer(b"ACGTN", np.uint8)
-    seqs = [bases[rng.choice(5, length, p=[0.24] * 4 + [0.04])].tobytes() for _ in range(n)]
-    return one_hot(seqs)  # N -> all-zero rows, as chorus encodes them
-
-
-def _save_tiny_torch(directory: Path, seed: int = 0, **overrides: Any) -> Path:
-    """A randomly initialised tiny Enformer, every weight non-trivial, saved like the hub's."""
-    from enformer_pytorch import Enformer
-
-    torch.manual_seed(seed)
-    model = Enformer.from_hparams(**{**TINY, **overrides})
-    with torch.no_grad():  # upstream zero-initialises attention outputs; BN starts at identity
-        for name, p in model.named_parameters():
-            if "to_out" in name:
-                p.normal_(0.0, 0.05)
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm1d):
-                assert module.running_mean is not None and module.running_var is not None
-                module.running_mean.normal_(0.0, 0.1)
-                module.running_var.uniform_(0.5, 2.0)
-    # the official weights are a pytorch_model.bin (its shared trunk/stem aliases rule out
-    # safetensors for this class)
-    model.save_pretrained(directory, safe_serialization=False)
-    return directory
-
-
-def _save_tiny_tf(directory: Path, *, wrapped: bool = True, seed: int = 0) -> Path:
-    """A SavedModel with TF-Hub Enformer's interface and output layout."""
-    import tensorflow as tf
-
-    class Trunk(tf.Module):  # type: ignore[misc]
-        def __init__(self) -> None:
-            super().__init__()
-            rng = np.random.default_rng(seed)
-            self.w = tf.Variable(rng.normal(0, 0.05, (128 * 4, 8)).astype(np.float32))
-            self.human = tf.Variable(rng.normal(0, 0.3, (8, TRACKS)).astype(np.float32))
-            self.mouse = tf.Variable(rng.normal(0, 0.3, (8, 1643)).astype(np.float32))
-
-        @tf.function(input_signature=[tf.TensorSpec([None, L, 4], tf.float32)])  # type: ignore[untyped-decorator]
-        def predict_on_batch(self, x: Any) -> dict[str, Any]:
-            # like the hub model: central 196,608 bp, 128 bp bins, central 896 bins, softplus
-            x = x[:, TRIM : TRIM + TRUNK_INPUT_BP]
-            h = tf.nn.gelu(tf.reshape(x, [-1, TRUNK_INPUT_BP // 128, 128 * 4]) @ self.w)
-            h = h[:, (1536 - BINS) // 2 : (1536 + BINS) // 2]
-            return {
-                "human": tf.nn.softplus(h @ self.human),
-                "mouse": tf.nn.softplus(h @ self.mouse),
-            }
-
-    trunk = Trunk()
-    root = tf.Module()
-    root.model = trunk
-    tf.saved_model.save(root if wrapped else trunk, str(directory))
-    return directory
-
-
-def _recipe(
-    weights: Path | None,
-    *,
-    framework: str = "pytorch",
-    tracks: Path = TARGETS,
-    batch_size: int = 2,
-    oracle: dict[str, Any] | None = None,
-    sampling: dict[str, Any] | None = None,
-) -> Recipe:
-    """The shipped recipe with test weights, batch and (optionally) a generated demo plan."""
-    import tomllib
-
-    data = tomllib.loads((ENFORMER_DIR / "recipe.toml").read_text())
-    data["oracle"].update(framework=framework, batch_size=batch_size, use_tf_gamma=False)
-    if weights is not None:
-        data["oracle"]["weights"] = str(weights)
-    data["oracle"].update(oracle or {})
-    data["tracks"]["path"] = str(tracks)
-    if sampling is not None:  # 393 kb windows fit the demo genome's chr1/chr2 only
-        data["plan"] = {
-            "source": "generated",
-            "assembly": "chorus-store-demo-v1",
-            "sampling": sampling,
-        }
-        data["layout"] = {
-            "position_shard_rows": 8,
-            "variant_shard_rows": 8,
-            "track_shard": 4,
-            "track_chunk": 2,
-        }
-    return Recipe.from_dict(data, base=ENFORMER_DIR)
+from chorus_store.testing.adapters import AdapterTests
+from chorus_store.testing.models.enformer import (
+    BINS,
+    E2E_SAMPLING,
+    ENFORMER_DIR,
+    TARGETS,
+    TRACKS,
+    TRIM,
+    L,
+    enformer_recipe,
+    random_onehot,
+    save_tiny_tf,
+    save_tiny_torch,
+    subset_targets,
+)
 
 
 @pytest.fixture(scope="module")
 def torch_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _save_tiny_torch(tmp_path_factory.mktemp("enformer-hf"))
+    return save_tiny_torch(tmp_path_factory.mktemp("enformer-hf"))
 
 
 @pytest.fixture(scope="module")
 def tf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _save_tiny_tf(tmp_path_factory.mktemp("enformer-tfhub"))
+    return save_tiny_tf(tmp_path_factory.mktemp("enformer-tfhub"))
 
 
 # --------------------------------------------------------------------------------------
@@ -155,9 +62,9 @@ def tf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_pytorch_weights_load_through_load_and_match_the_upstream_model(torch_dir: Path) -> None:
     from enformer_pytorch import Enformer
 
-    oracle = _recipe(torch_dir).load_oracle(device="cpu")
+    oracle = enformer_recipe(torch_dir).load_oracle(device="cpu")
     assert isinstance(oracle, EnformerTorchOracle) and oracle.batch_size == 2
-    x = _random_onehot(3, seed=1)
+    x = random_onehot(3, seed=1)
     y = oracle.predict(x)["human"]
     assert y.shape == (3, BINS, TRACKS) and y.dtype == np.float32 and (y >= 0).all()
     # the upstream class, loaded on its own, on the same two padded batches of the cropped input
@@ -182,8 +89,10 @@ def test_use_tf_gamma_reaches_every_attention_layer(tmp_path: Path) -> None:
     from enformer_pytorch.modeling_enformer import Attention
 
     # 192 relative-position features per head, as in the official model (1536 / 8 heads)
-    weights = _save_tiny_torch(tmp_path / "gamma", dim=192, attn_dim_key=8)
-    oracle = _recipe(weights, batch_size=1, oracle={"use_tf_gamma": True}).load_oracle(device="cpu")
+    weights = save_tiny_torch(tmp_path / "gamma", dim=192, attn_dim_key=8)
+    oracle = enformer_recipe(weights, batch_size=1, oracle={"use_tf_gamma": True}).load_oracle(
+        device="cpu"
+    )
     attention = [m for m in oracle.model.modules() if isinstance(m, Attention)]  # type: ignore[attr-defined]
     assert attention and all(m.use_tf_gamma for m in attention)
     assert oracle.describe()["config"]["use_tf_gamma"] is True
@@ -194,8 +103,8 @@ def test_use_tf_gamma_reaches_every_attention_layer(tmp_path: Path) -> None:
 def test_tensorflow_savedmodel_loads_through_load_and_matches_a_direct_call(tf_dir: Path) -> None:
     import tensorflow as tf
 
-    oracle = _recipe(tf_dir, framework="tensorflow").load_oracle(device="cpu")
-    x = _random_onehot(3, seed=3)
+    oracle = enformer_recipe(tf_dir, framework="tensorflow").load_oracle(device="cpu")
+    x = random_onehot(3, seed=3)
     y = oracle.predict(x)["human"]
     assert y.shape == (3, BINS, TRACKS) and y.dtype == np.float32
     hub = tf.saved_model.load(str(tf_dir))  # chorus: model.predict_on_batch(x)['human']
@@ -211,9 +120,9 @@ def test_tensorflow_savedmodel_loads_through_load_and_matches_a_direct_call(tf_d
 
 
 def test_a_bare_savedmodel_without_the_hub_wrapper_loads_too(tmp_path: Path) -> None:
-    bare = _save_tiny_tf(tmp_path / "bare", wrapped=False)  # chorus accepts both layouts
-    oracle = _recipe(bare, framework="tensorflow", batch_size=1).load_oracle(device="cpu")
-    assert oracle.predict(_random_onehot(1))["human"].shape == (1, BINS, TRACKS)
+    bare = save_tiny_tf(tmp_path / "bare", wrapped=False)  # chorus accepts both layouts
+    oracle = enformer_recipe(bare, framework="tensorflow", batch_size=1).load_oracle(device="cpu")
+    assert oracle.predict(random_onehot(1))["human"].shape == (1, BINS, TRACKS)
 
 
 # --------------------------------------------------------------------------------------
@@ -241,10 +150,10 @@ def test_both_frameworks_give_the_human_head_of_the_full_track_table(
     }
     assert (head.name, head.resolution_bp, head.n_bins) == ("human", 128, BINS)
     assert head.start_bp(L) == 139_264 == (L - BINS * 128) // 2
-    x = _random_onehot(2, seed=4)
+    x = random_onehot(2, seed=4)
     fingerprints = set()
     for framework, weights in (("pytorch", torch_dir), ("tensorflow", tf_dir)):
-        recipe = _recipe(weights, framework=framework)
+        recipe = enformer_recipe(weights, framework=framework)
         assert recipe.track_table().sha256() == table.sha256() and recipe.heads == shipped.heads
         oracle = recipe.load_oracle(device="cpu")
         out = oracle.predict(x)
@@ -257,37 +166,12 @@ def test_both_frameworks_give_the_human_head_of_the_full_track_table(
 # (b) end to end on the demo genome
 # --------------------------------------------------------------------------------------
 
-#: about 16 positions and 8 SNPs on chr1/chr2, margins wider than half a 393 kb window
-E2E_SAMPLING = {
-    "n_random": 5,
-    "n_ccre": 5,
-    "n_tss": 3,
-    "n_gene_body": 3,
-    "n_snps": 6,
-    "chromosomes": ["chr1", "chr2"],
-    "ccre_chromosomes": ["chr1", "chr2"],
-    "random_margin_bp": 200_000,
-    "random_fallback_margin_bp": 200_000,
-    "snp_margin_bp": 200_000,
-}
-
-
-def _subset_targets(path: Path) -> tuple[Path, list[int]]:
-    """Two tracks of each layer from the real targets file, CAGE first (not column order)."""
-    targets = pd.read_csv(TARGETS, sep="\t")
-    table = load_recipe("enformer").track_table()
-    layers = np.asarray(table.layers)
-    order = ["tss_activity", "chromatin_accessibility", "histone_marks", "tf_binding"]
-    rows = [int(i) for layer in order for i in np.flatnonzero(layers == layer)[[0, -1]]]
-    targets.iloc[rows].to_csv(path, sep="\t", index=False)
-    return path, rows
-
 
 def test_plan_build_reduce_export_on_the_demo_genome(
     tmp_path: Path, demo_inputs: DemoInputs, torch_dir: Path
 ) -> None:
-    tracks, columns = _subset_targets(tmp_path / "targets_subset.txt")
-    recipe = _recipe(torch_dir, tracks=tracks, sampling=E2E_SAMPLING)
+    tracks, columns = subset_targets(tmp_path / "targets_subset.txt")
+    recipe = enformer_recipe(torch_dir, tracks=tracks, sampling=E2E_SAMPLING)
     store = tmp_path / "enformer.zarr"
     plan_store(store, recipe, fasta=demo_inputs.fasta, ccre=demo_inputs.ccre, gtf=demo_inputs.gtf)
     report = build(store, progress=False, device="cpu")
@@ -332,7 +216,7 @@ def test_plan_build_reduce_export_on_the_demo_genome(
 
 @pytest.mark.parametrize("framework", ["pytorch", "tensorflow"])
 def test_missing_weights_name_what_to_download(tmp_path: Path, framework: str) -> None:
-    recipe = _recipe(None, framework=framework)
+    recipe = enformer_recipe(None, framework=framework)
     hint = "enformer-official-rough" if framework == "pytorch" else "deepmind/enformer/1"
     with pytest.raises(RecipeError, match=hint):
         recipe.load_oracle(device="cpu")
@@ -343,7 +227,7 @@ def test_missing_weights_name_what_to_download(tmp_path: Path, framework: str) -
     with pytest.raises(RecipeError, match=f"hold no {required}"):
         recipe.load_oracle(weights=str(tmp_path / "empty"), device="cpu")
     with pytest.raises(RecipeError, match="framework must be"):
-        _recipe(tmp_path, framework="jax").load_oracle(device="cpu")
+        enformer_recipe(tmp_path, framework="jax").load_oracle(device="cpu")
 
 
 def test_pytorch_weights_of_the_wrong_shape_are_refused(torch_dir: Path, tmp_path: Path) -> None:
@@ -353,11 +237,11 @@ def test_pytorch_weights_of_the_wrong_shape_are_refused(torch_dir: Path, tmp_pat
     config = json.loads((bad / "config.json").read_text())
     (bad / "config.json").write_text(json.dumps({**config, "output_heads": {"human": 100}}))
     with pytest.raises(RecipeError, match="do not load"):
-        _recipe(bad).load_oracle(device="cpu")
+        enformer_recipe(bad).load_oracle(device="cpu")
     # a consistent model whose head is not the recipe's 5,313 tracks
-    small = _save_tiny_torch(tmp_path / "small", output_heads={"human": 7})
+    small = save_tiny_torch(tmp_path / "small", output_heads={"human": 7})
     with pytest.raises(RecipeError, match="return 896 bins x 7 tracks"):
-        _recipe(small).load_oracle(device="cpu")
+        enformer_recipe(small).load_oracle(device="cpu")
     # a tensor missing from the checkpoint (from_pretrained alone would only warn)
     holed = tmp_path / "holed"
     shutil.copytree(torch_dir, holed)
@@ -365,11 +249,11 @@ def test_pytorch_weights_of_the_wrong_shape_are_refused(torch_dir: Path, tmp_pat
     del state["_heads.human.0.bias"]
     torch.save(state, holed / "pytorch_model.bin")
     with pytest.raises(RecipeError, match=r"missing_keys: \['_heads.human.0.bias'\]"):
-        _recipe(holed).load_oracle(device="cpu")
+        enformer_recipe(holed).load_oracle(device="cpu")
     # the recipe asks for TF gammas the tiny trunk cannot use, or a head it lacks
     with pytest.raises(RecipeError, match="use_tf_gamma needs the official trunk"):
-        _recipe(torch_dir, oracle={"use_tf_gamma": True}).load_oracle(device="cpu")
-    recipe = _recipe(torch_dir)
+        enformer_recipe(torch_dir, oracle={"use_tf_gamma": True}).load_oracle(device="cpu")
+    recipe = enformer_recipe(torch_dir)
     mouse = {**recipe.heads[0].as_dict(), "name": "mouse", "n_columns": 1643}
     data = {**recipe.to_dict(), "oracle": {**recipe.oracle, "heads": [mouse]}}
     with pytest.raises(RecipeError, match="the Enformer weights .* have \\['human'\\]"):
@@ -379,7 +263,7 @@ def test_pytorch_weights_of_the_wrong_shape_are_refused(torch_dir: Path, tmp_pat
 def test_tensorflow_savedmodels_of_the_wrong_shape_are_refused(
     tf_dir: Path, tmp_path: Path
 ) -> None:
-    recipe = _recipe(tf_dir, framework="tensorflow")
+    recipe = enformer_recipe(tf_dir, framework="tensorflow")
 
     def with_head(**changes: Any) -> Recipe:
         head = {**recipe.heads[0].as_dict(), **changes.pop("head", {})}
@@ -404,7 +288,7 @@ def test_tensorflow_savedmodels_of_the_wrong_shape_are_refused(
     other.v = tf.Variable(1.0)
     tf.saved_model.save(other, str(tmp_path / "other"))
     with pytest.raises(RecipeError, match="no predict_on_batch"):
-        _recipe(tmp_path / "other", framework="tensorflow").load_oracle(device="cpu")
+        enformer_recipe(tmp_path / "other", framework="tensorflow").load_oracle(device="cpu")
 
 
 # --------------------------------------------------------------------------------------
@@ -420,7 +304,18 @@ def test_full_size_enformer_through_load(tmp_path: Path) -> None:
     model = Enformer.from_hparams(output_heads={"human": TRACKS, "mouse": 1643})
     model.save_pretrained(tmp_path / "full", safe_serialization=False)
     del model
-    oracle = _recipe(tmp_path / "full", batch_size=1, oracle={"use_tf_gamma": True}).load_oracle(
-        device="cpu"
-    )
-    assert oracle.predict(_random_onehot(1))["human"].shape == (1, BINS, TRACKS)
+    oracle = enformer_recipe(
+        tmp_path / "full", batch_size=1, oracle={"use_tf_gamma": True}
+    ).load_oracle(device="cpu")
+    assert oracle.predict(random_onehot(1))["human"].shape == (1, BINS, TRACKS)
+
+
+class TestEnformerAdapter(AdapterTests):
+    """The shared adapter tests on the tiny PyTorch Enformer."""
+
+    adapter = "enformer"
+    download_hint = "enformer-official-rough"
+
+    @pytest.fixture(scope="class")
+    def adapter_recipe(self, torch_dir: Path) -> Recipe:
+        return enformer_recipe(torch_dir)

@@ -31,34 +31,20 @@ from chorus_store.genome.fasta import one_hot
 from chorus_store.genome.track_tables import legnet_tracks
 from chorus_store.oracles.legnet import LegNetOracle, encode, read_checkpoint
 from chorus_store.oracles.models.legnet import LegNet, LegNetConfig
+from chorus_store.testing.adapters import AdapterTests
+from chorus_store.testing.models.legnet import (
+    CELLS,
+    FULL_CONFIG,
+    TINY_CONFIG,
+    e2e_recipe,
+    lightning_checkpoint,
+    make_weights,
+    random_model,
+)
 
-from .helpers import DEMO_TOML, SMALL_SAMPLING
-
-CELLS = ("K562", "HepG2", "WTC11")
 # chorus legnet_source/agarwal_meta.py and transforms.py, restated so the test checks them
 LEFT, RIGHT = "CATTGCGTGAACCGA", "AGGACCGGATCAACT"
 CODES = {"A": 0, "G": 1, "C": 2, "T": 3}
-
-#: a real training config.json (TrainingConfig fields) with tiny widths
-TINY_CONFIG: dict[str, Any] = {
-    "stem_ch": 8, "stem_ks": 5, "ef_ks": 3, "ef_block_sizes": [8, 12], "resize_factor": 2,
-    "pool_sizes": [2, 2], "reverse_augment": True, "use_reverse_channel": False,
-    "use_shift": True, "max_shift": None, "max_lr": 0.01, "weight_decay": 0.1,
-    "model_dir": "/models/LentiMPRA", "data_path": "data.tsv", "epoch_num": 25, "device": 0,
-    "seed": 777, "train_batch_size": 1024, "valid_batch_size": 1024, "num_workers": 8,
-}  # fmt: skip
-#: the architecture of the real checkpoints (autosome-ru/human_legnet models/example.cfg)
-FULL_CONFIG = {
-    **TINY_CONFIG, "stem_ch": 64, "ef_block_sizes": [80, 96, 112, 128], "resize_factor": 4,
-    "pool_sizes": [2, 2, 2, 2],
-}  # fmt: skip
-
-
-class _OneCycleLike:
-    """torch 2.0's OneCycleLR pickled ``anneal_func`` (a bound method) into its state."""
-
-    def _annealing_cos(self) -> None:
-        pass
 
 
 TRIPWIRE: list[int] = []
@@ -72,53 +58,6 @@ def _tripwire() -> int:
 class _Tripwire:
     def __reduce__(self) -> tuple[Any, tuple[()]]:
         return (_tripwire, ())
-
-
-def _random_model(config: dict[str, Any], seed: int) -> LegNet:
-    torch.manual_seed(seed)
-    model = LegNetConfig.from_dict(config).build()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, 0.3)
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm1d):  # non-trivial running statistics
-                assert m.running_mean is not None and m.running_var is not None
-                m.running_mean.normal_(0.0, 0.2)
-                m.running_var.uniform_(0.5, 2.0)
-    return model.eval()
-
-
-def _lightning_checkpoint(model: LegNet, *, scheduler: bool = True) -> dict[str, Any]:
-    """What MPRA-LegNet's Lightning 2.0 trainer saves (LitModel holds the net as .model)."""
-    ckpt: dict[str, Any] = {
-        "epoch": 24, "global_step": 1000, "pytorch-lightning_version": "2.0.3",
-        "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()},
-        "loops": {"fit_loop": {"state_dict": {}, "epoch_progress": {"current": {"ready": 25}}}},
-        "callbacks": {"ModelCheckpoint{'monitor': 'val_pearson'}": {
-            "best_model_score": torch.tensor(0.81), "best_model_path": "/m/model.ckpt"}},
-        "optimizer_states": [torch.optim.AdamW(model.parameters()).state_dict()],
-        "lr_schedulers": [],
-    }  # fmt: skip
-    if scheduler:
-        ckpt["lr_schedulers"] = [{"anneal_func": _OneCycleLike()._annealing_cos, "last_epoch": 1}]
-    return ckpt
-
-
-def make_weights(
-    root: Path,
-    cells: tuple[str, ...] = CELLS,
-    config: dict[str, Any] = TINY_CONFIG,
-    *,
-    scheduler: bool = True,
-) -> Path:
-    """chorus's LegNet download layout with a random tiny model per cell type."""
-    for i, cell in enumerate(cells):
-        d = root / f"LentiMPRA_{cell}"
-        (d / "example").mkdir(parents=True)
-        (d / "config.json").write_text(json.dumps({**config, "model_dir": str(d)}, indent=4))
-        model = _random_model(config, seed=100 + i)
-        torch.save(_lightning_checkpoint(model, scheduler=scheduler), d / "example/weights.ckpt")
-    return root
 
 
 def direct_model(weights: Path, cell: str) -> LegNet:
@@ -209,12 +148,12 @@ def test_state_dict_layout_is_the_upstream_models() -> None:
 
 
 def test_checkpoints_load_without_running_what_they_pickle(tmp_path: Path) -> None:
-    model = _random_model(TINY_CONFIG, seed=1)
+    model = random_model(TINY_CONFIG, seed=1)
     want = model.state_dict()
     clean = tmp_path / "clean.ckpt"  # weights_only=True reads it as is
-    torch.save(_lightning_checkpoint(model, scheduler=False), clean)
+    torch.save(lightning_checkpoint(model, scheduler=False), clean)
     lightning = tmp_path / "lightning.ckpt"  # needs the inert stand-ins
-    ckpt = _lightning_checkpoint(model)
+    ckpt = lightning_checkpoint(model)
     ckpt["lr_schedulers"][0]["tripwire"] = _Tripwire()
     torch.save(ckpt, lightning)
     bare = tmp_path / "bare.pt"
@@ -252,33 +191,6 @@ def test_full_track_table_lines_up_with_the_models(weights: Path) -> None:
 # --------------------------------------------------------------------------------------
 
 
-def _e2e_recipe(tmp: Path, weights: Path, n_cells: int = 3) -> Recipe:
-    if n_cells == 3:
-        tracks: dict[str, Any] = {"format": "legnet"}
-    else:  # a prefix of the legnet table, as a TSV (add-tracks appends the rest)
-        raw = legnet_tracks().frame[
-            ["track_id", "assay_type", "description", "head", "resolution_bp", "column"]
-        ]
-        raw.iloc[:n_cells].to_csv(tmp / "tracks.tsv", sep="\t", index=False)
-        tracks = {"table": str(tmp / "tracks.tsv")}
-    data = {
-        "name": "legnet",
-        "oracle": {
-            "adapter": "legnet", "weights": str(weights), "input_length": 200,
-            "batch_size": 16, "max_n_fraction": 0.3, "per_model": True,
-            "cell_types": list(CELLS),
-            # n_columns declared: the model has three columns whatever the table holds
-            "heads": [{"name": "activity", "resolution_bp": 0, "n_columns": 3}],
-        },
-        "tracks": tracks,
-        "plan": {"source": "generated", "assembly": "chorus-store-demo-v1",
-                 "sampling": {**DEMO_TOML["plan"]["sampling"], **SMALL_SAMPLING}},
-        "layout": {"position_shard_rows": 32, "variant_shard_rows": 32, "track_shard": 1,
-                   "track_chunk": 1},
-    }  # fmt: skip
-    return Recipe.from_dict(data, base=tmp)
-
-
 @pytest.fixture(scope="module")
 def one_shot(
     tmp_path_factory: pytest.TempPathFactory, demo_inputs: DemoInputs, weights: Path
@@ -286,7 +198,7 @@ def one_shot(
     """A 3-cell-type build (store, NPZ, rows/s of the build)."""
     tmp = tmp_path_factory.mktemp("legnet-e2e")
     store = tmp / "legnet.zarr"
-    recipe = _e2e_recipe(tmp, weights)
+    recipe = e2e_recipe(tmp, weights)
     plan_store(store, recipe, fasta=demo_inputs.fasta, ccre=demo_inputs.ccre, gtf=demo_inputs.gtf)
     report = build(store, progress=False, device="cpu")
     rows = sum(report.rows_built.values())
@@ -329,14 +241,14 @@ def test_add_tracks_runs_only_the_new_model(
     tmp_path: Path, demo_inputs: DemoInputs, weights: Path, one_shot: tuple[Path, Path, float]
 ) -> None:
     store = tmp_path / "legnet.zarr"
-    plan_store(store, _e2e_recipe(tmp_path, weights, n_cells=2), fasta=demo_inputs.fasta,
+    plan_store(store, e2e_recipe(tmp_path, weights, n_cells=2), fasta=demo_inputs.fasta,
                ccre=demo_inputs.ccre, gtf=demo_inputs.gtf)  # fmt: skip
-    first = _e2e_recipe(tmp_path, weights, n_cells=2).load_oracle(device="cpu")
+    first = e2e_recipe(tmp_path, weights, n_cells=2).load_oracle(device="cpu")
     assert isinstance(first, LegNetOracle)
     build(store, progress=False, oracle=first)
     assert first.model_calls["K562"] > 0 and first.model_calls["WTC11"] == 0
-    assert add_tracks(store, _e2e_recipe(tmp_path, weights)) == 1
-    second = _e2e_recipe(tmp_path, weights).load_oracle(device="cpu")
+    assert add_tracks(store, e2e_recipe(tmp_path, weights)) == 1
+    second = e2e_recipe(tmp_path, weights).load_oracle(device="cpu")
     assert isinstance(second, LegNetOracle)
     build(store, progress=False, oracle=second)
     assert second.model_calls["K562"] == second.model_calls["HepG2"] == 0
@@ -354,8 +266,7 @@ def test_add_tracks_runs_only_the_new_model(
 def test_missing_weights_are_refused_naming_what_to_download(tmp_path: Path) -> None:
     with pytest.raises(RecipeError, match="--weights"):
         _shipped().load_oracle(device="cpu")
-    with pytest.raises(RecipeError, match="does not exist"):
-        _shipped().load_oracle(weights=str(tmp_path / "nowhere"), device="cpu")
+    # no weights, an absent path: AdapterTests.test_missing_weights_say_what_to_download
     partial = make_weights(tmp_path / "partial", cells=("K562", "HepG2"))
     with pytest.raises(RecipeError, match=r"LentiMPRA_WTC11/example/weights\.ckpt"):
         _shipped().load_oracle(weights=str(partial), device="cpu")
@@ -411,3 +322,15 @@ def test_full_size_architecture_through_load(tmp_path: Path) -> None:
     oracle = load_recipe("legnet").load_oracle(weights=str(weights), device="cpu")
     out = oracle.predict(one_hot([s.encode() for s in _random_seqs(300)]))["activity"]
     assert out.shape == (300, 3) and np.isfinite(out).all()
+
+
+class TestLegNetAdapter(AdapterTests):
+    """The shared adapter tests on the tiny LegNet models."""
+
+    adapter = "legnet"
+    download_hint = "zenodo.org/records/17863550"
+    wrong_shape_detectable = False
+
+    @pytest.fixture(scope="class")
+    def adapter_recipe(self, weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Recipe:
+        return e2e_recipe(tmp_path_factory.mktemp("legnet-kit"), weights)

@@ -27,61 +27,17 @@ from chorus_store.demo import DemoInputs
 from chorus_store.errors import RecipeError
 from chorus_store.oracles.models.sei import SEI_CLASSES, SEI_PROFILES, NonStrandSpecific, Sei
 from chorus_store.oracles.sei import SeiOracle, load
-from chorus_store.resources import data_dir
-
-from .helpers import DEMO_TOML, SMALL_LAYOUT, SMALL_SAMPLING
-
-SEI_DIR = data_dir("builders") / "sei"
-SEQCLASS = SEI_DIR / "seqclass_info.txt"
-TINY: dict[str, Any] = {"channels": [8, 8, 12]}
-#: 12 profiles in target.names's real format; histone marks at 2-6 and 10-11
-TINY_NAMES = [
-    "HepG2_Liver | DNase | ID:40919",
-    "K562_Blood | ATAC-seq | ID:61705",
-    "H9_Embryonic_Stem_Cell_Embryo | H3K27ac | ID:1025",
-    "K562_Blood | H3K4me3 | ID:1100",
-    "KARPAS-422_B_cell_lymphoma | H3K9me3 | ID:71977",
-    "Neurosphere_Cultured_Cells_Cortex_Derived | H3K36me3 | Roadmap",
-    "GM12878 | H3K27me3 | ID:5012",
-    "A549 | CTCF | ENCODE | 1",
-    "A549 | CTCF | ENCODE | 2",
-    "HeLa_Epithelium_Cervix | BTAF1 | ID:1",
-    "HepG2_Liver | H2A.Z | ID:2200",
-    "CD14_Primary_Cells | H3K4me1 | Roadmap",
-]
-N_PROFILES = len(TINY_NAMES)
-HISTONE = np.asarray([2, 3, 4, 5, 6, 10, 11])
-N_PROJ_ROWS = 61  # the file has more rows than classes; only the first 40 are kept
-#: a smaller plan than SMALL_SAMPLING (~110 positions, ~40 SNPs): two builds run here
-SEI_SAMPLING = SMALL_SAMPLING | {"n_random": 48, "n_ccre": 32, "n_tss": 16, "n_gene_body": 12,
-                                 "n_snps": 40}  # fmt: skip
-
-
-def tiny_network(seed: int = 0, n_profiles: int = N_PROFILES) -> Sei:
-    torch.manual_seed(seed)
-    return Sei(n_genomic_features=n_profiles, **TINY).eval()
-
-
-def write_weights(
-    folder: Path,
-    *,
-    net: Sei | None = None,
-    projection: np.ndarray | None = None,
-    histone: np.ndarray = HISTONE,
-) -> Path:
-    """The released layout: model/{sei.pth, projvec_targets.npy, histone_inds.npy, target.names}."""
-    model = folder / "model"
-    model.mkdir(parents=True)
-    net = net or tiny_network()
-    state = {f"module.model.{k}": v for k, v in net.state_dict().items()}
-    torch.save(state, model / "sei.pth")
-    rng = np.random.default_rng(7)
-    if projection is None:
-        projection = rng.normal(size=(N_PROJ_ROWS, N_PROFILES))
-    np.save(model / "projvec_targets.npy", projection)
-    np.save(model / "histone_inds.npy", histone)
-    (model / "target.names").write_text("\n".join(TINY_NAMES) + "\n")
-    return folder
+from chorus_store.testing.adapters import AdapterTests
+from chorus_store.testing.models.sei import (
+    HISTONE,
+    N_PROFILES,
+    SEI_DIR,
+    TINY,
+    TINY_NAMES,
+    tiny_network,
+    tiny_recipe,
+    write_weights,
+)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -98,30 +54,6 @@ def one_torch_thread() -> Any:
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_weights(tmp_path_factory.mktemp("sei-weights"))
-
-
-def tiny_recipe(
-    folder: Path, *, effects: str = "query", weights_in_recipe: bool = False, **oracle: Any
-) -> Recipe:
-    data: dict[str, Any] = {
-        "name": "sei_tiny",
-        "oracle": {
-            "adapter": "sei", "input_length": 4096, "batch_size": 4, "max_n_fraction": 0.5,
-            "joint_tracks": True, "config": dict(TINY),
-            "heads": [{"name": "profiles", "resolution_bp": 0, "n_columns": N_PROFILES},
-                      {"name": "classes", "resolution_bp": 0, "n_columns": SEI_CLASSES}],
-            **oracle,
-        },
-        "tracks": {"format": "sei", "target_names": str(folder / "model" / "target.names"),
-                   "seqclass_info": str(SEQCLASS)},
-        "plan": {"source": "generated", "assembly": "chorus-store-demo-v1",
-                 "sampling": {**DEMO_TOML["plan"]["sampling"], **SEI_SAMPLING}},
-        "layout": SMALL_LAYOUT,
-    }  # fmt: skip
-    if weights_in_recipe:
-        data["oracle"]["weights"] = str(folder)
-    data["tracks"]["effects"] = effects
-    return Recipe.from_dict(data, base=folder)
 
 
 def random_onehot(n: int, seed: int = 3) -> np.ndarray:
@@ -344,10 +276,7 @@ def test_end_to_end_on_the_demo_genome(
 # ------------------------------------------------------------------------------ (c)
 def test_missing_weights_are_refused(weights: Path, tmp_path: Path) -> None:
     recipe = tiny_recipe(weights)
-    with pytest.raises(RecipeError, match="zenodo.org/record/4906997"):
-        recipe.load_oracle()
-    with pytest.raises(RecipeError, match="does not exist"):
-        load(recipe, weights=str(tmp_path / "nowhere"))
+    # no weights, an absent path: AdapterTests.test_missing_weights_say_what_to_download
     partial = tmp_path / "partial"
     write_weights(partial)
     (partial / "model" / "histone_inds.npy").unlink()
@@ -397,3 +326,14 @@ def test_full_size_sei_forward_on_cpu() -> None:
     out = oracle.predict(random_onehot(1))
     assert out["profiles"].shape == (1, 21907) and out["classes"].shape == (1, 40)
     assert np.isfinite(out["profiles"]).all() and (out["profiles"] > 0).all()
+
+
+class TestSeiAdapter(AdapterTests):
+    """The shared adapter tests on the tiny Sei."""
+
+    adapter = "sei"
+    download_hint = "zenodo.org/record/4906997"
+
+    @pytest.fixture(scope="class")
+    def adapter_recipe(self, weights: Path) -> Recipe:
+        return tiny_recipe(weights, weights_in_recipe=True)

@@ -140,18 +140,8 @@ def _oracle(spec: WorkerSpec) -> tuple[Any, Any]:
 def probe(spec: WorkerSpec) -> dict[str, Any]:
     """Load the oracle on a worker (kept for its later tasks); what the coordinator checks."""
     oracle, _ = _oracle(spec)
-    return oracle_facts(oracle)
-
-
-def oracle_facts(oracle: Any) -> dict[str, Any]:
-    """What a build checks of a loaded oracle against the recipe and the store."""
-    return {
-        "name": oracle.name,
-        "fingerprint": oracle.fingerprint,
-        "description": oracle.describe(),
-        "per_model": bool(oracle.per_model),
-        "joint_tracks": bool(oracle.joint_tracks),
-    }
+    facts: dict[str, Any] = oracle.facts()
+    return facts
 
 
 def _context(spec: WorkerSpec) -> Any:
@@ -219,7 +209,7 @@ def local_cluster(
     # forward pass 3x slower in a worker (5.6 s vs 1.9 s for the same rows: every large
     # tensor allocation went back to mmap/munmap); workers keep glibc's default. Threads:
     # the machine's cores shared out, so N workers do not oversubscribe them (results do
-    # not depend on it: see oracles.torch_adapter.select_device)
+    # not depend on it: see oracles.common.select_device)
     # (dask writes its pre-spawn variables into this process's own environment, where
     # they would outlive the cluster: the thread counts go in each worker's env instead)
     environ = {
@@ -282,8 +272,8 @@ def _task_resources(client: Any) -> dict[str, float] | None:
 
 
 def probe_on_cluster(client: Any, spec: WorkerSpec) -> dict[str, Any]:
-    """:func:`oracle_facts` of the oracle as a worker loads it (the coordinator loads no
-    model: it may be a CPU login node)."""
+    """:meth:`~chorus_store.oracles.base.Oracle.facts` of the oracle as a worker loads it
+    (the coordinator loads no model: it may be a CPU login node)."""
     fut = client.submit(probe, spec, pure=False, resources=_task_resources(client))
     result: dict[str, Any] = fut.result()
     return result

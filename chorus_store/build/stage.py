@@ -20,7 +20,6 @@ from chorus_store.build.cluster import (
     WorkerSpec,
     dashboard_link,
     open_client,
-    oracle_facts,
     probe_on_cluster,
     run_on_cluster,
 )
@@ -51,7 +50,7 @@ def _nothing_built(store: ChorusStore) -> bool:
 def _check_oracle(
     store: ChorusStore, recipe: Recipe, facts: dict[str, Any], run_id: str | None = None
 ) -> None:
-    """Check a loaded oracle (:func:`~chorus_store.build.cluster.oracle_facts`) against the
+    """Check a loaded oracle (:meth:`~chorus_store.oracles.base.Oracle.facts`) against the
     recipe; pin its fingerprint at the first build and refuse a different one later.
 
     The pin binds once a row is written: while no row of any shard is done and no other
@@ -260,7 +259,7 @@ def build(
             if oracle is None:
                 # the store's track table, not the recipe's files (another machine's paths)
                 oracle = recipe.load_oracle(weights=weights, device=device, tracks=store.tracks)
-            _check_oracle(store, recipe, oracle_facts(oracle), claims.holder.run_id)
+            _check_oracle(store, recipe, oracle.facts(), claims.holder.run_id)
             with _progress(progress, tasks) as advance:
                 ctx = RunContext(store, oracle, genome, batch_size, records_on)
                 report.merge(run_tasks(ctx, tasks, on_rows=advance))

@@ -1,58 +1,10 @@
-"""AlphaGenome through its PyTorch port (``alphagenome-pytorch``, lucidrains/alphagenome).
-
-chorus builds AlphaGenome's nulls with the JAX model (``alphagenome_research``,
-``model.predict_sequence``), which returns each OutputType on the experimental scale and
-after its activation (spec §3). The PyTorch port ports the same trunk and heads but
-returns some heads *before* the step the JAX model applies last. This adapter runs the
-port and applies exactly that step, per head:
-
-=========================  =============================  ===================================
-OutputType (head here)     the port returns               applied here, as JAX does
-=========================  =============================  ===================================
-ATAC, CAGE, DNASE, PROCAP  ``scaled_predictions_1bp``     ``predictions_scaling``: undo the
-                           (softplus x softplus(scale))   soft clip, x nonzero_mean x 1 bp
-RNA_SEQ                    ``scaled_predictions_1bp``     the same, then the power 1/0.75
-CHIP_HISTONE, CHIP_TF      ``scaled_predictions_128bp``   the same, x nonzero_mean x 128 bp
-SPLICE_SITES               5 raw logits per bp            softmax over the 5 classes
-SPLICE_SITE_USAGE          sigmoid (activated)            rounding to float16, as JAX casts
-=========================  =============================  ===================================
-
-Returning the port's values as they are is chorus #240: its splice heads gave log-space
-numbers (−13.8…−11.3) ranked against a null of probabilities (1e-6…1.2e-5), silently.
-Every output here is on the scale of chorus's shipped JAX null.
-
-Weights
--------
-The port loads a state dict converted from the official JAX checkpoint by its own tool::
-
-    python -m alphagenome_pytorch.convert.convert_checkpoint -o DIR/alphagenome_pytorch.pt
-
-(needs ``alphagenome_research`` and access to the gated ``google/alphagenome-all-folds``).
-The rescaling needs each track's ``nonzero_mean``, which the JAX model keeps in its track
-metadata, not in its parameters; write it next to the weights as ``DIR/track_means.tsv``
-(columns ``output_type``, ``local_index``, ``nonzero_mean``, one row per head column, in
-the JAX metadata's order — the order the heads' columns have)::
-
-    import pandas as pd
-    from alphagenome.models import dna_output
-    from alphagenome_research.model import dna_model
-    jax_model = dna_model.create_from_huggingface("all_folds")
-    meta = jax_model._metadata[dna_model.Organism.HOMO_SAPIENS]
-    rows = [(ot.name, i, m) for ot in dna_output.OutputType
-            if (t := meta.get(ot)) is not None and "nonzero_mean" in t.columns
-            for i, m in enumerate(t["nonzero_mean"])]
-    pd.DataFrame(rows, columns=["output_type", "local_index", "nonzero_mean"]).to_csv(
-        "DIR/track_means.tsv", sep="\\t", index=False)
-
-then build with ``--weights DIR``. A ``.safetensors`` file of the same state dict is read
-too. The recipe's ``[oracle] config`` (JSON file or table) may hold ``model`` (keyword
-arguments of ``AlphaGenome``) and ``reference_heads`` (of ``add_reference_heads``); both
-default to the published architecture.
-"""
+"""AlphaGenome through its PyTorch port, finished per head to what the JAX model chorus
+builds its nulls with returns (its activation and experimental scale; chorus #240), from
+the port's converted weights plus each track's ``nonzero_mean`` (docs/oracles.md,
+"alphagenome")."""
 
 from __future__ import annotations
 
-import importlib.metadata
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,7 +15,14 @@ import pandas as pd
 
 from chorus_store.errors import InputFileError, PredictionError, RecipeError
 from chorus_store.oracles.base import Columns, Oracle, OutputHead, sha256_paths
-from chorus_store.oracles.pytorch import model_input, select_device
+from chorus_store.oracles.common import (
+    model_input,
+    package_version,
+    read_config,
+    read_state_dict,
+    select_device,
+    torch_numerics,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -113,16 +72,9 @@ _EXPECTED_WEIGHTS = (
     "AlphaGenome needs the PyTorch port's converted weights: run `python -m "
     "alphagenome_pytorch.convert.convert_checkpoint -o DIR/alphagenome_pytorch.pt` (needs "
     "alphagenome_research and access to google/alphagenome-all-folds), write the JAX "
-    "metadata's nonzero_mean per track to DIR/track_means.tsv (see the "
-    "chorus_store.oracles.alphagenome docstring), and pass --weights DIR"
+    "metadata's nonzero_mean per track to DIR/track_means.tsv (see "
+    "docs/oracles.md), and pass --weights DIR"
 )
-
-
-def _port_version() -> str:
-    try:
-        return importlib.metadata.version("alphagenome-pytorch")
-    except importlib.metadata.PackageNotFoundError:  # an editable checkout without metadata
-        return "unknown"
 
 
 # --------------------------------------------------------------------------------------
@@ -154,23 +106,7 @@ def _weights_files(path: str | Path, track_means: str | Path | None) -> tuple[Pa
 
 
 def _read_state_dict(path: Path) -> dict[str, Any]:
-    import torch
-
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state: Any = load_file(str(path), device="cpu")
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle, zip and safetensors errors share no base class
-        raise RecipeError(
-            f"AlphaGenome weights {path} are not a readable state dict: {str(exc)[:300]}"
-        ) from exc
-    if isinstance(state, Mapping) and "model_state_dict" in state:  # a training checkpoint
-        state = state["model_state_dict"]
-    if not isinstance(state, Mapping):
-        raise RecipeError(f"AlphaGenome weights {path} hold a {type(state).__name__}, not a dict")
+    state = read_state_dict(path, what="AlphaGenome weights")
     # the converter writes the heads of every organism; only human's are built here
     return {
         k: v
@@ -305,7 +241,6 @@ class AlphaGenomeOracle(Oracle):
         self.device = select_device(device, tf32=tf32)
         port._ALLOW_NATIVE_BF16 = bool(bf16)
         self.model = model.to(self.device).eval()
-        torch.backends.cudnn.benchmark = False
 
         needs_means = [h.name for h in self.heads if OUTPUT_TYPES[h.name].kind == "tracks"]
         self._means: dict[str, torch.Tensor] = {}
@@ -378,13 +313,16 @@ class AlphaGenomeOracle(Oracle):
 
     # ------------------------------------------------------------------ identity
     def describe(self) -> dict[str, Any]:
-        import torch
         from alphagenome_pytorch import alphagenome as port
 
         on_cuda = self.device.type == "cuda"
+        # the port switches TF32 and bf16 attention on at import on CUDA
+        # (ALPHAGENOME_ALLOW_TF32, ALPHAGENOME_TORCH_BF16); select_device sets TF32 back
+        # to the recipe's choice and torch_numerics records it
+        version = package_version("alphagenome-pytorch")
         return {
             "adapter": "alphagenome_pytorch",
-            "architecture": f"alphagenome_pytorch.AlphaGenome {_port_version()}",
+            "architecture": f"alphagenome_pytorch.AlphaGenome {version}",
             "config": self.config,
             "organism": [ORGANISM, ORGANISM_INDEX],
             "activations": (
@@ -393,12 +331,7 @@ class AlphaGenomeOracle(Oracle):
             ),
             "weights_sha256": self._weights_sha256,
             "weights_files": [f.name for f in self._files],
-            "framework": f"torch {torch.__version__}",
-            "device_type": self.device.type,
-            # the port switches these on at import on CUDA (ALPHAGENOME_ALLOW_TF32 and
-            # ALPHAGENOME_TORCH_BF16); both change the last bits of every prediction
-            "tf32": bool(on_cuda and torch.backends.cuda.matmul.allow_tf32),
-            "deterministic": torch.are_deterministic_algorithms_enabled(),
+            **torch_numerics(self.device),
             "bf16_attention": bool(on_cuda and port._ALLOW_NATIVE_BF16),
         }
 
@@ -478,20 +411,7 @@ class AlphaGenomeOracle(Oracle):
 
 
 def _config(recipe: Recipe) -> dict[str, Any]:
-    import json
-
-    raw = recipe.oracle.get("config", {})
-    if isinstance(raw, str):
-        path = Path(raw)
-        if not path.is_file():
-            raise RecipeError(f"AlphaGenome config {path} does not exist")
-        try:
-            raw = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise RecipeError(f"AlphaGenome config {path} is not valid JSON: {exc}") from exc
-    if not isinstance(raw, Mapping):
-        raise RecipeError("AlphaGenome [oracle] config must be a JSON file or a table")
-    return dict(raw)
+    return read_config(recipe.oracle.get("config", {}), what="AlphaGenome [oracle] config")
 
 
 def load(recipe: Recipe, *, weights: str | None = None, device: str = "auto") -> AlphaGenomeOracle:

@@ -170,6 +170,17 @@ class Oracle(ABC):
         }
         return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()
 
+    def facts(self) -> dict[str, Any]:
+        """What a build checks of this loaded oracle against the recipe and the store
+        (plain data: a cluster worker returns it to the coordinator)."""
+        return {
+            "name": self.name,
+            "fingerprint": self.fingerprint,
+            "description": self.describe(),
+            "per_model": bool(self.per_model),
+            "joint_tracks": bool(self.joint_tracks),
+        }
+
     def head(self, name: str) -> OutputHead:
         for h in self.heads:
             if h.name == name:

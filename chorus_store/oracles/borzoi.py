@@ -1,34 +1,10 @@
-"""Borzoi (Linder et al. 2025) through Johannes Hingerl's ``borzoi_pytorch`` port.
-
-chorus loads ``borzoi_pytorch.Borzoi.from_pretrained('johahi/borzoi-replicate-{fold}')``
-(fold 0 by default, replicates 0-3) and calls it on one ``(1, 4, 524288)`` one-hot window
-(spec §3). This adapter loads the same Hugging Face model directory, from local disk only,
-and runs the same forward pass:
-
-* input: chorus-store's ``(batch, 524288, 4)`` A,C,G,T one-hot, transposed to the
-  package's channels-first ``(batch, 4, 524288)``;
-* output: what ``Borzoi.forward`` returns, ``(batch, 7611, 6144)``, transposed to
-  ``(batch, 6144, 7611)``. The package has already applied everything chorus scores:
-  the final ``Softplus`` of the human head and the ``TargetLengthCrop`` of the 16,384
-  bins of 32 bp to the central 6,144 (``bins_to_return``), i.e. 196,608 bp starting
-  163,840 bp into the window. The values stay on Borzoi's training scale ("squashed":
-  scaled, soft-clipped, ``sum_sqrt`` tracks to the 3/4 power); chorus does not call
-  ``undo_squashed_scale`` and neither does this adapter.
-
-Column ``i`` of the ``human`` head is row ``i`` of ``borzoi_human_targets.txt`` (the
-package's own ``precomputed/targets.txt`` lists the same identifiers in the same order).
-
-One repair: ``borzoi_pytorch`` builds each attention layer's relative-position table as a
-non-persistent buffer computed on the device of the layer's weights. Since transformers
-4.51, ``from_pretrained`` builds models on the meta device, so that table is left empty
-(``borzoi_pytorch`` 0.4.3 pins transformers < 4.51 for this reason; 0.4.2 does not). The
-adapter recomputes it with the package's own ``get_positional_embed`` on the CPU, which is
-what older transformers did, and refuses a model that still holds meta tensors.
-"""
+"""Borzoi's human head through ``borzoi_pytorch`` (johahi's port of the four replicates),
+as chorus scores it: after the softplus and the crop to the central bins, on the training
+scale; the relative-position tables newer transformers leave empty are rebuilt
+(docs/oracles.md, "borzoi")."""
 
 from __future__ import annotations
 
-import importlib.metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +12,15 @@ import numpy as np
 
 from chorus_store.errors import RecipeError
 from chorus_store.oracles.base import Columns, Oracle, OutputHead, sha256_paths
-from chorus_store.oracles.pytorch import import_object, model_input, select_device, torch_numerics
+from chorus_store.oracles.common import (
+    from_pretrained,
+    hf_weight_files,
+    import_object,
+    model_input,
+    package_version,
+    select_device,
+    torch_numerics,
+)
 
 if TYPE_CHECKING:
     from chorus_store.recipes import Recipe
@@ -79,13 +63,6 @@ def _hint(replicate: int) -> str:
         f"borzoi-replicate-0 ... -3; the recipe's replicate picks one), or set the recipe's "
         f"[oracle] weights"
     )
-
-
-def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def _hub_snapshot(cache_repo: Path) -> Path | None:
@@ -136,15 +113,6 @@ def weights_dir(path: str | Path | None, replicate: int = 0) -> Path:
     )
 
 
-def _weight_files(directory: Path) -> list[Path]:
-    # what from_pretrained reads: the config and the weights, not READMEs or download caches
-    return sorted(
-        f
-        for f in directory.iterdir()
-        if f.is_file() and f.name.endswith((".safetensors", ".bin", ".index.json"))
-    )
-
-
 def _materialise_positions(model: Any) -> None:
     """Recompute the relative-position tables ``from_pretrained`` left on the meta device."""
     import torch
@@ -161,8 +129,8 @@ def _materialise_positions(model: Any) -> None:
     if left:
         raise RecipeError(
             f"the Borzoi model still holds tensors without data after loading: {left[:5]}; "
-            f"this transformers version ({_version('transformers')}) builds models in a way "
-            f"borzoi_pytorch {_version('borzoi-pytorch')} does not expect"
+            f"this transformers version ({package_version('transformers')}) builds models in a way "
+            f"borzoi_pytorch {package_version('borzoi-pytorch')} does not expect"
         )
 
 
@@ -195,7 +163,6 @@ class BorzoiOracle(Oracle):
         device: str = "auto",
         tf32: bool = False,
     ) -> None:
-        import torch
         from borzoi_pytorch import Borzoi
 
         super().__init__(name=name, input_length=input_length, heads=heads, batch_size=batch_size)
@@ -214,7 +181,7 @@ class BorzoiOracle(Oracle):
         cls: Any = found  # borzoi_pytorch is untyped
         self.architecture = architecture
         self.weights = weights_dir(weights, self.replicate)
-        files = _weight_files(self.weights)
+        files = hf_weight_files(self.weights)
         if not files:
             raise RecipeError(
                 f"Borzoi weights {self.weights} hold config.json but no model.safetensors or "
@@ -222,8 +189,11 @@ class BorzoiOracle(Oracle):
             )
         self._weights_sha256 = sha256_paths(self.weights / "config.json", *files)
         try:
-            model, info = cls.from_pretrained(
-                str(self.weights), local_files_only=True, output_loading_info=True
+            model = from_pretrained(
+                cls,
+                self.weights,
+                what="Borzoi",
+                into=f"{architecture} (borzoi_pytorch {package_version('borzoi-pytorch')})",
             )
         except ImportError as exc:  # Flashzoi weights (flashed = true) need flash-attn
             raise RecipeError(
@@ -231,20 +201,6 @@ class BorzoiOracle(Oracle):
                 f"installed ({exc}); chorus's Borzoi is johahi/borzoi-replicate-N, which "
                 f"does not"
             ) from exc
-        except (RuntimeError, OSError, ValueError) as exc:
-            raise RecipeError(
-                f"Borzoi weights {self.weights} do not load into {architecture} "
-                f"(borzoi_pytorch {_version('borzoi-pytorch')}) with their config.json: "
-                f"{str(exc)[:400]}"
-            ) from exc
-        # from_pretrained only warns on missing tensors and initialises them at random
-        incomplete = {k: list(v) for k, v in info.items() if v}
-        if incomplete:
-            listed = "; ".join(f"{k}: {v[:5]}" for k, v in incomplete.items())
-            raise RecipeError(
-                f"Borzoi weights {self.weights} do not fit the architecture of their "
-                f"config.json ({listed})"
-            )
         _materialise_positions(model)
         self._check_shapes(model)
         cfg = model.config
@@ -252,7 +208,6 @@ class BorzoiOracle(Oracle):
         self._dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
         self.device = select_device(device, tf32=tf32)
         self.model = model.to(self.device).eval()
-        torch.backends.cudnn.benchmark = False  # autotuned kernels differ run to run
 
     def _check_shapes(self, model: Any) -> None:
         """Refuse a recipe whose input or head is not what the weights compute."""
@@ -299,8 +254,8 @@ class BorzoiOracle(Oracle):
             "weights_sha256": self._weights_sha256,
             "versions": {
                 "torch": torch.__version__,
-                "borzoi_pytorch": _version("borzoi-pytorch"),
-                "transformers": _version("transformers"),
+                "borzoi_pytorch": package_version("borzoi-pytorch"),
+                "transformers": package_version("transformers"),
             },
             **torch_numerics(self.device),
         }

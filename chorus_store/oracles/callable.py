@@ -5,13 +5,17 @@ from __future__ import annotations
 import hashlib
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from chorus_store.oracles.base import Columns, Oracle, OutputHead
+from chorus_store.oracles.common import import_object
 
-__all__ = ["CallableOracle"]
+if TYPE_CHECKING:
+    from chorus_store.recipes import Recipe
+
+__all__ = ["CallableOracle", "load"]
 
 
 class CallableOracle(Oracle):
@@ -54,3 +58,18 @@ class CallableOracle(Oracle):
         if not isinstance(out, dict):
             out = {self.heads[0].name: out}
         return out
+
+
+def load(recipe: Recipe, *, weights: str | None = None, device: str = "auto") -> CallableOracle:
+    """The function ``[oracle] callable`` (``"package.module:name"``) of ``recipe`` as an
+    oracle; ``identity`` and ``per_model`` as the recipe says. ``weights`` and ``device``
+    are the function's own business and are not used."""
+    return CallableOracle(
+        import_object(str(recipe.oracle["callable"])),
+        name=recipe.name,
+        input_length=recipe.input_length,
+        heads=recipe.heads,
+        batch_size=recipe.batch_size,
+        identity=recipe.oracle.get("identity"),
+        per_model=bool(recipe.oracle.get("per_model", False)),
+    )

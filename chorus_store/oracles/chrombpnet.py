@@ -1,270 +1,52 @@
-"""ChromBPNet and BPNet: one Keras model per track (spec §3, ChromBPNet).
-
-chorus's ChromBPNet oracle is 753 separate models, one per track: 9 ATAC/DNase
-ChromBPNet models (the bias-corrected ``chrombpnet_nobias`` model of fold 0) and 744
-BPNet ChIP-seq models from JASPAR's deep-learning collection. Every model reads a
-2,114 bp one-hot window and has two heads:
-
-* profile logits over the central 1,000 bp, ``(B, 1000)`` for the unstranded
-  accessibility models or ``(B, 1000, 2)`` for the two-strand ChIP models;
-* a log total count ``(B, 1)``.
-
-The adapter turns the two heads into expected counts per base and strand exactly as
-chorus's ``chorus/core/count_head.py`` does (chorus #113, #120): ONE softmax taken
-jointly over every position and strand, times the total count, which is ``expm1(C)``
-for a one-track model and ``exp(C) - n_tracks`` for an ``n_tracks``-track model (the
-count loss pooled the tracks' ``log1p`` targets with logsumexp). It returns the head
-``profile`` as ``(B, 1000, columns, 2)``; the accessibility models fill strand 0 and
-leave strand 1 at zero, which the track table's ``n_strands = 1`` tells the build to
-ignore.
-
-Weights on disk (``weights`` in the recipe, or ``--weights``) are one directory::
-
-    <dir>/<ENCFF accession>.h5     ChromBPNet: the fold-0 chrombpnet_nobias model,
-                                   a whole Keras 2 model (``Model.save``, HDF5)
-    <dir>/<BP id>_model.h5         BPNet: the JASPAR file, as named by MODEL_URL
-
-The ENCFF accessions are chorus's ``CHROMBPNET_MODELS_DICT``, the ENCODE model tarballs.
-chorus's Hugging Face slim mirror (``lucapinello/chorus-chrombpnet-slim``) ships each
-fold-0 nobias model as ``<assay>/<cell>/fold_0/model.chrombpnet_nobias.fold_0.<ENCSR>.h5``
-(its ``manifest.json`` maps ENCFF → file): copy or link it as ``<ENCFF>.h5``. The
-tarballs' own ``model.chrombpnet_nobias.fold_0.*.tar`` hold a TensorFlow SavedModel
-directory, which this adapter does not read; ``tf_keras.models.load_model(dir)`` then
-``model.save("<ENCFF>.h5")`` converts one. Which model serves which track comes from the
-registry: chorus's ``chrombpnet_JASPAR_metadata.tsv``, read by
-:func:`chorus_store.genome.track_tables.chrombpnet_models`.
-
-Two frameworks load the same files:
-
-``framework = "tf_keras"`` (default, what chorus runs)
-    ChromBPNet files with ``tf_keras.models.load_model(compile=False)``; BPNet files
-    by rebuilding bpnet-refactor's architecture (:func:`bpnet_architecture`, one task,
-    two strands, two control tracks, layer prefix ``main``) and loading the weights by
-    layer name, as chorus does (their configs hold a ``CustomModel`` class and Python
-    lambdas that cannot be deserialised portably). The control inputs are zeros whose
-    shapes are read from ``model.inputs`` (chorus #120: the count control is
-    ``(None, 2)``, and a ``(N, 1)`` zero shifts every log count by ``w * log 2``).
-``framework = "bpnet-lite"``
-    PyTorch: ``bpnetlite.BPNet.from_chrombpnet`` and ``bpnetlite.BasePairNet.from_bpnet``
-    read the same HDF5 files with h5py (no TensorFlow). They reproduce the 8-dilation-layer
-    models only (their crop and count-pooling window are fixed for 2,114 → 1,000 bp),
-    which every shipped model is. ``from_bpnet`` folds the profile head's bias into its
-    control-mixing convolution wrongly; the adapter sets the right bias
-    (:func:`_fused_profile_bias`).
-"""
+"""ChromBPNet and BPNet: one model per track (chorus's 9 accessibility and 744 ChIP
+models), read from the HDF5 files chorus downloads by one of two frameworks; their count
+head is chorus's joint softmax (docs/oracles.md, "chrombpnet")."""
 
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
 import os
+from abc import abstractmethod
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from chorus_store.errors import RecipeError
 from chorus_store.genome.track_tables import chrombpnet_models
 from chorus_store.oracles.base import Columns, Oracle, OutputHead, sha256_paths
+from chorus_store.oracles.common import package_version, select_device, tf_device, torch_numerics
+from chorus_store.oracles.models.chrombpnet import (
+    BPNET_DIL_LAYERS,
+    BPNET_FILTERS,
+    INPUT_LENGTH,
+    N_STRANDS,
+    PROFILE_BINS,
+    PROFILE_OFFSET,
+    bpnet_architecture,
+    expected_counts,
+    fused_profile_bias,
+    keras,
+    load_weights_by_name,
+)
 
 if TYPE_CHECKING:
     from chorus_store.recipes import Recipe
 
 __all__ = [
+    "FRAMEWORKS",
+    "ChromBPNetKeras",
     "ChromBPNetOracle",
+    "ChromBPNetTorch",
     "ModelSpec",
-    "bpnet_architecture",
-    "chrombpnet_architecture",
-    "expected_counts",
     "load",
 ]
 
-INPUT_LENGTH = 2114  # bp, every ChromBPNet/BPNet model's input
-PROFILE_BINS = 1000  # 1 bp bins, the central 1,000 bp of the input
-PROFILE_OFFSET = (INPUT_LENGTH - PROFILE_BINS) // 2  # 557, spec §1.5
-N_STRANDS = 2  # the head's strands: BPNet ChIP has two, ChromBPNet fills the first
-FRAMEWORKS = ("tf_keras", "bpnet-lite")
-#: bpnet-refactor's defaults (chorus templates/BPNet/bpnetdefaults.py): every JASPAR model
-BPNET_FILTERS = 64
-BPNET_DIL_LAYERS = 8
-#: chrombpnet's published models: 512 filters, 8 dilated layers (ENCODE ChromBPNet)
-CHROMBPNET_FILTERS = 512
-CHROMBPNET_DIL_LAYERS = 8
-
-
-# --------------------------------------------------------------------------------------
-# the count head (chorus/core/count_head.py, #113/#120)
-# --------------------------------------------------------------------------------------
-
-
-def expected_counts(logits: np.ndarray, log_counts: np.ndarray) -> np.ndarray:
-    """Expected counts per position and strand from a profile head and a count head.
-
-    Parameters
-    ----------
-    logits
-        ``(batch, positions)`` (one track) or ``(batch, positions, tracks)``.
-    log_counts
-        ``(batch,)`` or ``(batch, k)``; ``k > 1`` columns are summed first, as chorus's
-        builder does (``predict_profiles_batch``).
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(batch, positions, tracks)`` float64: one softmax over all positions × tracks
-        jointly (so the tracks together sum to the total), times the total count
-        ``expm1(C)`` for one track and ``exp(C) - tracks`` otherwise.
-
-    Examples
-    --------
-    >>> p = expected_counts(np.zeros((1, 4, 2)), np.log([[2.0 + 8.0]]))
-    >>> float(p.sum()), float(p[0, 0, 0])
-    (8.0, 1.0)
-    """
-    values = np.asarray(logits, dtype=np.float64)
-    if values.ndim == 2:
-        values = values[:, :, None]
-    if values.ndim != 3:
-        raise ValueError(f"profile logits must be (batch, positions[, tracks]), got {values.shape}")
-    counts = np.asarray(log_counts, dtype=np.float64)
-    if counts.ndim == 2:
-        counts = counts.sum(axis=1)
-    if counts.shape != (values.shape[0],):
-        raise ValueError(f"log counts {np.shape(log_counts)} do not match logits {values.shape}")
-    n_tracks = values.shape[2]
-    flat = values.reshape(values.shape[0], -1)
-    # max-shifted: the same softmax as chorus's mean-centred one, without its overflow
-    # risk; float64 because a 2,000-way normalisation accumulates
-    weights = np.exp(flat - flat.max(axis=1, keepdims=True))
-    probs = weights / weights.sum(axis=1, keepdims=True)
-    total = np.expm1(counts) if n_tracks == 1 else np.exp(counts) - n_tracks
-    expected: np.ndarray = (probs * total[:, None]).reshape(values.shape)
-    return expected
-
-
-# --------------------------------------------------------------------------------------
-# the two Keras architectures
-# --------------------------------------------------------------------------------------
-
-
-def _keras() -> Any:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's start-up chatter
-    try:
-        import tf_keras
-    except ImportError as exc:  # pragma: no cover - an extra of the package
-        raise RecipeError(
-            "the chrombpnet adapter's tf_keras framework needs tensorflow and tf-keras; "
-            "install chorus-store with its oracle extras (pip install -e '.[oracles]') or "
-            "set framework = 'bpnet-lite'"
-        ) from exc
-    return tf_keras
-
-
-def chrombpnet_architecture(
-    filters: int = CHROMBPNET_FILTERS,
-    n_dil_layers: int = CHROMBPNET_DIL_LAYERS,
-    input_length: int = INPUT_LENGTH,
-    output_length: int = PROFILE_BINS,
-) -> Any:
-    """ChromBPNet's bias-free BPNet (``model_wo_bias``), the model ``*_nobias.h5`` holds.
-
-    chrombpnet's ``bpnet_model``: a 21 bp valid convolution with ReLU, ``n_dil_layers``
-    dilated (2**i) width-3 convolutions with ReLU, each added to the centre-cropped
-    previous layer, then a 75 bp profile convolution cropped to ``output_length`` and
-    flattened, and a dense count head on the global average. Layer names are upstream's
-    (``wo_bias_bpnet_*``), which bpnet-lite's loader reads.
-    """
-    keras = _keras()
-    layers = keras.layers
-    sequence = layers.Input(shape=(input_length, 4), name="sequence")
-    x = layers.Conv1D(
-        filters, 21, padding="valid", activation="relu", name="wo_bias_bpnet_1st_conv"
-    )(sequence)
-    for i in range(1, n_dil_layers + 1):
-        conv = layers.Conv1D(
-            filters,
-            3,
-            padding="valid",
-            activation="relu",
-            dilation_rate=2**i,
-            name=f"wo_bias_bpnet_{i}conv",
-        )(x)
-        crop = (x.shape[1] - conv.shape[1]) // 2
-        x = layers.Cropping1D(crop, name=f"wo_bias_bpnet_{i}crop")(x)
-        # upstream leaves these unnamed: a fresh Keras session calls them add, add_1, ...
-        # (bpnet-lite counts dilated layers by the largest trailing number of any layer)
-        x = layers.add([conv, x], name="add" if i == 1 else f"add_{i - 1}")
-    profile = layers.Conv1D(1, 75, padding="valid", name="wo_bias_bpnet_prof_out_precrop")(x)
-    crop = profile.shape[1] // 2 - output_length // 2
-    profile = layers.Cropping1D(crop, name="wo_bias_bpnet_logitt_before_flatten")(profile)
-    profile = layers.Flatten(name="wo_bias_bpnet_logits_profile_predictions")(profile)
-    pooled = layers.GlobalAveragePooling1D(name="gap")(x)
-    counts = layers.Dense(1, name="wo_bias_bpnet_logcount_predictions")(pooled)
-    return keras.Model(inputs=[sequence], outputs=[profile, counts], name="model_wo_bias")
-
-
-def _logsumexp_strands(t: Any) -> Any:
-    """The count control pooled over strands (a function, not a closure, so it saves)."""
-    import tensorflow as tf
-
-    return tf.math.reduce_logsumexp(t, axis=-1, keepdims=True)
-
-
-def bpnet_architecture(
-    filters: int = BPNET_FILTERS,
-    n_dil_layers: int = BPNET_DIL_LAYERS,
-    input_length: int = INPUT_LENGTH,
-    output_length: int = PROFILE_BINS,
-) -> Any:
-    """bpnet-refactor's BPNet as chorus instantiates it for the JASPAR ChIP models.
-
-    One task with two signal strands and two control (bias) tracks, layer prefix
-    ``main`` (chorus ``templates/BPNet/arch.py`` with ``input_data.json``): a 21 bp
-    convolution; dilated residual units with the ReLU before each convolution
-    (pre-activation) and one after the stack; a 75 bp two-filter profile head cropped to
-    ``output_length``, concatenated with the profile control and mixed by a 1×1
-    convolution; a one-unit dense count head on the global average, concatenated with
-    the logsumexp of the count control and mixed by a dense layer. Inputs:
-    ``[sequence (L, 4), profile control (output_length, 2), count control (2,)]``.
-    """
-    keras = _keras()
-    layers = keras.layers
-    sequence = layers.Input(shape=(input_length, 4), name="sequence")
-    x = layers.Conv1D(filters, 21, padding="valid", name="main_conv_0")(sequence)
-    for i in range(1, n_dil_layers + 1):
-        activated = layers.ReLU(name=f"main_relu_{i}")(x)
-        conv = layers.Conv1D(
-            filters, 3, padding="valid", dilation_rate=2**i, name=f"main_dil_conv_{i}"
-        )(activated)
-        x = layers.Cropping1D((x.shape[1] - conv.shape[1]) // 2, name=f"main_crop_{i}")(x)
-        x = layers.add([conv, x], name=f"main_add_{i}")
-    x = layers.ReLU(name="main_relu_out")(x)
-
-    profile = layers.Conv1D(N_STRANDS, 75, padding="valid", name="main_profile_head")(x)
-    crop = profile.shape[1] // 2 - output_length // 2
-    profile = layers.Cropping1D(crop, name="main_profile_head_cropped")(profile)
-    pooled = layers.GlobalAveragePooling1D(name="main_global_avg_pooling")(x)
-    counts = layers.Dense(1, name="main_counts_head")(pooled)
-
-    profile_bias = layers.Input(shape=(output_length, N_STRANDS), name="profile_bias_input_0")
-    counts_bias = layers.Input(shape=(N_STRANDS,), name="counts_bias_input_0")
-    profile = layers.concatenate(
-        [profile, profile_bias], axis=-1, name="main_concat_with_prof_bias_0"
-    )
-    profile = layers.Conv1D(N_STRANDS, 1, name="profile_predictions")(profile)
-    pooled_bias = layers.Lambda(_logsumexp_strands, name="main_logsumexp_counts_bias_0")(
-        counts_bias
-    )
-    counts = layers.concatenate(
-        [counts, pooled_bias], axis=-1, name="main_concat_with_counts_bias_0"
-    )
-    counts = layers.Dense(1, name="logcounts_predictions")(counts)
-    return keras.Model(
-        inputs=[sequence, profile_bias, counts_bias], outputs=[profile, counts], name="bpnet"
-    )
+#: (logits, log counts) of one model for the block being predicted
+Forward = Callable[[Any], tuple[np.ndarray, np.ndarray]]
 
 
 # --------------------------------------------------------------------------------------
@@ -341,6 +123,10 @@ def _column_models(recipe: Recipe, head: str, registry: list[ModelSpec]) -> dict
 class ChromBPNetOracle(Oracle):
     """ChromBPNet/BPNet models, one per column, loaded on first use and kept in an LRU.
 
+    What both frameworks share: the head checks, the model cache, the count head and the
+    fingerprint; a subclass per framework loads a model file, runs a block and picks the
+    device (:class:`ChromBPNetKeras`, :class:`ChromBPNetTorch`).
+
     Parameters
     ----------
     models
@@ -349,9 +135,7 @@ class ChromBPNetOracle(Oracle):
         Every model of the registry, in order; all must be on disk, and their bytes make
         up the fingerprint (so tracks appended later keep the store's fingerprint).
     weights_dir
-        The directory holding the model files (see the module docstring).
-    framework
-        ``"tf_keras"`` or ``"bpnet-lite"``.
+        The directory holding the model files (docs/oracles.md).
     bpnet_filters, bpnet_dil_layers
         The BPNet (ChIP) architecture the files must match.
     cache_size
@@ -360,6 +144,8 @@ class ChromBPNetOracle(Oracle):
     """
 
     per_model = True
+    #: the recipe's ``[oracle] framework`` this class runs
+    framework: ClassVar[str]
 
     def __init__(
         self,
@@ -371,17 +157,12 @@ class ChromBPNetOracle(Oracle):
         weights_dir: Path,
         batch_size: int,
         input_length: int = INPUT_LENGTH,
-        framework: str = "tf_keras",
         bpnet_filters: int = BPNET_FILTERS,
         bpnet_dil_layers: int = BPNET_DIL_LAYERS,
         cache_size: int = 16,
         device: str = "auto",
     ) -> None:
         super().__init__(name=name, input_length=input_length, heads=(head,), batch_size=batch_size)
-        if framework not in FRAMEWORKS:
-            raise RecipeError(
-                f"chrombpnet framework must be one of {FRAMEWORKS}, not {framework!r}"
-            )
         if (head.resolution_bp, head.n_bins, head.n_strands) != (1, PROFILE_BINS, N_STRANDS):
             raise RecipeError(
                 f"the chrombpnet head must be resolution_bp = 1, n_bins = {PROFILE_BINS}, "
@@ -393,7 +174,6 @@ class ChromBPNetOracle(Oracle):
                 f"{PROFILE_BINS} (offset {PROFILE_OFFSET}); the recipe declares input_length "
                 f"{self.input_length}, offset {head.start_bp(self.input_length)}"
             )
-        self.framework = framework
         self.models = dict(models)
         self.registry = list(registry)
         self.weights_dir = weights_dir
@@ -412,46 +192,29 @@ class ChromBPNetOracle(Oracle):
                 f"(fold-0 chrombpnet_nobias) for ATAC/DNASE and <BP id>_model.h5 (the "
                 f"JASPAR MODEL_URL file) for CHIP"
             )
-        self._device = self.select_device(device)
+        self._device = self._select_device(device)
 
-    # ---------------------------------------------------------------- devices
-    def select_device(self, device: str) -> Any:
-        if self.framework == "bpnet-lite":
-            from chorus_store.oracles.pytorch import select_device
-
-            return select_device(device)
-        _keras()
-        import tensorflow as tf
-
-        gpus = tf.config.list_physical_devices("GPU")
-        for gpu in gpus:
-            # share the GPU instead of reserving all of it at the first model; a GPU
-            # initialised by an earlier oracle keeps its setting
-            with contextlib.suppress(RuntimeError):
-                tf.config.experimental.set_memory_growth(gpu, True)
-        if device == "auto":
-            self._device_type = "cuda" if gpus else "cpu"
-            name = "/GPU:0" if gpus else "/CPU:0"
-        elif device == "cpu":
-            self._device_type, name = "cpu", "/CPU:0"
-        elif device in ("cuda", "gpu") or device.startswith("cuda:"):
-            index = int(device.split(":")[1]) if ":" in device else 0
-            if index >= len(gpus):
-                raise RecipeError(f"device {device!r}: TensorFlow sees {len(gpus)} GPU(s)")
-            self._device_type, name = "cuda", f"/GPU:{index}"
-        else:
-            raise RecipeError(f"device must be auto, cpu, cuda or cuda:N, not {device!r}")
-        if self._device_type == "cuda":
-            # cuDNN picks nondeterministic convolution algorithms otherwise; a row's value
-            # must not depend on the run that computed it
-            tf.config.experimental.enable_op_determinism()
-        return name
+    # ---------------------------------------------------------------- per framework
+    @abstractmethod
+    def _select_device(self, device: str) -> Any:
+        """The framework's device for ``device`` (``auto``, ``cpu``, ``cuda[:N]``)."""
 
     @property
+    @abstractmethod
     def device_type(self) -> str:
-        if self.framework == "bpnet-lite":
-            return str(self._device.type)
-        return self._device_type
+        """``cpu`` or ``cuda``: part of the fingerprint."""
+
+    @abstractmethod
+    def _load(self, spec: ModelSpec, path: Path) -> Any:
+        """The model in ``path``, checked against ``spec``, ready to run."""
+
+    @abstractmethod
+    def _forward(self, onehot: np.ndarray) -> Forward:
+        """A function running one loaded model on the block ``onehot``."""
+
+    @abstractmethod
+    def _numerics(self) -> dict[str, Any]:
+        """The framework's versions and settings, for the fingerprint."""
 
     # ---------------------------------------------------------------- models
     def model(self, column: int) -> Any:
@@ -462,11 +225,7 @@ class ChromBPNetOracle(Oracle):
         spec = self.models.get(column)
         if spec is None:
             raise RecipeError(f"column {column} of {self.name} has no track in the track table")
-        path = self.weights_dir / spec.filename
-        if self.framework == "bpnet-lite":
-            loaded = self._load_torch(spec, path)
-        else:
-            loaded = self._load_keras(spec, path)
+        loaded = self._load(spec, self.weights_dir / spec.filename)
         self.models_loaded.append(spec.track_id)
         self._cache[column] = loaded
         # never evict a model the current call still needs: a call asking for more
@@ -475,18 +234,101 @@ class ChromBPNetOracle(Oracle):
             self._cache.popitem(last=False)
         return loaded
 
-    def _load_keras(self, spec: ModelSpec, path: Path) -> Any:
-        keras = _keras()
+    def _bpnet_desc(self) -> str:
+        return f"{self.bpnet_filters} filters × {self.bpnet_dil_layers} dilated layers"
+
+    # ---------------------------------------------------------------- prediction
+    def _predict_batch(self, onehot: np.ndarray, columns: Columns) -> dict[str, np.ndarray]:
+        head = self.heads[0]
+        cols = [int(c) for c in columns[head.name]]
+        self._in_use = len(cols)
+        out = np.zeros((onehot.shape[0], PROFILE_BINS, len(cols), N_STRANDS), np.float32)
+        forward = self._forward(onehot)
+        for j, column in enumerate(cols):
+            logits, log_counts = forward(self.model(column))
+            profile = expected_counts(logits, log_counts)
+            out[:, :, j, : profile.shape[2]] = profile
+        return {head.name: out}
+
+    # ---------------------------------------------------------------- identity
+    def describe(self) -> dict[str, Any]:
+        if self._weights_sha256 is None:
+            self._weights_sha256 = sha256_paths(
+                *(self.weights_dir / m.filename for m in self.registry)
+            )
+        return {
+            "adapter": "chrombpnet",
+            "architecture": {
+                "chrombpnet": "chrombpnet_nobias fold 0, architecture from the .h5",
+                "bpnet": {
+                    "filters": self.bpnet_filters,
+                    "n_dil_layers": self.bpnet_dil_layers,
+                    "tasks": "1 task, 2 strands, 2 zero control tracks",
+                },
+            },
+            "count_head": "joint softmax over positions x strands; expm1(C) or exp(C) - n",
+            "models": len(self.registry),
+            "weights_sha256": self._weights_sha256,
+            **self._numerics(),
+            "device_type": self.device_type,
+        }
+
+    def close(self) -> None:
+        self._cache.clear()
+
+
+@dataclass
+class _KerasModel:
+    model: Any
+    zeros: list[np.ndarray]  # the control inputs, zero, one batch
+
+
+class ChromBPNetKeras(ChromBPNetOracle):
+    """The models through ``tf_keras``, as chorus runs them: ChromBPNet files loaded whole,
+    BPNet files as weights into :func:`bpnet_architecture` (docs/oracles.md)."""
+
+    framework = "tf_keras"
+
+    def _select_device(self, device: str) -> Any:
+        keras()
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        for gpu in gpus:
+            # share the GPU instead of reserving all of it at the first model; a GPU
+            # initialised by an earlier oracle keeps its setting
+            with contextlib.suppress(RuntimeError):
+                tf.config.experimental.set_memory_growth(gpu, True)
+        name = tf_device(device)
+        if name is None:  # auto: the first GPU when there is one
+            name = "/GPU:0" if gpus else "/CPU:0"
+        elif name != "/CPU:0" and int(name.rsplit(":", 1)[1]) >= len(gpus):
+            raise RecipeError(f"device {device!r}: TensorFlow sees {len(gpus)} GPU(s)")
+        self._device_type = "cpu" if name == "/CPU:0" else "cuda"
+        if self._device_type == "cuda":
+            # cuDNN picks nondeterministic convolution algorithms otherwise; a row's value
+            # must not depend on the run that computed it
+            tf.config.experimental.enable_op_determinism()
+        return name
+
+    @property
+    def device_type(self) -> str:
+        return self._device_type
+
+    def _load(self, spec: ModelSpec, path: Path) -> Any:
+        tf_keras = keras()
         import tensorflow as tf
 
         try:
             if spec.kind == "chrombpnet":
                 # compile=False: the saved loss (multinomial_nll) is not needed to predict;
                 # "tf" for the Lambda layers of chrombpnet's bias-aware models
-                model = keras.models.load_model(str(path), compile=False, custom_objects={"tf": tf})
+                model = tf_keras.models.load_model(
+                    str(path), compile=False, custom_objects={"tf": tf}
+                )
             else:
                 model = bpnet_architecture(self.bpnet_filters, self.bpnet_dil_layers)
-                _load_weights_by_name(model, path)
+                load_weights_by_name(model, path)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise RecipeError(
                 f"{path} ({spec.track_id}) is not a loadable {spec.kind} model"
@@ -516,7 +358,41 @@ class ChromBPNetOracle(Oracle):
         ]  # chorus #120: control shapes from the model, None → 1
         return _KerasModel(model, zeros)
 
-    def _load_torch(self, spec: ModelSpec, path: Path) -> Any:
+    def _forward(self, onehot: np.ndarray) -> Forward:
+        import tensorflow as tf
+
+        def run(model: _KerasModel) -> tuple[np.ndarray, np.ndarray]:
+            # predict_on_batch runs a traced graph (one trace per model: the batch shape
+            # is fixed), about twice as fast as an eager call
+            with tf.device(self._device):
+                profile, counts = model.model.predict_on_batch([onehot, *model.zeros])
+            return np.asarray(profile), np.asarray(counts)
+
+        return run
+
+    def _numerics(self) -> dict[str, Any]:
+        return {
+            "framework": (
+                f"tf_keras {package_version('tf_keras')}, "
+                f"tensorflow {package_version('tensorflow')}"
+            )
+        }
+
+
+class ChromBPNetTorch(ChromBPNetOracle):
+    """The same files through bpnet-lite (PyTorch, no TensorFlow), for the 8-dilated-layer
+    models every shipped one is, with BPNet's profile bias folded right (docs/oracles.md)."""
+
+    framework = "bpnet-lite"
+
+    def _select_device(self, device: str) -> Any:
+        return select_device(device)
+
+    @property
+    def device_type(self) -> str:
+        return str(self._device.type)
+
+    def _load(self, spec: ModelSpec, path: Path) -> Any:
         import bpnetlite
         import torch
         from bpnetlite.bpnet import BasePairNet
@@ -526,7 +402,7 @@ class ChromBPNetOracle(Oracle):
                 model = bpnetlite.BPNet.from_chrombpnet(str(path))
             else:
                 model = BasePairNet.from_bpnet(str(path))
-                model.fconv.bias = torch.nn.Parameter(_fused_profile_bias(path))
+                model.fconv.bias = torch.nn.Parameter(fused_profile_bias(path))
         except (OSError, KeyError, ValueError, IndexError) as exc:
             raise RecipeError(
                 f"{path} ({spec.track_id}) is not a {spec.kind} model bpnet-lite can read: "
@@ -545,41 +421,9 @@ class ChromBPNetOracle(Oracle):
                 f"{model.n_filters} filters; bpnet-lite reproduces {BPNET_DIL_LAYERS}-layer "
                 f"models{'' if spec.kind == 'chrombpnet' else ' of ' + self._bpnet_desc()}"
             )
-        torch.backends.cudnn.benchmark = False
         return model.to(self._device).eval()
 
-    def _bpnet_desc(self) -> str:
-        return f"{self.bpnet_filters} filters × {self.bpnet_dil_layers} dilated layers"
-
-    # ---------------------------------------------------------------- prediction
-    def _predict_batch(self, onehot: np.ndarray, columns: Columns) -> dict[str, np.ndarray]:
-        head = self.heads[0]
-        cols = [int(c) for c in columns[head.name]]
-        self._in_use = len(cols)
-        out = np.zeros((onehot.shape[0], PROFILE_BINS, len(cols), N_STRANDS), np.float32)
-        if self.framework == "bpnet-lite":
-            forward = self._torch_forward(onehot)
-        else:
-            forward = self._keras_forward(onehot)
-        for j, column in enumerate(cols):
-            logits, log_counts = forward(self.model(column))
-            profile = expected_counts(logits, log_counts)
-            out[:, :, j, : profile.shape[2]] = profile
-        return {head.name: out}
-
-    def _keras_forward(self, onehot: np.ndarray) -> Any:
-        import tensorflow as tf
-
-        def run(model: _KerasModel) -> tuple[np.ndarray, np.ndarray]:
-            # predict_on_batch runs a traced graph (one trace per model: the batch shape
-            # is fixed), about twice as fast as an eager call
-            with tf.device(self._device):
-                profile, counts = model.model.predict_on_batch([onehot, *model.zeros])
-            return np.asarray(profile), np.asarray(counts)
-
-        return run
-
-    def _torch_forward(self, onehot: np.ndarray) -> Any:
+    def _forward(self, onehot: np.ndarray) -> Forward:
         import torch
 
         x = torch.from_numpy(onehot).transpose(1, 2).contiguous().to(self._device)
@@ -596,90 +440,19 @@ class ChromBPNetOracle(Oracle):
 
         return run
 
-    # ---------------------------------------------------------------- identity
-    def describe(self) -> dict[str, Any]:
-        if self._weights_sha256 is None:
-            self._weights_sha256 = sha256_paths(
-                *(self.weights_dir / m.filename for m in self.registry)
-            )
-        if self.framework == "bpnet-lite":
-            framework = (
-                f"bpnet-lite {importlib.metadata.version('bpnet-lite')}, "
-                f"torch {importlib.metadata.version('torch')}"
-            )
-        else:
-            framework = (
-                f"tf_keras {importlib.metadata.version('tf_keras')}, "
-                f"tensorflow {importlib.metadata.version('tensorflow')}"
-            )
+    def _numerics(self) -> dict[str, Any]:
         return {
-            "adapter": "chrombpnet",
-            "architecture": {
-                "chrombpnet": "chrombpnet_nobias fold 0, architecture from the .h5",
-                "bpnet": {
-                    "filters": self.bpnet_filters,
-                    "n_dil_layers": self.bpnet_dil_layers,
-                    "tasks": "1 task, 2 strands, 2 zero control tracks",
-                },
-            },
-            "count_head": "joint softmax over positions x strands; expm1(C) or exp(C) - n",
-            "models": len(self.registry),
-            "weights_sha256": self._weights_sha256,
-            "framework": framework,
-            "device_type": self.device_type,
+            "framework": (
+                f"bpnet-lite {package_version('bpnet-lite')}, torch {package_version('torch')}"
+            ),
+            **torch_numerics(self._device),
         }
 
-    def close(self) -> None:
-        self._cache.clear()
 
-
-@dataclass
-class _KerasModel:
-    model: Any
-    zeros: list[np.ndarray]  # the control inputs, zero, one batch
-
-
-def _load_weights_by_name(model: Any, path: Path) -> None:
-    """Load an HDF5 weights/model file into ``model`` by layer name, refusing gaps.
-
-    Keras's ``by_name`` loading skips model layers the file lacks; a model left partly
-    random is worse than an error, so the weighted layers must be the same sets.
-    """
-    import h5py
-
-    with h5py.File(path, "r") as f:
-        group = f.get("model_weights", f)
-        names = [n.decode() if isinstance(n, bytes) else str(n) for n in group.attrs["layer_names"]]
-        in_file = {n for n in names if len(group[n].attrs.get("weight_names", [])) > 0}
-    in_model = {layer.name for layer in model.layers if layer.weights}
-    if in_file != in_model:
-        raise ValueError(
-            f"weighted layers differ: only in the file {sorted(in_file - in_model)[:6]}, "
-            f"only in the architecture {sorted(in_model - in_file)[:6]}"
-        )
-    model.load_weights(str(path), by_name=True)
-
-
-def _fused_profile_bias(path: Path) -> Any:
-    """The bias of BPNet's profile head folded through its 1×1 control-mixing convolution.
-
-    The Keras model computes ``W_mix[:2]ᵀ (W_head * x + b_head) + W_mix[2:]ᵀ control +
-    b_mix``, so the single convolution bpnet-lite folds it into has the bias
-    ``W_mix[:2]ᵀ b_head + b_mix``. bpnet-lite 1.1.0's ``BasePairNet.from_bpnet`` sets
-    ``b_head + b_mix``: a different constant per strand, which a per-strand softmax would
-    hide but the joint softmax turns into a wrong split between the strands (0.24 in
-    the logits of a tiny random model).
-    """
-    import h5py
-    import torch
-
-    with h5py.File(path, "r") as f:
-        w = f["model_weights"]
-        head_bias = np.asarray(w["main_profile_head/main_profile_head/bias:0"])
-        mix = np.asarray(w["profile_predictions/profile_predictions/kernel:0"])
-        mix_bias = np.asarray(w["profile_predictions/profile_predictions/bias:0"])
-    n = head_bias.shape[0]
-    return torch.tensor(head_bias @ mix[0, :n] + mix_bias)
+#: the recipe's ``[oracle] framework`` → the class that runs it
+FRAMEWORKS: dict[str, type[ChromBPNetOracle]] = {
+    cls.framework: cls for cls in (ChromBPNetKeras, ChromBPNetTorch)
+}
 
 
 def load(recipe: Recipe, *, weights: str | None, device: str) -> ChromBPNetOracle:
@@ -710,12 +483,19 @@ def load(recipe: Recipe, *, weights: str | None, device: str) -> ChromBPNetOracl
         raise RecipeError(
             f"recipe {recipe.name!r}: ChromBPNet is one model per track; set per_model = true"
         )
+    framework = str(recipe.oracle.get("framework", "tf_keras"))
+    cls = FRAMEWORKS.get(framework)
+    if cls is None:
+        raise RecipeError(
+            f"recipe {recipe.name!r}: chrombpnet framework must be one of "
+            f"{tuple(FRAMEWORKS)}, not {framework!r}"
+        )
     head = recipe.heads[0]
     registry = [
         ModelSpec(m["track_id"], m["kind"], m["accession"])
         for m in chrombpnet_models(_registry_path(recipe))
     ]
-    return ChromBPNetOracle(
+    return cls(
         name=recipe.name,
         head=head,
         models=_column_models(recipe, head.name, registry),
@@ -723,7 +503,6 @@ def load(recipe: Recipe, *, weights: str | None, device: str) -> ChromBPNetOracl
         weights_dir=weights_dir,
         batch_size=recipe.batch_size,
         input_length=recipe.input_length,
-        framework=str(recipe.oracle.get("framework", "tf_keras")),
         bpnet_filters=int(recipe.oracle.get("bpnet_filters", BPNET_FILTERS)),
         bpnet_dil_layers=int(recipe.oracle.get("bpnet_dil_layers", BPNET_DIL_LAYERS)),
         cache_size=int(recipe.oracle.get("model_cache", recipe.layout.track_shard)),

@@ -1,29 +1,9 @@
-"""Enformer (Avsec et al. 2021), in PyTorch or TensorFlow, from a recipe.
-
-The recipe's ``framework`` key picks the runtime; both give the same heads, in the same
-track order (column ``i`` of the ``human`` head is row ``i`` of
-``enformer_human_targets.txt``):
-
-``framework = "pytorch"`` (default)
-    lucidrains' ``enformer_pytorch`` port with the official weights converted by
-    EleutherAI: the Hugging Face directory of ``EleutherAI/enformer-official-rough``
-    (``config.json`` + ``pytorch_model.bin``), loaded with ``Enformer.from_pretrained``
-    from the local directory only. The port's trunk takes the 196,608 bp the network was
-    trained on, so the adapter crops the centre of chorus's 393,216 bp window, exactly
-    what the TF-Hub model does inside itself.
-``framework = "tensorflow"``
-    DeepMind's SavedModel (TF-Hub ``deepmind/enformer/1``, or its byte-identical mirror
-    ``lucapinello/chorus-enformer``), loaded with ``tf.saved_model.load`` and called as
-    ``model.predict_on_batch(x)['human']`` on the whole 393,216 bp window, which is what
-    chorus runs (spec §3). TensorFlow is imported only when this framework is used.
-
-Both return ``(batch, 896, 5313)`` per head: 896 bins of 128 bp covering the central
-114,688 bp, bin 0 starting 139,264 bp into the 393,216 bp window.
-"""
+"""Enformer (Avsec et al. 2021) in PyTorch (``enformer_pytorch``, the default) or as
+DeepMind's TensorFlow SavedModel, picked by the recipe's ``framework``; both give the
+same heads in the same track order (docs/oracles.md, "enformer")."""
 
 from __future__ import annotations
 
-import importlib.metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +11,15 @@ import numpy as np
 
 from chorus_store.errors import RecipeError
 from chorus_store.oracles.base import Columns, Oracle, OutputHead, sha256_paths
-from chorus_store.oracles.pytorch import model_input, select_device, torch_numerics
+from chorus_store.oracles.common import (
+    from_pretrained,
+    hf_weight_files,
+    model_input,
+    package_version,
+    select_device,
+    tf_device,
+    torch_numerics,
+)
 
 if TYPE_CHECKING:
     from chorus_store.recipes import Recipe
@@ -67,13 +55,6 @@ _TF_HINT = (
     "saved_model.pb and variables/, and pass --weights DIR (or set the recipe's [oracle] "
     "weights)"
 )
-
-
-def _version(dist: str) -> str:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def _weights_dir(path: str | Path, *, required: str, hint: str) -> Path:
@@ -148,7 +129,6 @@ class EnformerTorchOracle(_EnformerOracle):
         device: str = "auto",
         tf32: bool = False,
     ) -> None:
-        import torch
         from enformer_pytorch import Enformer
 
         super().__init__(name=name, input_length=input_length, heads=heads, batch_size=batch_size)
@@ -159,11 +139,7 @@ class EnformerTorchOracle(_EnformerOracle):
                 f"differ from it by an even number of bp"
             )
         self.weights = _weights_dir(weights, required="config.json", hint=_TORCH_HINT)
-        files = sorted(
-            f
-            for f in self.weights.iterdir()
-            if f.name.endswith((".bin", ".safetensors", ".index.json"))
-        )
+        files = hf_weight_files(self.weights)
         if not files:
             raise RecipeError(
                 f"Enformer weights {self.weights} hold no weights file: {_TORCH_HINT}"
@@ -171,23 +147,13 @@ class EnformerTorchOracle(_EnformerOracle):
         # what from_pretrained reads: the config and the weights, not READMEs or caches
         self._weights_sha256 = sha256_paths(self.weights / "config.json", *files)
         overrides = {} if use_tf_gamma is None else {"use_tf_gamma": bool(use_tf_gamma)}
-        try:
-            model, info = Enformer.from_pretrained(
-                str(self.weights), local_files_only=True, output_loading_info=True, **overrides
-            )
-        except (RuntimeError, OSError, ValueError) as exc:
-            raise RecipeError(
-                f"Enformer weights {self.weights} do not load into enformer_pytorch "
-                f"{_version('enformer-pytorch')} with their config.json: {str(exc)[:400]}"
-            ) from exc
-        # from_pretrained only warns on missing tensors and initialises them at random
-        incomplete = {k: v for k, v in info.items() if v}  # missing/unexpected/mismatched
-        if incomplete:
-            listed = "; ".join(f"{k}: {list(v)[:5]}" for k, v in incomplete.items())
-            raise RecipeError(
-                f"Enformer weights {self.weights} do not fit the architecture of their "
-                f"config.json ({listed})"
-            )
+        model = from_pretrained(
+            Enformer,
+            self.weights,
+            what="Enformer",
+            into=f"enformer_pytorch {package_version('enformer-pytorch')}",
+            **overrides,
+        )
         cfg = model.config
         resolution = 2**cfg.num_downsamples
         positions, features = TRUNK_INPUT_BP // resolution, cfg.dim // cfg.heads
@@ -213,7 +179,6 @@ class EnformerTorchOracle(_EnformerOracle):
         self.config: dict[str, Any] = {k: getattr(cfg, k, None) for k in _ARCH_KEYS}
         self.device = select_device(device, tf32=tf32)
         self.model = model.to(self.device).eval()
-        torch.backends.cudnn.benchmark = False  # autotuned kernels differ run to run
 
     def describe(self) -> dict[str, Any]:
         import torch
@@ -227,8 +192,8 @@ class EnformerTorchOracle(_EnformerOracle):
             "weights_sha256": self._weights_sha256,
             "versions": {
                 "torch": torch.__version__,
-                "enformer_pytorch": _version("enformer-pytorch"),
-                "transformers": _version("transformers"),
+                "enformer_pytorch": package_version("enformer-pytorch"),
+                "transformers": package_version("transformers"),
             },
             **torch_numerics(self.device),
         }
@@ -285,7 +250,7 @@ class EnformerTFOracle(_EnformerOracle):
         if (self.weights / "variables").is_dir():
             hashed.append(self.weights / "variables")
         self._weights_sha256 = sha256_paths(*hashed)
-        self._tf_device = self._device_name(device)
+        self._tf_device = tf_device(device)
         try:
             with tf.device(self._tf_device):
                 loaded = tf.saved_model.load(str(self.weights))
@@ -301,16 +266,6 @@ class EnformerTFOracle(_EnformerOracle):
             )
         self._loaded, self._predict = loaded, model.predict_on_batch
         self._signature = self._check_signature()
-
-    @staticmethod
-    def _device_name(device: str) -> str | None:
-        if device == "auto":
-            return None
-        if device == "cpu":
-            return "/CPU:0"
-        if device in ("cuda", "gpu") or device.startswith(("cuda:", "gpu:")):
-            return f"/GPU:{device.partition(':')[2] or 0}"
-        raise RecipeError(f"device must be auto, cpu, cuda or cuda:N, not {device!r}")
 
     def _check_signature(self) -> dict[str, Any]:
         """Compare the saved input/output shapes with the recipe, without a forward pass."""

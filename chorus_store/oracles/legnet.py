@@ -1,28 +1,6 @@
-"""LegNet: one PyTorch model per MPRA cell type, one scalar activity per 200 bp window.
-
-What chorus does for one position (``scripts/build_backgrounds_legnet.py``, spec §3), and
-therefore what this adapter reproduces:
-
-* the 200 bp window 0-based ``[pos - 100, pos + 100)`` (chorus-store cuts it; the recipe's
-  ``input_length`` is 200 and ``max_n_fraction`` 0.3);
-* ``predict_bigseq(window = step = 200, reverse_aug = False, batch_size = 1)``: one
-  window, so one prediction, averaged over itself; it adds the MPRA flanks
-  ``CATTGCGTGAACCGA`` (left) and ``AGGACCGGATCAACT`` (right), so the network sees
-  230 bp, one-hot in LegNet's channel order A, G, C, T with N as 0.25 in every channel
-  (``legnet_source/transforms.py``: ``AddFlanks`` → ``PadNs(200)``, a no-op at 230 bp,
-  → ``Seq2Tensor``);
-* one model per cell type (K562, HepG2, WTC11), each loaded from
-  ``<dir>/LentiMPRA_<cell>/config.json`` (the training config, whose architecture fields
-  build the network) and ``<dir>/LentiMPRA_<cell>/example/weights.ckpt`` (a PyTorch
-  Lightning checkpoint whose ``state_dict`` keys carry the LightningModule's ``model.``
-  prefix).
-
-The adapter is ``per_model``: a build of some cell types runs only their models. Column
-``c`` of the ``activity`` head is ``cell_types[c]`` (the order of
-:func:`chorus_store.genome.track_tables.legnet_tracks`), fixed by the recipe rather than by
-the track table, so a store started with two cell types and grown with ``add-tracks`` keeps its
-oracle fingerprint.
-"""
+"""LegNet: one PyTorch model per MPRA cell type, one scalar activity per 200 bp window,
+computed as chorus's ``predict_bigseq`` does (MPRA flanks, LegNet's channel order, N as
+0.25); column ``c`` is the recipe's ``cell_types[c]`` (docs/oracles.md, "legnet")."""
 
 from __future__ import annotations
 
@@ -39,7 +17,7 @@ import numpy as np
 from chorus_store.errors import RecipeError
 from chorus_store.genome.track_tables import LEGNET_CELL_TYPES
 from chorus_store.oracles.base import Columns, Oracle, OutputHead, sha256_paths
-from chorus_store.oracles.pytorch import select_device, torch_numerics
+from chorus_store.oracles.common import select_device, torch_numerics
 
 if TYPE_CHECKING:
     import torch
@@ -321,7 +299,6 @@ class LegNetOracle(Oracle):
         right_flank: str = RIGHT_MPRA_FLANK,
         device: str = "auto",
     ) -> None:
-        import torch
 
         super().__init__()
         self.name = name
@@ -368,7 +345,6 @@ class LegNetOracle(Oracle):
             })  # fmt: skip
         #: forward passes run per cell type (a build of new tracks runs only their models)
         self.model_calls = dict.fromkeys(self.cell_types, 0)
-        torch.backends.cudnn.benchmark = False
 
     def encode(self, onehot: np.ndarray) -> np.ndarray:
         """The network's input for ``onehot``: flanked, LegNet channels, N as 0.25."""

@@ -1,103 +1,29 @@
-"""PyTorch models: an ``nn.Module`` class, its config, and a state dict on disk.
-
-This is the loading path of every PyTorch oracle (the demo model, and the ports of
-Enformer, Borzoi, Sei, LegNet, ...): import the architecture, build it from its config,
-load the state dict with ``weights_only=True``, switch to eval mode, and run batches under
-``torch.inference_mode`` on CUDA when present.
-"""
+"""Any PyTorch model given as an ``nn.Module`` class, its config and a state dict on disk:
+the recipe names all three, so a plain PyTorch model needs no adapter of its own."""
 
 from __future__ import annotations
 
-import importlib
-import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from chorus_store.errors import RecipeError
 from chorus_store.oracles.base import Columns, Oracle, OutputHead, sha256_paths
+from chorus_store.oracles.common import (
+    import_object,
+    model_input,
+    read_config,
+    read_state_dict,
+    select_device,
+    torch_numerics,
+)
 
-__all__ = ["TorchOracle", "import_object", "select_device", "torch_numerics", "model_input"]
+if TYPE_CHECKING:
+    from chorus_store.recipes import Recipe
 
-
-def import_object(spec: str) -> Any:
-    """Import ``"package.module:attribute"``."""
-    module_name, _, attr = spec.partition(":")
-    if not attr:
-        raise RecipeError(f"{spec!r} is not of the form 'package.module:Name'")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise RecipeError(f"cannot import {module_name!r} for {spec!r}: {exc}") from exc
-    try:
-        return getattr(module, attr)
-    except AttributeError as exc:
-        raise RecipeError(f"{module_name!r} has no attribute {attr!r}") from exc
-
-
-def torch_numerics(device: Any) -> dict[str, Any]:
-    """What of a torch runtime changes a model's numbers: version, device, TF32 on CUDA,
-    oneDNN on CPU."""
-    import torch
-
-    out: dict[str, Any] = {
-        "runtime": f"torch {torch.__version__}",
-        "device_type": device.type,
-        "deterministic": torch.are_deterministic_algorithms_enabled(),
-    }
-    if device.type == "cuda":  # TF32 changes the last bits of every conv/matmul
-        out["tf32"] = [torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32]
-    else:  # oneDNN's convolutions split their sums by thread count (see select_device)
-        out["onednn"] = bool(torch.backends.mkldnn.enabled)
-    return out
-
-
-def select_device(device: str, *, tf32: bool = False) -> Any:
-    """``auto`` → CUDA when present, else CPU; anything else as torch names it.
-
-    Deterministic algorithms are switched on for the process
-    (``torch.use_deterministic_algorithms``; on CUDA with the cuBLAS workspace setting it
-    needs), so a model that would use a non-deterministic kernel fails loudly instead of
-    giving bytes that change from run to run. On CUDA, TF32 convolutions and matmuls are
-    off unless ``tf32`` (the recipe's ``[oracle] tf32 = true``) opts in; both settings are
-    in the oracle's fingerprint (:func:`torch_numerics`).
-
-    On CPU this turns oneDNN (``torch.backends.mkldnn``) off for the process: oneDNN's
-    convolutions give results that depend in the last bits on the number of intra-op
-    threads (measured on the demo CNN: up to 4e-6 between 1 and 2 threads), which would
-    make a background depend on how many workers shared the machine. PyTorch's native
-    kernels give the same bytes for any thread count (a test checks it), and were not
-    slower on the demo model.
-    """
-    import torch
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    resolved = torch.device(device)
-    if resolved.type == "cpu":
-        torch.backends.mkldnn.enabled = False  # type: ignore[assignment]
-    if resolved.type == "cuda":
-        # must be set before cuBLAS makes its first handle; deterministic GEMMs need it
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.backends.cuda.matmul.allow_tf32 = tf32
-        torch.backends.cudnn.allow_tf32 = tf32
-    torch.use_deterministic_algorithms(True)
-    return resolved
-
-
-def model_input(onehot: np.ndarray, device: Any) -> Any:
-    """A host one-hot block as a tensor on ``device``; on CUDA through pinned memory with a
-    non-blocking copy, so the host does not wait for the model's previous block to finish
-    (a copy from pageable memory would)."""
-    import torch
-
-    x = torch.from_numpy(np.ascontiguousarray(onehot))
-    if device.type == "cuda":
-        return x.pin_memory().to(device, non_blocking=True)
-    return x.to(device)
+__all__ = ["TorchOracle", "load"]
 
 
 class TorchOracle(Oracle):
@@ -137,8 +63,6 @@ class TorchOracle(Oracle):
         device: str = "auto",
         tf32: bool = False,
     ) -> None:
-        import torch
-
         super().__init__(name=name, input_length=input_length, heads=heads, batch_size=batch_size)
         if input_layout not in ("NLC", "NCL") or output_layout not in ("NLT", "NTL"):
             raise RecipeError(
@@ -148,12 +72,7 @@ class TorchOracle(Oracle):
         self.input_layout, self.output_layout = input_layout, output_layout
         self.output_keys = dict(output_keys or {})
         self.architecture = architecture
-        if isinstance(config, (str, Path)):
-            config_path = Path(config)
-            if not config_path.is_file():
-                raise RecipeError(f"model config {config_path} does not exist")
-            config = json.loads(config_path.read_text())
-        self.config: dict[str, Any] = dict(config)  # type: ignore[arg-type]
+        self.config = read_config(config, what="model config")
         self.weights = Path(weights).expanduser()
         if not self.weights.exists():
             raise RecipeError(
@@ -164,7 +83,7 @@ class TorchOracle(Oracle):
         self.device = select_device(device, tf32=tf32)
         cls = import_object(architecture)
         model = cls(**self.config)
-        state = torch.load(self.weights, map_location="cpu", weights_only=True)
+        state = read_state_dict(self.weights, what="weights")
         try:
             model.load_state_dict(state)
         except RuntimeError as exc:
@@ -173,10 +92,8 @@ class TorchOracle(Oracle):
                 f"{self.config}: {str(exc)[:400]}"
             ) from exc
         self.model = model.to(self.device).eval()
-        torch.backends.cudnn.benchmark = False
 
     def describe(self) -> dict[str, Any]:
-
         return {
             "adapter": "pytorch",
             "architecture": self.architecture,
@@ -205,3 +122,22 @@ class TorchOracle(Oracle):
 
     def close(self) -> None:
         del self.model
+
+
+def load(recipe: Recipe, *, weights: str | None = None, device: str = "auto") -> TorchOracle:
+    """The PyTorch model of ``recipe`` (``[oracle] adapter = "pytorch"``): keys
+    ``architecture``, ``config``, ``weights`` (``--weights`` wins), ``input_layout``,
+    ``output_layout``, ``tf32``."""
+    return TorchOracle(
+        name=recipe.name,
+        architecture=str(recipe.oracle["architecture"]),
+        config=recipe.oracle.get("config", {}),
+        weights=weights or str(recipe.oracle["weights"]),
+        input_length=recipe.input_length,
+        heads=recipe.heads,
+        batch_size=recipe.batch_size,
+        input_layout=str(recipe.oracle.get("input_layout", "NCL")),
+        output_layout=str(recipe.oracle.get("output_layout", "NLT")),
+        device=device,
+        tf32=bool(recipe.oracle.get("tf32", False)),
+    )

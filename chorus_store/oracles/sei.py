@@ -1,32 +1,9 @@
-"""Sei: 21,907 chromatin profiles and 40 sequence classes from a 4,096 bp window (spec §3).
-
-Two scalar heads: ``profiles`` (the network's sigmoid outputs, one per line of
-``target.names``) and ``classes`` (the profiles projected onto the first 40 rows of
-``projvec_targets.npy``, each divided by its row norm). Both come from one forward pass.
-
-Effects differ from every other oracle in one step (spec §2.4): before a variant's ref
-and alt are compared, their raw profile vectors are histone-equalised
-(:func:`~chorus_store.oracles.models.sei.equalize_histones`, sei-framework's
-``sc_hnorm_varianteffect``, chorus's ``SeiNormalizer.equalize``), and the class scores
-are re-projected from the equalised profiles. :meth:`SeiOracle.effect_inputs` does this
-on the window statistics the build gathered, which for scalar heads are the predictions
-themselves. The activity (summary) pass is not corrected: a single sequence has no pair.
-
-Weights: a directory holding the model files of the Zenodo download
-(https://zenodo.org/record/4906997/files/sei_model.tar.gz, extracted as ``model/``)::
-
-    sei.pth              state dict of DataParallel(NonStrandSpecific(Sei)): module.model.*
-    projvec_targets.npy  (>= 40, 21907) projection; rows 0-39 are the sequence classes
-    histone_inds.npy     indices of the profiles equalised as histone marks
-    target.names         one profile per line: "cell | assay | id [| replicate]"
-
-Either that directory or its parent (the folder the archive was extracted into) is
-accepted, from the recipe's ``weights`` or ``--weights``.
-"""
+"""Sei: 21,907 chromatin profiles and 40 sequence classes from a 4,096 bp window; effects
+are computed from histone-equalised profiles with the classes re-projected, as chorus
+does (docs/oracles.md, "sei")."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +12,7 @@ import numpy as np
 from chorus_store.errors import RecipeError
 from chorus_store.genome.tracks import TrackTable
 from chorus_store.oracles.base import Columns, Oracle, OutputHead, sha256_paths
+from chorus_store.oracles.common import read_config, read_state_dict, select_device, torch_numerics
 from chorus_store.oracles.models.sei import equalize_histones, project_classes
 
 if TYPE_CHECKING:
@@ -126,10 +104,8 @@ class SeiOracle(Oracle):
         device: str = "auto",
         identity: dict[str, Any] | None = None,
     ) -> None:
-        import torch
 
         from chorus_store.oracles.models.sei import NonStrandSpecific, Sei
-        from chorus_store.oracles.pytorch import select_device
 
         super().__init__()
         if not isinstance(network, Sei):
@@ -152,11 +128,9 @@ class SeiOracle(Oracle):
         self.device = select_device(device)
         network = network.to(self.device).eval()
         self.network: nn.Module = NonStrandSpecific(network) if self.strand_average else network
-        torch.backends.cudnn.benchmark = False  # autotuned kernels differ from run to run
 
     # ------------------------------------------------------------------ identity
     def describe(self) -> dict[str, Any]:
-        import torch
 
         return {
             "adapter": "sei",
@@ -166,8 +140,8 @@ class SeiOracle(Oracle):
             "n_classes": self.n_classes,
             "effect_correction": EFFECT_CORRECTION,
             **self.identity,
-            "framework": f"torch {torch.__version__}; numpy {np.__version__}",
-            "device_type": self.device.type,
+            "numpy": np.__version__,
+            **torch_numerics(self.device),
         }
 
     # ------------------------------------------------------------------ prediction
@@ -255,12 +229,7 @@ class SeiOracle(Oracle):
 
 # ---------------------------------------------------------------------- loading
 def _model_config(recipe: Recipe, n_profiles: int) -> dict[str, Any]:
-    raw = recipe.oracle.get("config") or {}
-    if isinstance(raw, str):
-        path = Path(raw)
-        if not path.is_file():
-            raise RecipeError(f"recipe {recipe.name!r}: Sei config {path} does not exist")
-        raw = json.loads(path.read_text())
+    raw = read_config(recipe.oracle.get("config") or {}, what=f"recipe {recipe.name!r}: Sei config")
     unknown = sorted(set(raw) - set(CONFIG_KEYS) - {"sequence_length", "n_genomic_features"})
     if unknown:
         raise RecipeError(
@@ -295,16 +264,7 @@ def _check_heads(recipe: Recipe) -> tuple[int, int]:
 
 
 def _read_state_dict(path: Path) -> dict[str, Any]:
-    import torch
-
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several unrelated types for a bad file
-        raise RecipeError(f"{path} is not a PyTorch state dict readable safely: {exc}") from exc
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]  # a selene training checkpoint
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise RecipeError(f"{path} holds no state dict (name → tensor)")
+    state = read_state_dict(path, what="Sei weights")  # a selene checkpoint is unwrapped
     # the released file is DataParallel(NonStrandSpecific(Sei)): keys "module.model.<name>"
     out = {}
     for key, value in state.items():

@@ -1,1 +1,2 @@
-"""A testing kit for chorus-store and its adapters: fixtures, fault injection, tiny models."""
+"""A testing kit for chorus-store and its adapters: a loopback S3 server, fault injection,
+tiny real models with random weights and the shared adapter tests (which need pytest)."""
