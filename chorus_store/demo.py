@@ -17,11 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from chorus_store.build.stage import BuildReport, build
+from chorus_store.build.stage import build
 from chorus_store.export import export
 from chorus_store.plan.stage import plan_store
 from chorus_store.recipes import Recipe, load_recipe
-from chorus_store.reduce import ReduceReport, reduce
+from chorus_store.reduce import reduce
+from chorus_store.reports import BuildReport, ReduceReport
 from chorus_store.store.core import Layout
 
 __all__ = ["DemoInputs", "make_demo_inputs", "run_demo", "DEMO_CHROMOSOMES"]
@@ -237,5 +238,5 @@ def run_demo(
     )
     build_report = build(store_path, workers=workers, progress=progress)
     reduce_report = reduce(store_path, progress=progress)
-    npz = Path(export(store_path, out=directory / f"{recipe.name}_pertrack.npz"))
+    npz = export(store_path, out=directory / f"{recipe.name}_pertrack.npz").path
     return DemoResult(store_path, npz, build_report, reduce_report)

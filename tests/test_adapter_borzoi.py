@@ -33,13 +33,14 @@ from borzoi_pytorch.config_borzoi import BorzoiConfig  # noqa: E402
 from borzoi_pytorch.pytorch_borzoi_model import ConvBlock  # noqa: E402
 from borzoi_pytorch.pytorch_borzoi_transformer import Attention  # noqa: E402
 
-from chorus_store import ChorusStore, Recipe, build, export, open_store, plan_store, reduce  # noqa: E402
+from chorus_store import Recipe, build, export, open_store, plan_store, reduce  # noqa: E402
 from chorus_store.demo import DemoInputs  # noqa: E402
 from chorus_store.errors import RecipeError  # noqa: E402
 from chorus_store.genome.track_tables import borzoi_tracks  # noqa: E402
 from chorus_store.oracles.borzoi import BorzoiOracle, weights_dir  # noqa: E402
 from chorus_store.recipes import load_recipe  # noqa: E402
 from chorus_store.resources import data_dir  # noqa: E402
+from chorus_store.store.core import ChorusStore
 
 BORZOI_DIR = data_dir("builders") / "borzoi"
 BORZOI_TOML = tomllib.loads((BORZOI_DIR / "recipe.toml").read_text())
@@ -312,7 +313,7 @@ def test_end_to_end_on_the_demo_genome(
                gtf=demo_inputs.gtf)  # fmt: skip
     report = build(store, progress=False, device="cpu")
     reduce(store, progress=False)
-    z = np.load(export(store, out=tmp_path / "borzoi.npz"), allow_pickle=False)
+    z = np.load(export(store, out=tmp_path / "borzoi.npz").path, allow_pickle=False)
     ds = open_store(store)
 
     table = recipe.track_table().frame

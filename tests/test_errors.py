@@ -22,16 +22,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from chorus_store import (
-    ChorusStore,
-    build,
-    errors,
-    export,
-    load_recipe,
-    plan_store,
-    reduce,
-    status,
-)
+from chorus_store import build, errors, export, load_recipe, plan_store, reduce, status
 from chorus_store.cli import app
 from chorus_store.demo import DemoInputs
 from chorus_store.errors import (
@@ -44,6 +35,7 @@ from chorus_store.errors import (
 )
 from chorus_store.genome.fasta import read_ccre_bed, read_gtf
 from chorus_store.store.claims import LockSet, acquire
+from chorus_store.store.core import ChorusStore
 
 from .helpers import gc_window_model
 
@@ -339,7 +331,7 @@ def test_an_oracle_that_raises_is_wrapped_naming_shard_and_oracle(
         build(store, progress=False)
     assert isinstance(info.value.__cause__, RuntimeError)
     assert (ChorusStore.open(store).read("baselines/done_rows") == 0).all()
-    assert status(store)["claims"] == []
+    assert status(store).claims == []
     res = runner.invoke(app, ["build", str(store), "--no-progress"])
     assert res.exit_code == 2 and "OracleError" in one_line(res)
 
@@ -408,15 +400,15 @@ def test_an_interrupted_build_says_what_was_kept_and_resumes_exactly(
     assert "row shards are built and kept" in line
     assert line.endswith(f"resume with: chorus-store build {store}")
     kept = int(line.split(":")[1].split(" of ")[0])
-    assert 1 <= kept < sum(g["shards"] for g in status(store)["build"].values())
-    assert status(store)["claims"] == []  # released on the way out
+    assert 1 <= kept < sum(g["shards"] for g in status(store).build.values())
+    assert status(store).claims == []  # released on the way out
     res = runner.invoke(app, ["build", str(store), "--no-progress"])
     assert res.exit_code == 0, res.output
     build(reference, progress=False)
     for s in (store, reference):
         reduce(s, progress=False)
-    a = export(store, out=tmp_path / "a.npz")
-    b = export(reference, out=tmp_path / "b.npz")
+    a = export(store, out=tmp_path / "a.npz").path
+    b = export(reference, out=tmp_path / "b.npz").path
     assert Path(a).read_bytes() == Path(b).read_bytes()
 
 

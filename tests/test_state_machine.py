@@ -14,8 +14,9 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from chorus_store import ChorusStore, add_tracks, build, export, reduce
+from chorus_store import add_tracks, build, export, reduce
 from chorus_store.demo import make_demo_inputs
+from chorus_store.store.core import ChorusStore
 
 from .helpers import composition_oracle, plan_small, small_recipe
 
@@ -41,7 +42,7 @@ def _fixtures() -> dict[str, Any]:
             plan_small(store, _CACHE["inputs"], recipe)
             build(store, oracle=composition_oracle(), progress=False)
             reduce(store, progress=False)
-            _CACHE[n] = export(store, out=root / f"ref{n}.npz").read_bytes()
+            _CACHE[n] = export(store, out=root / f"ref{n}.npz").path.read_bytes()
     return _CACHE
 
 
@@ -115,7 +116,7 @@ class BuildMachine(RuleBasedStateMachine):
         try:
             self._build(None, False, "all")
             reduce(self.store, progress=False)
-            got = export(self.store, out=self.dir / "out.npz").read_bytes()
+            got = export(self.store, out=self.dir / "out.npz").path.read_bytes()
             assert got == _fixtures()[self.n_tracks], "export differs from the one-shot build"
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)

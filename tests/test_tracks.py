@@ -8,9 +8,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chorus_store import LAYER_CONFIGS, TrackTable, centered_bin_span, classify_track_layer
 from chorus_store.errors import RecipeError
-from chorus_store.genome.tracks import canonical_layer, classify_chip_layer, compute_effect
+from chorus_store.genome.tracks import (
+    LAYER_CONFIGS,
+    TrackTable,
+    canonical_layer,
+    centered_bin_span,
+    classify_chip_layer,
+    classify_track_layer,
+    compute_effect,
+)
 
 from .helpers import DEMO_TRACKS
 

@@ -20,10 +20,11 @@ import numpy as np
 
 from chorus_store.arrays import HostCopy, as_host_view, is_accelerated
 from chorus_store.build.records import BlockIndex, GeneSlot, Records, TrackStats
-from chorus_store.build.tasks import BuildReport, Task, gene_span, write_task
+from chorus_store.build.tasks import Task, gene_span, write_task
 from chorus_store.errors import ChorusStoreError, OracleError, PredictionError, UsageError
 from chorus_store.genome.fasta import Genome, one_hot
 from chorus_store.oracles.base import Oracle
+from chorus_store.reports import BuildReport
 from chorus_store.store.core import ChorusStore
 
 __all__ = ["RunContext", "run_tasks"]

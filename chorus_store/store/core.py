@@ -51,7 +51,6 @@ __all__ = [
     "GeneRows",
     "PlanArrays",
     "ChorusStore",
-    "open_store",
     "load_schema",
     "layer_sources",
 ]
@@ -1012,21 +1011,3 @@ def locks_error(path: str, busy: list[str], command: str) -> Exception:
         f"build to finish (or stop it); stale claims of killed processes on other machines "
         f"are cleared with `chorus-store unlock {path}`."
     )
-
-
-def open_store(path: str | Path) -> dict[str, Any]:
-    """Open a store read-only as xarray datasets, one per group.
-
-    ``path`` is a directory or an object-store URL (``s3://bucket/demo.zarr``).
-
-    Returns a dict with keys ``tracks``, ``plan/positions``, ``plan/variants``,
-    ``baselines``, ``variants`` and ``reductions/{effect,summary,perbin}``.
-
-    Examples
-    --------
-    >>> ds = open_store("demo-out/demo.zarr")  # doctest: +SKIP
-    >>> ds["baselines"].summary.sel(track="DNASE:demo-liver").mean().item()  # doctest: +SKIP
-    """
-    store = ChorusStore.open(path)
-    store.validate()
-    return store.datasets()
