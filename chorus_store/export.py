@@ -73,7 +73,7 @@ def _stamped_at() -> str:
 # --------------------------------------------------------------------------------------
 
 
-def validate_npz(arrays: dict[str, np.ndarray], *, n_points: int = 10_000) -> list[str]:
+def validate_npz(arrays: dict[str, np.ndarray], *, n_points: int = 10_000) -> list[str]:  # noqa: C901 - split in h11-store (schemas/npz-v4.json)
     """Every way ``arrays`` would break chorus's loader or its writer's guards."""
     problems: list[str] = []
     ids = arrays.get("track_ids")

@@ -220,6 +220,16 @@ def _check_numbers(cfg: SamplingConfig) -> None:
     """Every count, distance and seed of ``cfg`` is an integer in its range, else a
     :class:`RecipeError` naming the ``[plan.sampling]`` key (a negative count used to be
     taken as 0, a huge one ran for minutes)."""
+    problems = _integer_problems(cfg) + _range_problems(cfg)
+    if problems:
+        raise RecipeError(
+            "[plan.sampling] has values out of range: " + "; ".join(problems) + ". Fix them "
+            "in the recipe's [plan.sampling] section."
+        )
+
+
+def _integer_problems(cfg: SamplingConfig) -> list[str]:
+    """Counts, distances, seeds and quotas that are not integers in their range."""
     problems: list[str] = []
 
     def check(key: str, value: Any, lo: int, hi: int | None) -> None:
@@ -236,6 +246,12 @@ def _check_numbers(cfg: SamplingConfig) -> None:
         check(key, getattr(cfg, key), 0, 2**63 - 1)
     for category, n in cfg.ccre_quotas:
         check(f"ccre_quotas[{category!r}]", n, 0, MAX_PLAN_COUNT)
+    return problems
+
+
+def _range_problems(cfg: SamplingConfig) -> list[str]:
+    """A distance range that is not ``[min, max]``, fractions outside [0, 1]."""
+    problems: list[str] = []
     lo_hi = cfg.tss_far_bp
     if len(lo_hi) != 2 or not all(_is_int(v) and v >= 0 for v in lo_hi) or lo_hi[0] > lo_hi[1]:
         problems.append(f"tss_far_bp = {list(lo_hi)!r} (allowed: [min, max] with 0 <= min <= max)")
@@ -243,11 +259,7 @@ def _check_numbers(cfg: SamplingConfig) -> None:
         for stratum, frac in getattr(cfg, name):
             if not 0.0 <= float(frac) <= 1.0:
                 problems.append(f"{name}[{stratum!r}] = {frac!r} (allowed: a fraction in [0, 1])")
-    if problems:
-        raise RecipeError(
-            "[plan.sampling] has values out of range: " + "; ".join(problems) + ". Fix them "
-            "in the recipe's [plan.sampling] section."
-        )
+    return problems
 
 
 def json_ready(value: Any) -> Any:

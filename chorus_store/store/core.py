@@ -795,7 +795,7 @@ class ChorusStore:
         return held
 
     # ---------------------------------------------------------------- validation
-    def validate(self) -> None:
+    def validate(self) -> None:  # noqa: C901 - split in h11-store
         """Check every group and array of the schema: presence, dims, dtype, shape.
 
         Raises :class:`SchemaError` listing every problem found.
