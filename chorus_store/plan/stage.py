@@ -15,7 +15,6 @@ prediction, so every later stage and every worker sees one plan.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -37,6 +36,7 @@ from chorus_store.errors import (
 from chorus_store.genome.fasta import Genome, read_ccre_bed, read_gtf
 from chorus_store.genome.genes import GeneIndex, merge_intervals
 from chorus_store.genome.tracks import TrackTable
+from chorus_store.hashing import sha256_file
 from chorus_store.oracles.base import OutputHead
 from chorus_store.plan.sampling import (
     POSITION_FIELDS,
@@ -175,7 +175,7 @@ def load_reference_set(
 
     return ReferenceSet(
         path=path.resolve(),
-        file_sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+        file_sha256=sha256_file(path),
         provenance=provenance,
         positions_name=positions,
         variants_name=variants,
@@ -256,14 +256,6 @@ def draw_perbin_bins(
 # --------------------------------------------------------------------------------------
 # The plan stage: write a plan into a new store (or confirm an existing one)
 # --------------------------------------------------------------------------------------
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 #: stream tag of the gene_expression per-bin draws (distinct from every resolution index)
@@ -487,15 +479,15 @@ def _generated_plan(
                 f"index (--dhs DHS_Index_and_Vocabulary_hg38_WM20190703.txt.gz)"
             )
         dhs_df = read_dhs_index(dhs)
-        meta["dhs_sha256"] = _file_sha256(Path(dhs))
+        meta["dhs_sha256"] = sha256_file(Path(dhs))
     positions = generate_positions(genome, ccre_df, genes, cfg, dhs_df)
     variants = generate_snps(genome, cfg, ccre=ccre_df, genes=genes, dhs=dhs_df)
     meta.update(
         source="generated",
         config=cfg.as_dict(),
         annotations={
-            "ccre_sha256": _file_sha256(Path(ccre)),
-            "gtf_sha256": _file_sha256(Path(gtf)),
+            "ccre_sha256": sha256_file(Path(ccre)),
+            "gtf_sha256": sha256_file(Path(gtf)),
         },
         effect_family=cfg.effect_family,
         activity_set=f"generated_{cfg.population}",
@@ -589,7 +581,7 @@ def plan_store(
         meta["genes"] = {
             "mode": index.mode,
             "convention": index.convention,
-            "gtf_sha256": _file_sha256(Path(str(gtf))),
+            "gtf_sha256": sha256_file(Path(str(gtf))),
         }
     loc = Location.of(store_path)
     if is_chorus_store(loc):
