@@ -29,7 +29,6 @@ from chorus_store.errors import (
     OracleMismatchError,
     RecipeError,
     StoreLockedError,
-    TrackTableMismatchError,
     UsageError,
 )
 from chorus_store.genome.fasta import Genome
@@ -122,36 +121,6 @@ def _repin_unbuilt(store: ChorusStore, facts: dict[str, Any], run_id: str | None
         fresh.consolidate()
         store.attrs = attrs
     return True
-
-
-def _check_tracks(store: ChorusStore, recipe: Recipe) -> None:
-    stored = store.tracks
-    given = recipe.track_table()
-    if given.sha256() == stored.sha256():
-        return
-    if stored.is_prefix_of(given):
-        raise TrackTableMismatchError(
-            f"the recipe's track table has {len(given) - len(stored)} track(s) more than "
-            f"{store.url}; add them with `chorus-store add-tracks {store.url}` (only the "
-            f"new tracks are computed), then build"
-        )
-    old, new = stored.frame, given.frame
-    n = min(len(old), len(new))
-    differing = [
-        (i, c) for i in range(n) for c in old.columns if str(old[c].iat[i]) != str(new[c].iat[i])
-    ]
-    where = (
-        (
-            f"row {differing[0][0]} ({old['track_id'].iat[differing[0][0]]}), column "
-            f"{differing[0][1]!r}"
-        )
-        if differing
-        else f"length {len(old)} vs {len(new)}"
-    )
-    raise TrackTableMismatchError(
-        f"the recipe's track table differs from {store.url}'s at {where}; a store holds one "
-        f"track table. Build a new store for the new table."
-    )
 
 
 def build(
@@ -276,7 +245,7 @@ def _open_checked(
     store.validate()
     locks.clear_stale(store.location)  # a killed run's claims, finished shards' included
     if recipe is not None:
-        _check_tracks(store, recipe)
+        store.tracks.require_same(recipe.track_table(), store=store.url)
     recipe = recipe or Recipe.from_stored(store.attrs["recipe"])
     fasta_path = str(fasta or store.attrs["genome"]["fasta_path"])
     genome = Genome(fasta_path, assembly=store.attrs["genome"].get("assembly"))

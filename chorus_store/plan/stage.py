@@ -733,18 +733,7 @@ def _confirm_existing(
             f"{store.url} holds a different plan; refusing to mix plans in one store. "
             f"Differences: " + "; ".join(diffs[:6]) + ". Build a new store for the new plan."
         )
-    stored_tracks = store.tracks
-    if stored_tracks.sha256() != tracks.sha256():
-        hint = (
-            f"; it extends the store's table: add the new tracks with `chorus-store "
-            f"add-tracks {store.url}`"
-            if stored_tracks.is_prefix_of(tracks)
-            else ""
-        )
-        raise TrackTableMismatchError(
-            f"the recipe's track table ({len(tracks)} tracks) differs from the store's "
-            f"({len(stored_tracks)} tracks){hint}"
-        )
+    store.tracks.require_same(tracks, store=store.url)
     return store
 
 
@@ -823,11 +812,7 @@ def add_tracks(store_path: str | Path, recipe: Recipe | str | Path) -> int:
             f"but {store.url} was planned without any, so it has no (position, gene) "
             f"records; plan a new store with the whole track table (and --gtf)"
         )
-    if not store.tracks.is_prefix_of(tracks):
-        raise TrackTableMismatchError(
-            f"the recipe's track table does not extend {store.url}'s (its first "
-            f"{len(store.tracks)} rows differ); only appending tracks is supported"
-        )
+    store.tracks.require_extended_by(tracks, store=store.url)
     with store.structural_lock(f"chorus-store add-tracks {store.url}"):
         store = ChorusStore.open(store_path, mode="r+")
         recipe_attrs = {**store.attrs["recipe"], "tracks": recipe.tracks}
