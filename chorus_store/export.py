@@ -15,9 +15,7 @@ import datetime as dt
 import glob
 import json
 import os
-import socket
 import tempfile
-import uuid
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -199,8 +197,7 @@ def write_npz_atomic(path: Path | str, arrays: dict[str, np.ndarray]) -> None:
         return
     path = Path(path)
     # the writer's host and pid in the name: the next export can prove a leftover stale
-    host = socket.gethostname().replace(".", "_")
-    tmp = path.with_name(f".{path.name}.{host}.{os.getpid()}.{uuid.uuid4().hex}.partial")
+    tmp = path.with_name(f".{path.name}.{locks.writer_tag()}.partial")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(OSError):  # best effort: a read-only dir fails below, named
@@ -232,13 +229,9 @@ def remove_stale_partials(path: Path) -> list[Path]:
     (a pid on this machine) is gone: what a SIGKILLed export leaves. A live writer's
     file, another machine's, and an unnamed older one are kept. Returns those removed."""
     removed = []
-    here = socket.gethostname().replace(".", "_")
     for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.partial"):
-        parts = tmp.name[len(path.name) + 2 : -len(".partial")].split(".")
-        if len(parts) != 3 or parts[0] != here or not parts[1].isdigit():
-            continue
-        if locks.pid_alive(int(parts[1])):
-            continue  # its writer is running
+        if not locks.left_by_dead_writer(tmp.name[len(path.name) + 2 : -len(".partial")]):
+            continue  # its writer is running, or on another machine
         tmp.unlink(missing_ok=True)
         removed.append(tmp)
     return removed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -254,3 +255,22 @@ def test_a_dead_runs_claims_are_cleared_by_the_next_status(small_copy: Path) -> 
     finally:
         running.kill()
         running.wait()
+
+
+def test_one_writer_tag_for_every_temporary_a_kill_can_leave() -> None:
+    """export's ``.partial`` files and plan's ``.creating-`` folders share one
+    ``<host>.<pid>.<id>`` tag and one test of whether its writer is gone."""
+    import subprocess
+    import sys
+
+    from chorus_store.store.claims import left_by_dead_writer, writer_tag
+
+    mine = writer_tag()
+    host, pid, ident = mine.split(".")
+    assert int(pid) == os.getpid() and len(ident) == 32 and len(writer_tag(12).split(".")[2]) == 12
+    assert not left_by_dead_writer(mine)  # this process is alive
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    assert left_by_dead_writer(f"{host}.{done.stdout.strip()}.abc")
+    assert not left_by_dead_writer(f"other_host.{done.stdout.strip()}.abc")
+    assert not left_by_dead_writer(f"{host}.notapid.abc") and not left_by_dead_writer("x")

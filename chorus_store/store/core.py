@@ -15,8 +15,6 @@ import json
 import math
 import os
 import shutil
-import socket
-import uuid
 import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -898,7 +896,7 @@ def _begin_create(final: Location) -> tuple[Location, locks.LockSet | None]:
         remove_stale_creating(path)
         # the creator's host and pid in the name: a later plan can prove a leftover stale
         tmp = path.with_name(
-            f".{path.name}.creating-{_host_tag()}.{os.getpid()}.{uuid.uuid4().hex[:12]}"
+            f".{path.name}.creating-{locks.writer_tag(12)}"
         )
         return Location.of(tmp), None
     half_made = final.exists(CREATING_MARK) and not is_chorus_store(final)
@@ -912,10 +910,6 @@ def _begin_create(final: Location) -> tuple[Location, locks.LockSet | None]:
     return final, claim
 
 
-def _host_tag() -> str:
-    return socket.gethostname().replace(".", "_")
-
-
 def remove_stale_creating(path: Path) -> list[Path]:
     """Delete the ``.{name}.creating-<host>.<pid>.<id>`` directories a killed ``plan`` of
     ``path`` left, when their creator (a pid on this machine) is gone. A running plan's
@@ -923,11 +917,8 @@ def remove_stale_creating(path: Path) -> list[Path]:
     removed = []
     prefix = f".{path.name}.creating-"
     for tmp in path.parent.glob(f"{glob.escape(prefix)}*"):
-        parts = tmp.name[len(prefix) :].split(".")
-        if len(parts) != 3 or parts[0] != _host_tag() or not parts[1].isdigit():
-            continue
-        if locks.pid_alive(int(parts[1])):
-            continue  # still creating
+        if not locks.left_by_dead_writer(tmp.name[len(prefix) :]):
+            continue  # still creating, another machine's, or not one of ours
         shutil.rmtree(tmp, ignore_errors=True)
         removed.append(tmp)
     return removed
