@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
+
+import pytest
 
 import chorus_store
-from chorus_store.errors import ChorusStoreError
+from chorus_store.errors import ChorusStoreError, ClusterError, UsageError
 
 
 def _public_names() -> set[str]:
@@ -52,3 +55,45 @@ def test_internals_are_not_exported() -> None:
         "classify_track_layer",
     ):
         assert not hasattr(chorus_store, name), name
+
+
+def test_build_and_reduce_take_one_scheduler_argument(tmp_path: Path) -> None:
+    """``scheduler=`` (a name, an address or a Client) for both; ``client=`` is gone."""
+    from chorus_store import build, reduce
+
+    for stage in (build, reduce):
+        params = inspect.signature(stage).parameters
+        assert "scheduler" in params and "workers" in params
+        assert "client" not in params and "num_workers" not in params
+    with pytest.raises(UsageError, match="not on dask's 'threads' scheduler"):
+        build(tmp_path / "none.zarr", scheduler="threads")  # refused before the store is read
+    with pytest.raises(UsageError, match="not int"):
+        reduce(tmp_path / "none.zarr", scheduler=3)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        build(tmp_path / "none.zarr", client=object())  # type: ignore[call-arg]
+
+
+def test_a_scheduler_address_is_connected_and_an_unreachable_one_is_a_cluster_error() -> None:
+    from chorus_store.scheduler import local_or_client
+
+    with local_or_client(None) as target:
+        assert target == "threads"
+    with local_or_client("sync") as target:
+        assert target == "sync"
+    given = object.__new__(type("Client", (), {"submit": lambda self: None}))
+    with local_or_client(given) as target:  # type: ignore[arg-type]
+        assert target is given
+    with (
+        pytest.raises(ClusterError, match="tcp://127.0.0.1:9.*--scheduler"),
+        local_or_client("tcp://127.0.0.1:9"),
+    ):
+        pass
+
+
+def test_repair_and_unlock_are_upkeep_not_status() -> None:
+    from chorus_store.inspect import status as status_module
+    from chorus_store.store import upkeep
+
+    assert chorus_store.unlock is upkeep.unlock
+    assert not hasattr(status_module, "unlock") and not hasattr(status_module, "_repair_claims")
+    assert hasattr(upkeep, "repair") and hasattr(upkeep, "repair_claims")
