@@ -83,7 +83,10 @@ def test_a_scheduler_address_is_connected_and_an_unreachable_one_is_a_cluster_er
     given = object.__new__(type("Client", (), {"submit": lambda self: None}))
     with local_or_client(given) as target:  # type: ignore[arg-type]
         assert target is given
+    import dask
+
     with (
+        dask.config.set({"distributed.comm.timeouts.connect": "1s"}),
         pytest.raises(ClusterError, match="tcp://127.0.0.1:9.*--scheduler"),
         local_or_client("tcp://127.0.0.1:9"),
     ):
