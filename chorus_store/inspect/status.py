@@ -225,13 +225,11 @@ def _verify(loc: Location, repair: bool) -> VerifyReport:
     report = VerifyReport(damaged_metadata=docs.damaged, lost=docs.lost)
     if docs.root_lost or (docs.damaged and not repair):
         return report  # (without repair, a damaged root doc stops every reader)
-    if repair:
-        restore_documents(loc, docs.restore)
-    store = ChorusStore.open(loc.url, mode="r+" if repair else "r")
-    if repair and docs.damaged:
-        # a restored root copy may hold older consolidated metadata than the documents
-        store.consolidate()
-        store = ChorusStore.open(loc.url, mode="r+")
+    store = (
+        restore_documents(loc, docs.restore, consolidate=bool(docs.damaged))
+        if repair
+        else ChorusStore.open(loc.url, mode="r")
+    )
     damage = Damage(documents=bool(docs.damaged))
     _find_data_damage(store, damage, report)
     _find_reduction_damage(store, damage, report)

@@ -895,9 +895,7 @@ def _begin_create(final: Location) -> tuple[Location, locks.LockSet | None]:
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_creating(path)
         # the creator's host and pid in the name: a later plan can prove a leftover stale
-        tmp = path.with_name(
-            f".{path.name}.creating-{locks.writer_tag(12)}"
-        )
+        tmp = path.with_name(f".{path.name}.creating-{locks.writer_tag(12)}")
         return Location.of(tmp), None
     half_made = final.exists(CREATING_MARK) and not is_chorus_store(final)
     if not final.is_empty() and not half_made:

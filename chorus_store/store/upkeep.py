@@ -55,10 +55,20 @@ def repair_claims(loc: Location) -> locks.LockSet:
     return held
 
 
-def restore_documents(loc: Location, docs: dict[str, dict[str, Any]]) -> None:
-    """Write metadata documents back (``zarr.json`` keys → their restored content)."""
+def restore_documents(
+    loc: Location, docs: dict[str, dict[str, Any]], *, consolidate: bool
+) -> ChorusStore:
+    """Write metadata documents back (``zarr.json`` keys → their restored content) and
+    open the store for the repair (``r+``), its metadata consolidated anew where
+    ``consolidate`` (some document was damaged)."""
     for key, doc in docs.items():
         loc.put(key, json.dumps(doc, indent=2).encode())
+    store = ChorusStore.open(loc.url, mode="r+")
+    if consolidate:
+        # a restored root copy may hold older consolidated metadata than the documents
+        store.consolidate()
+        store = ChorusStore.open(loc.url, mode="r+")
+    return store
 
 
 def repair(store: ChorusStore, damage: Damage, layers: tuple[str, ...]) -> bool:
