@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from chorus_store import build, export, plan_store, reduce
+from chorus_store import StatusReport, build, export, plan_store, reduce
 from chorus_store.build.cluster import gpu_assignment, local_cluster
 from chorus_store.demo import DemoInputs
 from chorus_store.inspect.status import status
@@ -130,16 +130,16 @@ def test_status_works_while_a_cluster_build_runs(
     plan_small(store, demo_inputs, small_recipe(tmp_path))
     thread = threading.Thread(target=lambda: build(store, scheduler=client, progress=False))
     thread.start()
-    seen: list[dict[str, Any]] = []
+    seen: list[StatusReport] = []
     while thread.is_alive():
         seen.append(status(store))
         time.sleep(0.2)
     thread.join()
-    during = [s for s in seen if s["claims"]]
+    during = [s for s in seen if s.claims]
     assert during, "no status call saw the running build"
-    assert all(c["alive"] and f"pid {os.getpid()}" in c["holder"] for c in during[0]["claims"])
+    assert all(c["alive"] and f"pid {os.getpid()}" in c["holder"] for c in during[0].claims)
     assert status(store).claims == []
-    progress = [s["build"]["baselines"]["cells_done"] for s in seen]
+    progress = [s.build["baselines"]["cells_done"] for s in seen]
     assert progress == sorted(progress)  # status followed the build as it went
     final = status(store).build["baselines"]
     assert final["cells_done"] == final["cells"] and final["shards_done"] == final["shards"]
