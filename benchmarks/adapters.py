@@ -265,8 +265,9 @@ def part(
     out: dict[str, Any] = {"adapter": name, "framework": adapter.framework}
     out.update(set_threads(threads, adapter.tensorflow))
 
-    from chorus_store import ChorusStore, build, plan_store
+    from chorus_store import build, plan_store
     from chorus_store.demo import make_demo_inputs
+    from chorus_store.store.core import ChorusStore
 
     inputs = make_demo_inputs(inputs_dir)
     t0 = time.perf_counter()

@@ -134,7 +134,7 @@ def prediction_like(
 
 def _fill_shard(path: str, scale: Scale, group: str, shard: int) -> None:
     """Write row shard ``shard`` of ``group`` for every track (one writer per shard)."""
-    from chorus_store import ChorusStore
+    from chorus_store.store.core import ChorusStore
 
     s = ChorusStore.open(path, mode="r+")
     p = _track_params(scale)
@@ -169,8 +169,7 @@ def _fill_shard(path: str, scale: Scale, group: str, shard: int) -> None:
 
 
 def _create(path: Path, scale: Scale) -> None:
-    from chorus_store import ChorusStore
-    from chorus_store.store.core import Layout
+    from chorus_store.store.core import ChorusStore, Layout
 
     tracks = _tracks(scale.n_tracks)
     positions = pd.DataFrame({
@@ -209,7 +208,7 @@ def _create(path: Path, scale: Scale) -> None:
 def build_store(path: Path, scale: Scale, *, workers: int = 2) -> Path:
     """Create and fill a synthetic store of ``scale`` at ``path`` (deterministic: the values
     depend on the seed and the shard, not on ``workers``)."""
-    from chorus_store import ChorusStore
+    from chorus_store.store.core import ChorusStore
 
     _create(path, scale)
     jobs = [("baselines", i) for i in range(-(-scale.n_positions // scale.position_shard_rows))]
@@ -275,15 +274,16 @@ def _timed(fn: Any) -> dict[str, Any]:
 
 def part_reduce(store: Path, workers: int, scheduler: str = "threads") -> dict[str, Any]:
     """Every block of every layer recomputed (the fingerprints are cleared first)."""
-    from chorus_store import ChorusStore, reduce
+    from chorus_store import reduce
     from chorus_store.reduce import active_layers
+    from chorus_store.store.core import ChorusStore
 
     s = ChorusStore.open(store, mode="r+")
     for layer in active_layers(s):
         s.array(f"reductions/{layer}/fingerprint")[:] = ""
 
     def run() -> dict[str, Any]:
-        report = reduce(store, progress=False, num_workers=workers, scheduler=scheduler)
+        report = reduce(store, progress=False, workers=workers, scheduler=scheduler)
         return {"values": report.values_reduced, "blocks": report.blocks_total}
 
     return _timed(run)
@@ -293,7 +293,7 @@ def part_export(store: Path, out: Path) -> dict[str, Any]:
     from chorus_store import export
 
     def run() -> dict[str, Any]:
-        path = Path(export(store, out=out))
+        path = Path(export(store, out=out).path)
         return {"npz_mb": path.stat().st_size / 1e6}
 
     return _timed(run)
@@ -302,9 +302,8 @@ def part_export(store: Path, out: Path) -> dict[str, Any]:
 def part_in_ram(store: Path, k: int) -> dict[str, Any]:
     """Baseline: the first ``k`` tracks of every layer loaded into RAM (one read per
     source), then per track numpy's sort and the grid; scaled per track to all tracks."""
-    from chorus_store import ChorusStore
     from chorus_store.reduce import active_layers, grid_row
-    from chorus_store.store.core import layer_sources
+    from chorus_store.store.core import ChorusStore, layer_sources
 
     s = ChorusStore.open(store)
     n_tracks = len(s.tracks)

@@ -354,7 +354,8 @@ def run_oracle(
     process killed by its time box still reports what it measured)."""
     import torch
 
-    from chorus_store import ChorusStore, build, plan_store
+    from chorus_store import build, plan_store
+    from chorus_store.store.core import ChorusStore
 
     out: dict[str, Any] = {"oracle": name, "smoke": smoke}
     report = emit or (lambda _: None)

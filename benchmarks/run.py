@@ -114,7 +114,7 @@ def part_build_zero(work: Path, quick: bool) -> dict[str, Any]:
     t0 = time.perf_counter()
     rv = build(store, part="variants", oracle=oracle, progress=False)
     t_var = time.perf_counter() - t0
-    from chorus_store import ChorusStore
+    from chorus_store.store.core import ChorusStore
 
     s = ChorusStore.open(store)
     usable_pos = int(s.positions["usable"].sum())
@@ -201,9 +201,8 @@ def part_build_sim(work: Path, quick: bool) -> dict[str, Any]:
 
 def _reduce_store(work: Path, quick: bool) -> Path:
     """A store of the reduce benchmark's size, filled with synthetic values (no oracle)."""
-    from chorus_store import ChorusStore
     from chorus_store.genome.tracks import TrackTable
-    from chorus_store.store.core import Layout
+    from chorus_store.store.core import ChorusStore, Layout
 
     n_tracks, n_pos, n_var = (128, 4_000, 2_000) if quick else (1_000, 31_500, 18_000)
     store = work / "reduce.zarr"
@@ -288,7 +287,7 @@ def part_reduce(work: Path, quick: bool) -> dict[str, Any]:
 
     store = _reduce_store(work, quick)
     t0 = time.perf_counter()
-    report = reduce(store, progress=False, num_workers=2)
+    report = reduce(store, progress=False, workers=2)
     return {
         "seconds": time.perf_counter() - t0,
         "values": report.values_reduced,
@@ -325,9 +324,15 @@ def part_reduce_chorus(work: Path, quick: bool) -> dict[str, Any]:
 
     store = _reduce_store(work, quick)
     k = 4 if quick else 8
-    per: np.ndarray = np.asarray(zarr.open_array(str(store / "baselines/perbin"))[..., :k]).reshape(-1, k)
-    summ: np.ndarray = np.asarray(zarr.open_array(str(store / "baselines/summary"))[..., :k]).reshape(-1, k)
-    eff: np.ndarray = np.asarray(zarr.open_array(str(store / "variants/effect"))[..., :k]).reshape(-1, k)
+    per: np.ndarray = np.asarray(zarr.open_array(str(store / "baselines/perbin"))[..., :k]).reshape(
+        -1, k
+    )
+    summ: np.ndarray = np.asarray(
+        zarr.open_array(str(store / "baselines/summary"))[..., :k]
+    ).reshape(-1, k)
+    eff: np.ndarray = np.asarray(zarr.open_array(str(store / "variants/effect"))[..., :k]).reshape(
+        -1, k
+    )
     n_tracks = zarr.open_array(str(store / "baselines/perbin")).shape[-1]
     t0 = time.perf_counter()
     for values, cap in ((per, 50_000), (summ, None), (eff, None)):

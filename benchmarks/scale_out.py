@@ -42,9 +42,10 @@ def part_cluster(work: Path, quick: bool) -> dict[str, Any]:
     Each cluster first builds a tiny store of the same recipe, so its workers hold the
     model (they keep it across stores): the timed build is steady-state throughput; the
     warm-up's time is reported as the start-up cost (worker start, torch import, load)."""
-    from chorus_store import ChorusStore, build, load_recipe, plan_store
+    from chorus_store import build, load_recipe, plan_store
     from chorus_store.build.cluster import local_cluster
     from chorus_store.demo import make_demo_inputs
+    from chorus_store.store.core import ChorusStore
 
     inputs = make_demo_inputs(work / "inputs")
     recipe = load_recipe("demo")
@@ -75,10 +76,10 @@ def part_cluster(work: Path, quick: bool) -> dict[str, Any]:
                 client.wait_for_workers(workers)
                 warm = work / f"warm-{label}.zarr"
                 plan_store(warm, sized(8), fasta=inputs.fasta, ccre=inputs.ccre, gtf=inputs.gtf)
-                build(warm, client=client, progress=False)
+                build(warm, scheduler=client, progress=False)
                 entry["startup_seconds"] = time.perf_counter() - t0
                 t0 = time.perf_counter()
-                build(store, client=client, progress=False)
+                build(store, scheduler=client, progress=False)
                 seconds = time.perf_counter() - t0
         out[label] = {**entry, "seconds": seconds, "rows_per_s": rows / seconds}
     out["ratio_2_vs_1_workers"] = out["cluster_2"]["rows_per_s"] / out["cluster_1"]["rows_per_s"]
@@ -98,8 +99,9 @@ def _requests(log: Path) -> Counter[str]:
 def part_s3(work: Path, quick: bool) -> dict[str, Any]:
     from run import zero_cost_oracle, zero_cost_recipe
 
-    from chorus_store import ChorusStore, build, plan_store
+    from chorus_store import build, plan_store
     from chorus_store.demo import make_demo_inputs
+    from chorus_store.store.core import ChorusStore
 
     inputs = make_demo_inputs(work / "inputs")
     recipe = zero_cost_recipe(60 if quick else 400)

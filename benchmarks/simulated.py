@@ -228,7 +228,7 @@ def serial_cpu(calls_log: list[tuple[int, float, float]]) -> tuple[float, int]:
 
 def planned_sequences(store: Path) -> int:
     """Sequences a build of ``store`` runs: one per usable position, two per usable SNP."""
-    from chorus_store import ChorusStore
+    from chorus_store.store.core import ChorusStore
 
     s = ChorusStore.open(store)
     return int(s.positions["usable"].sum()) + 2 * int(s.variants["usable"].sum())

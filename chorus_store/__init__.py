@@ -4,15 +4,18 @@ The public API; everything else may change. Stages, in order::
 
     plan_store → build → reduce → export
 
-and :func:`open_store` for xarray views of what a store holds.
+each returning a report (:mod:`chorus_store.reports`); :func:`open_store` for an xarray
+view of what a store holds, :class:`Backgrounds` for percentiles of an exported NPZ as
+chorus computes them, and :func:`status`, :func:`verify`, :func:`unlock` for upkeep.
 """
 
 from __future__ import annotations
 
 from chorus_store._version import __version__
-from chorus_store.build.stage import BuildReport, build
+from chorus_store.build.stage import build
 from chorus_store.errors import (
     ChorusStoreError,
+    ClusterError,
     CorruptChunkError,
     ExportValidationError,
     GenomeMismatchError,
@@ -32,52 +35,51 @@ from chorus_store.errors import (
     UsageError,
     WriteError,
 )
-from chorus_store.export import default_backgrounds_dir, export
-from chorus_store.genome.fasta import Genome
-from chorus_store.genome.tracks import (
-    LAYER_CONFIGS,
-    TrackTable,
-    centered_bin_span,
-    classify_track_layer,
-)
-from chorus_store.inspect.status import status, unlock, verify
+from chorus_store.export import export
+from chorus_store.inspect.query import Backgrounds, open_store
+from chorus_store.inspect.status import status, verify
 from chorus_store.oracles.base import Oracle, OutputHead
 from chorus_store.oracles.callable import CallableOracle
-from chorus_store.plan.sampling import SamplingConfig
-from chorus_store.plan.stage import add_rows, add_tracks, load_reference_set, plan_store
+from chorus_store.plan.stage import add_rows, add_tracks, plan_store
 from chorus_store.recipes import Recipe, load_recipe
-from chorus_store.reduce import ReduceReport, reduce
-from chorus_store.store.core import ChorusStore, Layout, open_store
+from chorus_store.reduce import reduce
+from chorus_store.reports import (
+    BuildReport,
+    ExportReport,
+    ReduceReport,
+    StatusReport,
+    VerifyReport,
+)
+from chorus_store.store.upkeep import unlock
 
 __all__ = [
     "__version__",
+    # the stages, in order
     "plan_store",
+    "add_tracks",
+    "add_rows",
     "build",
     "reduce",
     "export",
+    # reading and upkeep
     "open_store",
+    "Backgrounds",
     "status",
     "verify",
     "unlock",
-    "add_tracks",
-    "add_rows",
-    "load_reference_set",
+    # recipes and oracles
     "load_recipe",
-    "default_backgrounds_dir",
-    "ChorusStore",
-    "Layout",
     "Recipe",
-    "SamplingConfig",
-    "Genome",
-    "TrackTable",
     "Oracle",
     "OutputHead",
     "CallableOracle",
+    # what the stages return
     "BuildReport",
     "ReduceReport",
-    "LAYER_CONFIGS",
-    "centered_bin_span",
-    "classify_track_layer",
+    "ExportReport",
+    "StatusReport",
+    "VerifyReport",
+    # errors
     "ChorusStoreError",
     "InputFileError",
     "GenomeMismatchError",
@@ -94,6 +96,7 @@ __all__ = [
     "ExportValidationError",
     "RecipeError",
     "WriteError",
+    "ClusterError",
     "LocationError",
     "OracleError",
     "UsageError",

@@ -264,31 +264,20 @@ def reduce(
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Compute exact per-track CDF grids of everything built (only stale blocks)."""
-    import contextlib
-
     from chorus_store.reduce import reduce as run_reduce
 
     chosen = tuple(x.strip() for x in layers.split(",")) if layers else None
-    with contextlib.ExitStack() as stack:
-        target: Any = scheduler
-        if "://" in scheduler:
-            from chorus_store.build.cluster import connect, dashboard_link
-
-            target = stack.enter_context(_run(connect, scheduler))
-            link = dashboard_link(target)
-            if link:
-                console.print(f"dask dashboard: {link}", highlight=False)
-        report = _run(
-            run_reduce,
-            store,
-            on_interrupt=lambda: (
-                f"every finished block is kept; resume with: chorus-store reduce {store}"
-            ),
-            layers=chosen,
-            scheduler=target,
-            num_workers=workers,
-            progress=progress,
-        )
+    report = _run(
+        run_reduce,
+        store,
+        on_interrupt=lambda: (
+            f"every finished block is kept; resume with: chorus-store reduce {store}"
+        ),
+        layers=chosen,
+        scheduler=scheduler,
+        workers=workers,
+        progress=progress,
+    )
     out.print(
         f"reduced {report.values_reduced:,} values; blocks recomputed "
         f"{report.blocks_computed} of {report.blocks_total}; {report.seconds:.1f} s"
@@ -311,10 +300,10 @@ def export(
     ] = False,
 ) -> None:
     """Write the validated {oracle}_pertrack.npz that chorus loads (atomically)."""
-    from chorus_store.export import export_report
+    from chorus_store.export import export as run_export
 
     report = _run(
-        export_report,
+        run_export,
         store,
         out=out_path,
         force=force,
@@ -335,7 +324,7 @@ def status(
     """Per-stage completion, counts per stratum, disk use, claims."""
     from chorus_store.inspect.status import status as get_status
 
-    st = _run(get_status, store)
+    st = _run(get_status, store).to_dict()
     if as_json:
         out.print_json(json.dumps(st))
         return
@@ -426,21 +415,13 @@ def verify(
     from chorus_store.inspect.status import verify as run
 
     report = _run(run, store, repair=repair)
-    labels = {
-        "damaged_metadata": "metadata",
-        "damaged_shards": "data",
-        "damaged_marks": "done mark",
-        "damaged_reductions": "reduction",
-        "damaged_derived": "derived array",
-        "damaged_plan": "plan",
-    }
-    bad = [f"damaged {label}: {line}" for key, label in labels.items() for line in report[key]]
+    bad = report.damaged()
     if not bad:
         out.print("every metadata document, chunk and built shard passed")
         return
     for line in bad:
         out.print(line, highlight=False)
-    if report["repaired"]:
+    if report.repaired:
         out.print(
             f"repaired: metadata rewritten, damaged data marked for rebuilding; run "
             f"`chorus-store build {store}` then `chorus-store reduce {store}`",
@@ -448,7 +429,7 @@ def verify(
         )
     elif not repair:
         out.print(f"run `chorus-store verify {store} --repair` to mend it", highlight=False)
-    for line in report["lost"]:
+    for line in report.lost:
         out.print(f"lost: {line}", highlight=False)
     raise typer.Exit(1)
 
@@ -461,7 +442,7 @@ def unlock(
     ] = False,
 ) -> None:
     """Clear claims left by killed processes."""
-    from chorus_store.inspect.status import unlock as run
+    from chorus_store.store.upkeep import unlock as run
 
     cleared = _run(run, store, force=force)
     out.print("\n".join(f"cleared {c}" for c in cleared) or "no stale claims")

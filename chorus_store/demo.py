@@ -17,11 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from chorus_store.build.stage import BuildReport, build
+from chorus_store.build.stage import build
 from chorus_store.export import export
 from chorus_store.plan.stage import plan_store
 from chorus_store.recipes import Recipe, load_recipe
-from chorus_store.reduce import ReduceReport, reduce
+from chorus_store.reduce import reduce
+from chorus_store.reports import BuildReport, ReduceReport
 from chorus_store.store.core import Layout
 
 __all__ = ["DemoInputs", "make_demo_inputs", "run_demo", "DEMO_CHROMOSOMES"]
@@ -95,6 +96,64 @@ def _genes(rng: np.random.Generator, chrom: str, length: int, n: int) -> list[di
     return genes
 
 
+def _add_gene(
+    rng: np.random.Generator,
+    seq: bytearray,
+    chrom: str,
+    g: dict[str, Any],
+    gene_no: int,
+    gtf_lines: list[str],
+    bed_rows: list[tuple[str, int, int, str]],
+) -> None:
+    """One gene's GTF lines (gene, transcript, exons), its TATA box and, for a
+    protein-coding gene, a promoter-like cCRE at its TSS."""
+    length = len(seq)
+    name = f"DEMO{gene_no:04d}"
+    gid, tid = f"ENSGDEMO{gene_no:07d}.1", f"ENSTDEMO{gene_no:07d}.1"
+    tss0 = g["start"] - 1 if g["strand"] == "+" else g["end"] - 1
+    if g["type"] == "protein_coding":  # a TATA box 30 bp upstream of the TSS
+        at = tss0 - 30 if g["strand"] == "+" else tss0 + 22
+        if 0 <= at < length - len(_TATA):
+            seq[at : at + len(_TATA)] = _TATA
+    attrs = f'gene_id "{gid}"; gene_type "{g["type"]}"; gene_name "{name}"; level 2;'
+    t_attrs = (
+        f'gene_id "{gid}"; transcript_id "{tid}"; gene_type "{g["type"]}"; '
+        f'gene_name "{name}"; transcript_type "{g["type"]}"; level 2;'
+    )
+    gtf_lines.append(f"{chrom}\tDEMO\tgene\t{g['start']}\t{g['end']}\t.\t{g['strand']}\t.\t{attrs}")
+    gtf_lines.append(
+        f"{chrom}\tDEMO\ttranscript\t{g['start']}\t{g['end']}\t.\t{g['strand']}\t.\t{t_attrs}"
+    )
+    for k, (s, e) in enumerate(g["exons"], 1):
+        gtf_lines.append(
+            f"{chrom}\tDEMO\texon\t{s + 1}\t{e + 1}\t.\t{g['strand']}\t.\t"
+            f"{t_attrs} exon_number {k};"
+        )
+    # promoter-like elements at protein-coding TSSs
+    if g["type"] == "protein_coding":
+        c = tss0 + int(rng.integers(-150, 150))
+        bed_rows.append((chrom, c - 150, c + 150, "PLS"))
+
+
+def _add_ccres(
+    rng: np.random.Generator,
+    seq: bytearray,
+    chrom: str,
+    length: int,
+    bed_rows: list[tuple[str, int, int, str]],
+) -> None:
+    """The cCREs of one chromosome, by category mix; CTCF sites carry the CTCF motif."""
+    n_ccre = int(length / 1_000) * 2
+    cats = rng.choice(len(_CCRE_MIX), n_ccre, p=[w for _, w in _CCRE_MIX])
+    centres = rng.integers(5_000, length - 5_000, n_ccre)
+    widths = rng.integers(150, 350, n_ccre)
+    for cat, c, w in zip(cats, centres, widths, strict=True):
+        category = _CCRE_MIX[int(cat)][0]
+        if category == "CA-CTCF":
+            seq[int(c) : int(c) + len(_CTCF)] = _CTCF
+        bed_rows.append((chrom, int(c) - int(w) // 2, int(c) + int(w) - int(w) // 2, category))
+
+
 def make_demo_inputs(directory: str | Path) -> DemoInputs:
     """Write the synthetic genome, GTF and cCRE BED into ``directory`` (deterministic).
 
@@ -125,42 +184,8 @@ def make_demo_inputs(directory: str | Path) -> DemoInputs:
         genes = _genes(rng, chrom, length, n=int(length / 2_000_000 * 260))
         for g in genes:
             gene_no += 1
-            name = f"DEMO{gene_no:04d}"
-            gid, tid = f"ENSGDEMO{gene_no:07d}.1", f"ENSTDEMO{gene_no:07d}.1"
-            tss0 = g["start"] - 1 if g["strand"] == "+" else g["end"] - 1
-            if g["type"] == "protein_coding":  # a TATA box 30 bp upstream of the TSS
-                at = tss0 - 30 if g["strand"] == "+" else tss0 + 22
-                if 0 <= at < length - len(_TATA):
-                    seq[at : at + len(_TATA)] = _TATA
-            attrs = f'gene_id "{gid}"; gene_type "{g["type"]}"; gene_name "{name}"; level 2;'
-            t_attrs = (
-                f'gene_id "{gid}"; transcript_id "{tid}"; gene_type "{g["type"]}"; '
-                f'gene_name "{name}"; transcript_type "{g["type"]}"; level 2;'
-            )
-            gtf_lines.append(
-                f"{chrom}\tDEMO\tgene\t{g['start']}\t{g['end']}\t.\t{g['strand']}\t.\t{attrs}"
-            )
-            gtf_lines.append(
-                f"{chrom}\tDEMO\ttranscript\t{g['start']}\t{g['end']}\t.\t{g['strand']}\t.\t{t_attrs}"
-            )
-            for k, (s, e) in enumerate(g["exons"], 1):
-                gtf_lines.append(
-                    f"{chrom}\tDEMO\texon\t{s + 1}\t{e + 1}\t.\t{g['strand']}\t.\t"
-                    f"{t_attrs} exon_number {k};"
-                )
-            # promoter-like elements at protein-coding TSSs
-            if g["type"] == "protein_coding":
-                c = tss0 + int(rng.integers(-150, 150))
-                bed_rows.append((chrom, c - 150, c + 150, "PLS"))
-        n_ccre = int(length / 1_000) * 2
-        cats = rng.choice(len(_CCRE_MIX), n_ccre, p=[w for _, w in _CCRE_MIX])
-        centres = rng.integers(5_000, length - 5_000, n_ccre)
-        widths = rng.integers(150, 350, n_ccre)
-        for cat, c, w in zip(cats, centres, widths, strict=True):
-            category = _CCRE_MIX[int(cat)][0]
-            if category == "CA-CTCF":
-                seq[int(c) : int(c) + len(_CTCF)] = _CTCF
-            bed_rows.append((chrom, int(c) - int(w) // 2, int(c) + int(w) - int(w) // 2, category))
+            _add_gene(rng, seq, chrom, g, gene_no, gtf_lines, bed_rows)
+        _add_ccres(rng, seq, chrom, length, bed_rows)
         for start, glen in DEMO_GAPS.get(chrom, []):
             seq[start : start + glen] = b"N" * glen
         fasta_lines.append(f">{chrom}".encode())
@@ -237,5 +262,5 @@ def run_demo(
     )
     build_report = build(store_path, workers=workers, progress=progress)
     reduce_report = reduce(store_path, progress=progress)
-    npz = Path(export(store_path, out=directory / f"{recipe.name}_pertrack.npz"))
+    npz = export(store_path, out=directory / f"{recipe.name}_pertrack.npz").path
     return DemoResult(store_path, npz, build_report, reduce_report)

@@ -15,11 +15,8 @@ import datetime as dt
 import glob
 import json
 import os
-import socket
 import tempfile
-import uuid
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +26,7 @@ from chorus_store._version import __version__
 from chorus_store.errors import ExportValidationError, WriteError, os_reason
 from chorus_store.genome.tracks import LAYER_CONFIGS
 from chorus_store.reduce import GRID_RULES, active_layers, require_reduced
+from chorus_store.reports import ExportReport
 from chorus_store.store import claims as locks
 from chorus_store.store.core import ChorusStore
 from chorus_store.store.location import Location, is_remote
@@ -36,8 +34,6 @@ from chorus_store.store.progress import require_complete
 
 __all__ = [
     "export",
-    "export_report",
-    "ExportReport",
     "default_backgrounds_dir",
     "validate_npz",
     "write_npz_atomic",
@@ -75,7 +71,7 @@ def _stamped_at() -> str:
 # --------------------------------------------------------------------------------------
 
 
-def validate_npz(arrays: dict[str, np.ndarray], *, n_points: int = 10_000) -> list[str]:
+def validate_npz(arrays: dict[str, np.ndarray], *, n_points: int = 10_000) -> list[str]:  # noqa: C901 - split in h11-store (schemas/npz-v4.json)
     """Every way ``arrays`` would break chorus's loader or its writer's guards."""
     problems: list[str] = []
     ids = arrays.get("track_ids")
@@ -201,8 +197,7 @@ def write_npz_atomic(path: Path | str, arrays: dict[str, np.ndarray]) -> None:
         return
     path = Path(path)
     # the writer's host and pid in the name: the next export can prove a leftover stale
-    host = socket.gethostname().replace(".", "_")
-    tmp = path.with_name(f".{path.name}.{host}.{os.getpid()}.{uuid.uuid4().hex}.partial")
+    tmp = path.with_name(f".{path.name}.{locks.writer_tag()}.partial")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(OSError):  # best effort: a read-only dir fails below, named
@@ -234,13 +229,9 @@ def remove_stale_partials(path: Path) -> list[Path]:
     (a pid on this machine) is gone: what a SIGKILLed export leaves. A live writer's
     file, another machine's, and an unnamed older one are kept. Returns those removed."""
     removed = []
-    here = socket.gethostname().replace(".", "_")
     for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.partial"):
-        parts = tmp.name[len(path.name) + 2 : -len(".partial")].split(".")
-        if len(parts) != 3 or parts[0] != here or not parts[1].isdigit():
-            continue
-        if locks.pid_alive(int(parts[1])):
-            continue  # its writer is running
+        if not locks.left_by_dead_writer(tmp.name[len(path.name) + 2 : -len(".partial")]):
+            continue  # its writer is running, or on another machine
         tmp.unlink(missing_ok=True)
         removed.append(tmp)
     return removed
@@ -383,25 +374,9 @@ def collect_arrays(store: ChorusStore) -> dict[str, np.ndarray]:
     return arrays
 
 
-@dataclass(frozen=True)
-class ExportReport:
-    """What :func:`export_report` did: the file written, and where a previous file went."""
-
-    path: Path | str
-    moved_aside: Path | None = None
-
-    @property
-    def messages(self) -> list[str]:
-        """Lines for the user (the CLI prints them)."""
-        out = [f"wrote {self.path}"]
-        if self.moved_aside is not None:
-            out.append(f"the previous {Path(self.path).name} was kept as {self.moved_aside}")
-        return out
-
-
 def export(
     store_path: str | Path, *, out: str | Path | None = None, force: bool = False
-) -> Path | str:
+) -> ExportReport:
     """Validate and write ``{oracle}_pertrack.npz`` from a reduced store.
 
     Parameters
@@ -417,19 +392,10 @@ def export(
 
     Returns
     -------
-    Path or str
-        The file written (its URL for an object store). A different file already in
-        chorus's backgrounds directory is kept under its own stamp; see
-        :func:`export_report` for where it went.
+    ExportReport
+        The file written (``.url``; ``.path`` for a local one), and where a different
+        file already in chorus's backgrounds directory was kept (``.moved_aside``).
     """
-    return export_report(store_path, out=out, force=force).path
-
-
-def export_report(
-    store_path: str | Path, *, out: str | Path | None = None, force: bool = False
-) -> ExportReport:
-    """:func:`export`, returning an :class:`ExportReport` (the file, and where a previous
-    file in chorus's backgrounds directory was moved aside)."""
     store = ChorusStore.open(store_path)
     store.validate()
     require_complete(store)
@@ -460,7 +426,7 @@ def export_report(
             )
         moved = _move_aside(path)
     write_npz_atomic(path, arrays)
-    return ExportReport(path, moved)
+    return ExportReport(str(path), moved)
 
 
 def _is_chorus_dir(directory: Path) -> bool:

@@ -97,6 +97,39 @@ def require_path(value: str, what: str) -> str:
 _TRACK_SETTINGS = ("format", "effects")
 
 
+def _oracle_section(name: str, oracle: dict[str, Any], base: Path) -> list[Any]:
+    """Check ``[oracle]``'s keys and resolve its paths against ``base`` (in place); returns
+    its ``[[oracle.heads]]``, taken out of it (their numbers: ``_check_oracle_numbers``)."""
+    for key in ("adapter", "input_length"):
+        if key not in oracle:
+            raise RecipeError(f"recipe {name!r}: [oracle] needs '{key}'")
+    for key in ("config", "weights", "registry"):
+        if isinstance(oracle.get(key), str):
+            oracle[key] = _resolve(base, oracle[key])
+    heads_raw = oracle.pop("heads", None)
+    if not heads_raw:
+        raise RecipeError(f"recipe {name!r}: declare the model's outputs as [[oracle.heads]]")
+    return list(heads_raw)
+
+
+def _tracks_section(name: str, tracks: dict[str, Any], base: Path) -> None:
+    """Check ``[tracks]`` and resolve its file paths against ``base`` (in place)."""
+    if "table" not in tracks and "format" not in tracks:
+        raise RecipeError(f"recipe {name!r}: [tracks] needs 'table' (a TSV) or 'format'")
+    for key, value in list(tracks.items()):
+        if key not in _TRACK_SETTINGS and isinstance(value, str):
+            tracks[key] = _resolve(base, value)
+
+
+def _plan_section(plan: dict[str, Any], base: Path) -> dict[str, Any]:
+    """``[plan]``, its sampling numbers checked at load, its reference set resolved."""
+    if isinstance(plan.get("sampling"), dict):
+        SamplingConfig.from_dict(dict(plan["sampling"]))
+    if isinstance(plan.get("reference_set"), str):
+        plan["reference_set"] = _resolve(base, plan["reference_set"])
+    return plan
+
+
 @dataclass(frozen=True)
 class Recipe:
     """A parsed recipe. Paths in it are absolute (resolved against the recipe's folder)."""
@@ -109,7 +142,6 @@ class Recipe:
     layout: Layout
     source: str = ""
     description: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
     #: the track table as data (a store's ``tracks`` group): when set, :meth:`track_table`
     #: returns it instead of reading the ``[tracks]`` files, which a stored recipe names
     #: by the planning machine's absolute paths
@@ -131,26 +163,10 @@ class Recipe:
             tracks = dict(data["tracks"])
         except KeyError as exc:
             raise RecipeError(f"recipe {source or name!r} lacks the {exc} section") from exc
-        for key in ("adapter", "input_length"):
-            if key not in oracle:
-                raise RecipeError(f"recipe {name!r}: [oracle] needs '{key}'")
-        for key in ("config", "weights", "registry"):
-            if isinstance(oracle.get(key), str):
-                oracle[key] = _resolve(base, oracle[key])
-        heads_raw = oracle.pop("heads", None)
-        if not heads_raw:
-            raise RecipeError(f"recipe {name!r}: declare the model's outputs as [[oracle.heads]]")
-        if "table" not in tracks and "format" not in tracks:
-            raise RecipeError(f"recipe {name!r}: [tracks] needs 'table' (a TSV) or 'format'")
-        for key, value in list(tracks.items()):
-            if key not in _TRACK_SETTINGS and isinstance(value, str):
-                tracks[key] = _resolve(base, value)
+        heads_raw = _oracle_section(name, oracle, base)
+        _tracks_section(name, tracks, base)
         _check_oracle_numbers(name, oracle, heads_raw)
-        plan = dict(data.get("plan", {}))
-        if isinstance(plan.get("sampling"), dict):
-            SamplingConfig.from_dict(dict(plan["sampling"]))  # its numbers, checked at load
-        if isinstance(plan.get("reference_set"), str):
-            plan["reference_set"] = _resolve(base, plan["reference_set"])
+        plan = _plan_section(dict(data.get("plan", {})), base)
         recipe = cls(
             name=name,
             oracle=oracle,

@@ -23,7 +23,6 @@ import json
 import math
 import time
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,9 @@ import dask
 import numpy as np
 
 from chorus_store.errors import CorruptChunkError, IncompleteStageError, UsageError
+from chorus_store.reports import ReduceReport
+from chorus_store.scheduler import Scheduler, dashboard_link, is_client, local_or_client
+from chorus_store.scheduler import check as check_scheduler
 from chorus_store.store import claims as locks
 from chorus_store.store.core import (
     LAYERS,
@@ -49,7 +51,6 @@ __all__ = [
     "grid_columns",
     "read_columns",
     "reduce",
-    "ReduceReport",
     "layer_fingerprints",
     "active_layers",
     "require_reduced",
@@ -220,14 +221,6 @@ def require_shards(store: ChorusStore) -> None:
         )
 
 
-@dataclass
-class ReduceReport:
-    blocks_total: int = 0
-    blocks_computed: dict[str, int] = field(default_factory=dict)
-    values_reduced: int = 0
-    seconds: float = 0.0
-
-
 @functools.lru_cache(maxsize=2)
 def _open_for_tasks(store_path: str, run: str) -> ChorusStore:
     """One open store per worker process and reduce run (``run``), not one per block."""
@@ -260,8 +253,8 @@ def reduce(
     store_path: str | Path,
     *,
     layers: tuple[str, ...] | None = None,
-    scheduler: Any = "threads",
-    num_workers: int | None = None,
+    scheduler: Scheduler = None,
+    workers: int | None = None,
     progress: bool = True,
 ) -> ReduceReport:
     """Compute every stale grid of ``store_path`` (resumable).
@@ -271,67 +264,95 @@ def reduce(
     layers
         Subset of ``("effect", "summary", "perbin")``; default all the oracle has.
     scheduler
-        Any Dask scheduler: ``"threads"``, ``"processes"``, ``"sync"`` or a
-        ``distributed.Client``.
-    num_workers
+        Where the block tasks run: one of dask's local schedulers (``"threads"``, the
+        default, ``"processes"``, ``"sync"``), the address of a dask.distributed
+        scheduler (``"tcp://host:8786"``) or a ``distributed.Client``; the same argument
+        as :func:`~chorus_store.build`'s.
+    workers
         Threads/processes for the local schedulers (default: Dask's).
+
+    Returns
+    -------
+    ReduceReport
+        Blocks recomputed per layer, values read, seconds.
     """
+    check_scheduler(scheduler, stage="reduce", local_ok=True)
     t_start = time.perf_counter()
     store = ChorusStore.open(store_path, mode="r+")
     store.validate()
     require_complete(store)
     require_shards(store)
+    layers = _chosen_layers(store, layers)
+    report = ReduceReport()
+    with store.claim(["reduce"], command=f"chorus-store reduce {store.url}"):
+        busy = locks.live_claims(store.location, prefix=locks.STRUCTURE)
+        if busy:
+            raise IncompleteStageError(f"{store.url} is being restructured by {busy[0]}")
+        tasks = _block_tasks(store, layers, report)
+        if tasks:
+            with local_or_client(scheduler) as target:
+                counts = _compute(store, tasks, target, workers, progress)
+            report.values_reduced = int(sum(counts))
+    report.seconds = time.perf_counter() - t_start
+    return report
+
+
+def _chosen_layers(store: ChorusStore, layers: tuple[str, ...] | None) -> tuple[str, ...]:
     unknown = sorted(set(layers or ()) - set(active_layers(store)))
     if unknown:
         raise UsageError(
             f"{store.url} has no layer {', '.join(map(repr, unknown))} to reduce; --layers "
             f"takes a comma list of {','.join(active_layers(store))}"
         )
-    layers = layers or active_layers(store)
-    report = ReduceReport()
-    with store.claim(["reduce"], command=f"chorus-store reduce {store.url}"):
-        busy = locks.live_claims(store.location, prefix=locks.STRUCTURE)
-        if busy:
-            raise IncompleteStageError(f"{store.url} is being restructured by {busy[0]}")
-        tracks = store.tracks
-        signed = tracks.signed
-        chunk = store.layout.track_chunk
-        tasks = []
-        run = uuid.uuid4().hex
-        for layer in layers:
-            want = layer_fingerprints(store, layer)
-            stale = stale_blocks(store, layer, want)  # one shard-index pass, not two
-            report.blocks_total += len(want)
-            report.blocks_computed[layer] = len(stale)
-            absolute = ~signed if layer == "effect" else np.zeros(len(tracks), bool)
-            for b in stale:
-                t0, t1 = b * chunk, min((b + 1) * chunk, len(tracks))
-                tasks.append(
-                    dask.delayed(_write_block)(
-                        store.url,
-                        run,
-                        layer,
-                        b,
-                        t0,
-                        t1,
-                        absolute[t0:t1],
-                        want[b],
-                    )
-                )
-        if tasks:
-            kwargs = {} if num_workers is None else {"num_workers": num_workers}
-            try:
-                if progress and not hasattr(scheduler, "submit"):
-                    from dask.diagnostics import ProgressBar
+    return layers or active_layers(store)
 
-                    with ProgressBar(minimum=1.0):
-                        counts = dask.compute(*tasks, scheduler=scheduler, **kwargs)
-                else:
-                    counts = dask.compute(*tasks, scheduler=scheduler, **kwargs)
-            except ValueError as exc:
-                if is_checksum_error(exc):
-                    raise as_corruption(store.url, "a reduced layer's source", exc) from exc
-                raise
-            report.values_reduced = int(sum(counts))
-    report.seconds = time.perf_counter() - t_start
-    return report
+
+def _block_tasks(store: ChorusStore, layers: tuple[str, ...], report: ReduceReport) -> list[Any]:
+    """One delayed task per stale block of each layer (counted in ``report``)."""
+    tracks = store.tracks
+    signed = tracks.signed
+    chunk = store.layout.track_chunk
+    tasks = []
+    run = uuid.uuid4().hex
+    for layer in layers:
+        want = layer_fingerprints(store, layer)
+        stale = stale_blocks(store, layer, want)  # one shard-index pass, not two
+        report.blocks_total += len(want)
+        report.blocks_computed[layer] = len(stale)
+        absolute = ~signed if layer == "effect" else np.zeros(len(tracks), bool)
+        for b in stale:
+            t0, t1 = b * chunk, min((b + 1) * chunk, len(tracks))
+            task = dask.delayed(_write_block)(
+                store.url, run, layer, b, t0, t1, absolute[t0:t1], want[b]
+            )
+            tasks.append(task)
+    return tasks
+
+
+def _compute(
+    store: ChorusStore, tasks: list[Any], target: Any, workers: int | None, progress: bool
+) -> tuple[int, ...]:
+    """Run the block tasks on ``target`` (a local scheduler's name or a client)."""
+    kwargs = {} if workers is None else {"num_workers": workers}
+    try:
+        if is_client(target):
+            link = dashboard_link(target)
+            if progress and link:
+                _console().print(f"dask dashboard: {link}", highlight=False)
+            return tuple(dask.compute(*tasks, scheduler=target, **kwargs))
+        if progress:
+            from dask.diagnostics import ProgressBar
+
+            with ProgressBar(minimum=1.0):
+                return tuple(dask.compute(*tasks, scheduler=target, **kwargs))
+        return tuple(dask.compute(*tasks, scheduler=target, **kwargs))
+    except ValueError as exc:
+        if is_checksum_error(exc):
+            raise as_corruption(store.url, "a reduced layer's source", exc) from exc
+        raise
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)

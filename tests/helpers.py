@@ -71,7 +71,7 @@ def run_all(
     plan_small(store, inputs, recipe)
     build(store, progress=False, **build_kwargs)
     reduce(store, progress=False)
-    return export(store, out=out).read_bytes()
+    return export(store, out=out).path.read_bytes()
 
 
 # --------------------------------------------------------------------------------------

@@ -22,22 +22,14 @@ import pandas as pd
 import pytest
 import torch
 
-from chorus_store import (
-    ChorusStore,
-    Genome,
-    build,
-    export,
-    load_recipe,
-    open_store,
-    plan_store,
-    reduce,
-)
+from chorus_store import build, export, load_recipe, open_store, plan_store, reduce
 from chorus_store.demo import DemoInputs
 from chorus_store.errors import PredictionError, RecipeError
-from chorus_store.genome.fasta import one_hot
+from chorus_store.genome.fasta import Genome, one_hot
 from chorus_store.genome.track_tables import alphagenome_head_sizes
 from chorus_store.oracles.alphagenome import OUTPUT_TYPES
 from chorus_store.recipes import Recipe
+from chorus_store.store.core import ChorusStore
 from chorus_store.testing.adapters import AdapterTests
 from chorus_store.testing.models.alphagenome import (
     E2E_SAMPLING,
@@ -210,7 +202,7 @@ def test_plan_build_reduce_export_on_the_demo_genome(
     plan_store(store, recipe, fasta=demo_inputs.fasta, ccre=demo_inputs.ccre, gtf=demo_inputs.gtf)
     report = build(store, progress=False, device="cpu")
     reduce(store, progress=False)
-    z = np.load(export(store, out=tmp_path / "alphagenome_pertrack.npz"))
+    z = np.load(export(store, out=tmp_path / "alphagenome_pertrack.npz").path)
     ds = open_store(store)
     positions, variants = ds["plan/positions"], ds["plan/variants"]
     n_pos, n_var = int(positions.usable.sum()), int(variants.usable.sum())

@@ -29,7 +29,7 @@ from borzoi_pytorch import Borzoi  # noqa: E402
 from borzoi_pytorch.config_borzoi import BorzoiConfig  # noqa: E402
 from borzoi_pytorch.pytorch_borzoi_transformer import Attention  # noqa: E402
 
-from chorus_store import ChorusStore, build, export, open_store, plan_store, reduce  # noqa: E402
+from chorus_store import build, export, open_store, plan_store, reduce  # noqa: E402
 from chorus_store.demo import DemoInputs  # noqa: E402
 from chorus_store.errors import RecipeError  # noqa: E402
 from chorus_store.oracles.borzoi import BorzoiOracle, weights_dir  # noqa: E402
@@ -37,6 +37,7 @@ from chorus_store.recipes import (
     Recipe,
     load_recipe,  # noqa: E402
 )
+from chorus_store.store.core import ChorusStore
 from chorus_store.testing.adapters import AdapterTests
 from chorus_store.testing.models.borzoi import (
     INPUT_BP,
@@ -205,7 +206,7 @@ def test_end_to_end_on_the_demo_genome(
                gtf=demo_inputs.gtf)  # fmt: skip
     report = build(store, progress=False, device="cpu")
     reduce(store, progress=False)
-    z = np.load(export(store, out=tmp_path / "borzoi.npz"), allow_pickle=False)
+    z = np.load(export(store, out=tmp_path / "borzoi.npz").path, allow_pickle=False)
     ds = open_store(store)
 
     table = recipe.track_table().frame

@@ -20,7 +20,6 @@ import pytest
 from scipy.special import softmax
 
 from chorus_store import (
-    Genome,
     Recipe,
     add_tracks,
     build,
@@ -32,7 +31,7 @@ from chorus_store import (
 )
 from chorus_store.demo import DemoInputs
 from chorus_store.errors import RecipeError
-from chorus_store.genome.fasta import one_hot
+from chorus_store.genome.fasta import Genome, one_hot
 from chorus_store.genome.track_tables import chrombpnet_models
 from chorus_store.oracles import chrombpnet as cb
 from chorus_store.oracles.models import chrombpnet as cbm
@@ -233,7 +232,7 @@ def test_end_to_end_on_the_demo_genome(
     assert report2.rows_built["baselines"] == len(ds["plan/positions"].pos)
 
     reduce(store, progress=False)
-    z = np.load(export(store, out=tmp_path / "chrombpnet_pertrack.npz"))
+    z = np.load(export(store, out=tmp_path / "chrombpnet_pertrack.npz").path)
     order = FIRST + ADDED
     assert z["track_ids"].tolist() == order == second.track_table().frame["track_id"].tolist()
     layers = ["chromatin_accessibility", "tf_binding"] * 2

@@ -176,7 +176,7 @@ def test_plan_build_reduce_export_on_the_demo_genome(
     plan_store(store, recipe, fasta=demo_inputs.fasta, ccre=demo_inputs.ccre, gtf=demo_inputs.gtf)
     report = build(store, progress=False, device="cpu")
     reduce(store, progress=False)
-    z = np.load(export(store, out=tmp_path / "enformer_pertrack.npz"))
+    z = np.load(export(store, out=tmp_path / "enformer_pertrack.npz").path)
     ds = open_store(store)
     positions, variants = ds["plan/positions"], ds["plan/variants"]
     n_pos, n_var = int(positions.usable.sum()), int(variants.usable.sum())

@@ -15,7 +15,6 @@ import pytest
 import torch
 
 from chorus_store import (
-    Genome,
     Recipe,
     add_tracks,
     build,
@@ -27,7 +26,7 @@ from chorus_store import (
 )
 from chorus_store.demo import DemoInputs
 from chorus_store.errors import RecipeError
-from chorus_store.genome.fasta import one_hot
+from chorus_store.genome.fasta import Genome, one_hot
 from chorus_store.genome.track_tables import legnet_tracks
 from chorus_store.oracles.legnet import LegNetOracle, encode, read_checkpoint
 from chorus_store.oracles.models.legnet import LegNet, LegNetConfig
@@ -205,7 +204,7 @@ def one_shot(
     print(f"legnet e2e build: {rows} rows in {report.seconds:.2f} s = "
           f"{rows / report.seconds:.0f} rows/s ({report.oracle_calls} oracle calls)")  # fmt: skip
     reduce(store, progress=False)
-    return store, export(store, out=tmp / "legnet_pertrack.npz"), rows / report.seconds
+    return store, export(store, out=tmp / "legnet_pertrack.npz").path, rows / report.seconds
 
 
 def test_end_to_end_scalar_export(one_shot: tuple[Path, Path, float], weights: Path,
@@ -254,7 +253,7 @@ def test_add_tracks_runs_only_the_new_model(
     assert second.model_calls["K562"] == second.model_calls["HepG2"] == 0
     assert second.model_calls["WTC11"] > 0
     reduce(store, progress=False)
-    grown = export(store, out=tmp_path / "grown.npz").read_bytes()
+    grown = export(store, out=tmp_path / "grown.npz").path.read_bytes()
     assert grown == one_shot[1].read_bytes()  # the same file as building all three at once
 
 

@@ -210,7 +210,7 @@ def test_end_to_end_on_the_demo_genome(
     report = build(store, recipe=recipe, progress=False, device="cpu")
     seconds = time.perf_counter() - t0
     reduce(store, progress=False)
-    z = np.load(export(store, out=tmp_path / "sei_pertrack.npz"), allow_pickle=False)
+    z = np.load(export(store, out=tmp_path / "sei_pertrack.npz").path, allow_pickle=False)
     table = recipe.track_table()
     n = len(table)
     assert n == N_PROFILES + SEI_CLASSES

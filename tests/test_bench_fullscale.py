@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from chorus_store import ChorusStore, export, reduce
+from chorus_store import export, reduce
 from chorus_store.reduce import grid_row
-from chorus_store.store.core import layer_sources
+from chorus_store.store.core import ChorusStore, layer_sources
 
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 
@@ -75,7 +75,7 @@ def test_reduce_and_export_run_unchanged_on_it(
 ) -> None:
     store = fullscale.cached_store(tiny(fullscale), cache, workers=1)
     reduce(store, progress=False)
-    npz = export(store, out=tmp_path / "out")
+    npz = export(store, out=tmp_path / "out").path
     s = ChorusStore.open(store)
     signed = s.tracks.signed
     with np.load(npz, allow_pickle=False) as z:

@@ -15,7 +15,6 @@ import pytest
 
 from chorus_store import (
     CallableOracle,
-    ChorusStore,
     OutputHead,
     add_rows,
     add_tracks,
@@ -35,6 +34,7 @@ from chorus_store.errors import (
     WriteError,
 )
 from chorus_store.plan.stage import read_rows_table
+from chorus_store.store.core import ChorusStore
 from chorus_store.testing.faults import Fault, StoreFaults
 
 from .helpers import (
@@ -123,7 +123,7 @@ def test_inf_and_wrongly_shaped_predictions_are_refused(
     with pytest.raises(PredictionError, match=r"shape \(8, 32, 40\).*expected \(8, 64, 40\)"):
         build(store, oracle=_faulty(0, shape=(8, 32, 40)), progress=False)
     assert (ChorusStore.open(store).read("baselines/done_rows") == 0).all()
-    assert status(store)["claims"] == []  # a refused build leaves no claims behind
+    assert status(store).claims == []  # a refused build leaves no claims behind
 
 
 def test_resume_with_other_weights_fasta_or_tracks_is_refused(
@@ -228,7 +228,7 @@ def test_two_processes_build_disjoint_parts_and_overlap_is_refused(
     if ChorusStore.open(store).read("baselines/done_rows").min() == 0 or overlap.returncode:
         assert overlap.returncode == 2 and "StoreLockedError" in overlap.stderr
     reduce(store, progress=False)
-    npz = export(store, out=tmp_path / "out.npz")
+    npz = export(store, out=tmp_path / "out.npz").path
     assert npz.read_bytes() == small_build[1].read_bytes()
 
 
@@ -252,7 +252,7 @@ def test_adding_tracks_computes_only_the_new_tracks(
     for name, values in before.items():
         np.testing.assert_array_equal(after[name][..., :16], values)
     reduce(store, progress=False)
-    assert export(store, out=tmp_path / "o.npz").read_bytes() == small_build[1].read_bytes()
+    assert export(store, out=tmp_path / "o.npz").path.read_bytes() == small_build[1].read_bytes()
 
 
 def test_adding_positions_and_snps_computes_only_them(small_copy: Path, tmp_path: Path) -> None:
@@ -268,7 +268,7 @@ def test_adding_positions_and_snps_computes_only_them(small_copy: Path, tmp_path
     )
     snps = tmp_path / "snps.tsv"
     s = ChorusStore.open(small_copy)
-    from chorus_store import Genome
+    from chorus_store.genome.fasta import Genome
 
     g = Genome(s.attrs["genome"]["fasta_path"])
     rows = [(p, g.base("chr3", p)) for p in range(500_001, 500_200, 37)]
@@ -288,7 +288,7 @@ def test_adding_positions_and_snps_computes_only_them(small_copy: Path, tmp_path
         for name, values in records.items():
             np.testing.assert_array_equal(after[name][: len(values)], values)
     st = status(small_copy)
-    assert st["plan"]["positions"]["extra"] == {"planned": 10, "usable": 10}
+    assert st.plan["positions"]["extra"] == {"planned": 10, "usable": 10}
     assert len(ChorusStore.open(small_copy).positions) == n_pos + 10
     reduce(small_copy, progress=False)
     export(small_copy, out=tmp_path / "o.npz")
@@ -346,7 +346,7 @@ def test_a_growth_killed_midway_is_finished_by_the_next_writer(
     build(store, progress=False)  # a writer finishes the change, then builds the new tracks
     ChorusStore.open(store).validate()
     reduce(store, progress=False)
-    assert export(store, out=tmp_path / "o.npz").read_bytes() == small_build[1].read_bytes()
+    assert export(store, out=tmp_path / "o.npz").path.read_bytes() == small_build[1].read_bytes()
 
 
 def test_joint_track_oracles_never_split_a_row_shard(

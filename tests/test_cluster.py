@@ -21,11 +21,11 @@ from typing import Any
 
 import pytest
 
-from chorus_store import ChorusStore, build, export, plan_store, reduce
+from chorus_store import StatusReport, build, export, plan_store, reduce
 from chorus_store.build.cluster import gpu_assignment, local_cluster
 from chorus_store.demo import DemoInputs
 from chorus_store.inspect.status import status
-from chorus_store.store.core import DATA_GROUPS
+from chorus_store.store.core import DATA_GROUPS, ChorusStore
 
 from .helpers import SMALL_SAMPLING, composition_oracle, plan_small, small_recipe
 
@@ -42,7 +42,7 @@ def client(s3_server: str) -> Iterator[Any]:
 
 def _npz(store: str | Path, out: Path, client: Any | None = None) -> bytes:
     reduce(store, progress=False, **({"scheduler": client} if client is not None else {}))
-    return Path(export(store, out=out)).read_bytes()
+    return Path(export(store, out=out).path).read_bytes()
 
 
 def _wait(predicate: Any, timeout: float = 120) -> None:
@@ -63,18 +63,18 @@ def test_two_workers_build_and_reduce_the_one_process_npz(
 ) -> None:
     store = tmp_path / "demo.zarr"
     plan_small(store, demo_inputs, small_recipe(tmp_path))
-    report = build(store, client=client, progress=False)
+    report = build(store, scheduler=client, progress=False)
     assert report.rows_built["baselines"] == len(ChorusStore.open(store).positions)
     assert report.tasks > 2
     # every worker took part, and each loaded the model once (not once per task)
     loads = client.run(lambda: len(importlib.import_module("chorus_store.build.cluster")._ORACLES))
     assert sorted(loads.values()) == [1, 1]
     assert _npz(store, tmp_path / "a.npz", client) == small_build[1].read_bytes()
-    assert build(store, client=client, progress=False).tasks == 0  # nothing left
+    assert build(store, scheduler=client, progress=False).tasks == 0  # nothing left
     # the dashboard the build prints a link to is served
     import urllib.request
 
-    from chorus_store.build.cluster import dashboard_link
+    from chorus_store.scheduler import dashboard_link
 
     link = dashboard_link(client)
     assert link is not None and urllib.request.urlopen(link, timeout=30).status == 200
@@ -96,7 +96,7 @@ def test_a_worker_killed_mid_build_loses_only_its_task(
 
     def run() -> None:
         try:
-            result["report"] = build(store, client=client, progress=False)
+            result["report"] = build(store, scheduler=client, progress=False)
         except BaseException as exc:  # noqa: BLE001 - handed to the test thread
             result["error"] = exc
 
@@ -128,20 +128,20 @@ def test_status_works_while_a_cluster_build_runs(
 ) -> None:
     store = tmp_path / "demo.zarr"
     plan_small(store, demo_inputs, small_recipe(tmp_path))
-    thread = threading.Thread(target=lambda: build(store, client=client, progress=False))
+    thread = threading.Thread(target=lambda: build(store, scheduler=client, progress=False))
     thread.start()
-    seen: list[dict[str, Any]] = []
+    seen: list[StatusReport] = []
     while thread.is_alive():
         seen.append(status(store))
         time.sleep(0.2)
     thread.join()
-    during = [s for s in seen if s["claims"]]
+    during = [s for s in seen if s.claims]
     assert during, "no status call saw the running build"
-    assert all(c["alive"] and f"pid {os.getpid()}" in c["holder"] for c in during[0]["claims"])
-    assert status(store)["claims"] == []
-    progress = [s["build"]["baselines"]["cells_done"] for s in seen]
+    assert all(c["alive"] and f"pid {os.getpid()}" in c["holder"] for c in during[0].claims)
+    assert status(store).claims == []
+    progress = [s.build["baselines"]["cells_done"] for s in seen]
     assert progress == sorted(progress)  # status followed the build as it went
-    final = status(store)["build"]["baselines"]
+    final = status(store).build["baselines"]
     assert final["cells_done"] == final["cells"] and final["shards_done"] == final["shards"]
 
 
@@ -288,5 +288,5 @@ def test_a_task_that_kills_every_worker_it_meets_stops_the_build_clearly(
         local_cluster(1) as client,
         pytest.raises(ClusterError, match="killed every worker.*resumes"),
     ):
-        build(store, client=client, progress=False)
-    assert status(store)["claims"] == []  # the coordinator released its claims
+        build(store, scheduler=client, progress=False)
+    assert status(store).claims == []  # the coordinator released its claims

@@ -60,4 +60,4 @@ def test_export_does_not_depend_on_build_order(
     build(store, part="variants", shard=(0, 2), oracle=oracle, progress=False)
     build(store, part="baselines", oracle=oracle, progress=False)
     reduce(store, progress=False)
-    assert export(store, out=tmp_path / "o.npz").read_bytes() == small_build[1].read_bytes()
+    assert export(store, out=tmp_path / "o.npz").path.read_bytes() == small_build[1].read_bytes()

@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 import torch
 
-from chorus_store import CallableOracle, ChorusStore, OutputHead, build, export, reduce
+from chorus_store import CallableOracle, OutputHead, build, export, reduce
 from chorus_store.arrays import HostCopy, transferred
 from chorus_store.build.records import BlockIndex, GeneSlot, Records, TrackStats
 from chorus_store.demo import DemoInputs
+from chorus_store.store.core import ChorusStore
 
 from .helpers import HEAD, N_TRACKS, plan_small, small_recipe
 
@@ -143,7 +144,7 @@ def test_the_device_path_builds_the_same_npz_for_any_batch_size(
         plan_small(store, demo_inputs, recipe)
         build(store, oracle=oracle, batch_size=batch_size, records_on="device", progress=False)
         reduce(store, progress=False)
-        npz = export(store, out=tmp_path / f"b{batch_size}.npz").read_bytes()
+        npz = export(store, out=tmp_path / f"b{batch_size}.npz").path.read_bytes()
         assert npz == small_build[1].read_bytes()
     got, want = ChorusStore.open(tmp_path / "b3.zarr"), ChorusStore.open(small_build[0])
     for name in ("baselines/summary", "baselines/perbin", "variants/effect"):

@@ -22,16 +22,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from chorus_store import (
-    ChorusStore,
-    build,
-    errors,
-    export,
-    load_recipe,
-    plan_store,
-    reduce,
-    status,
-)
+from chorus_store import build, errors, export, load_recipe, plan_store, reduce, status
 from chorus_store.cli import app
 from chorus_store.demo import DemoInputs
 from chorus_store.errors import (
@@ -44,6 +35,7 @@ from chorus_store.errors import (
 )
 from chorus_store.genome.fasta import read_ccre_bed, read_gtf
 from chorus_store.store.claims import LockSet, acquire
+from chorus_store.store.core import ChorusStore
 
 from .helpers import gc_window_model
 
@@ -339,7 +331,7 @@ def test_an_oracle_that_raises_is_wrapped_naming_shard_and_oracle(
         build(store, progress=False)
     assert isinstance(info.value.__cause__, RuntimeError)
     assert (ChorusStore.open(store).read("baselines/done_rows") == 0).all()
-    assert status(store)["claims"] == []
+    assert status(store).claims == []
     res = runner.invoke(app, ["build", str(store), "--no-progress"])
     assert res.exit_code == 2 and "OracleError" in one_line(res)
 
@@ -408,15 +400,15 @@ def test_an_interrupted_build_says_what_was_kept_and_resumes_exactly(
     assert "row shards are built and kept" in line
     assert line.endswith(f"resume with: chorus-store build {store}")
     kept = int(line.split(":")[1].split(" of ")[0])
-    assert 1 <= kept < sum(g["shards"] for g in status(store)["build"].values())
-    assert status(store)["claims"] == []  # released on the way out
+    assert 1 <= kept < sum(g["shards"] for g in status(store).build.values())
+    assert status(store).claims == []  # released on the way out
     res = runner.invoke(app, ["build", str(store), "--no-progress"])
     assert res.exit_code == 0, res.output
     build(reference, progress=False)
     for s in (store, reference):
         reduce(s, progress=False)
-    a = export(store, out=tmp_path / "a.npz")
-    b = export(reference, out=tmp_path / "b.npz")
+    a = export(store, out=tmp_path / "a.npz").path
+    b = export(reference, out=tmp_path / "b.npz").path
     assert Path(a).read_bytes() == Path(b).read_bytes()
 
 
@@ -450,72 +442,160 @@ def _tampered_reference_set(tmp_path: Path) -> Path:
     return path
 
 
+def _when_input_file_error(
+    tmp_path: Path, inputs: DemoInputs, small: Path, recipe: Path
+) -> list[str]:
+    header_only = tmp_path / "header.gtf"
+    header_only.write_text("##provider: GENCODE\n")
+    return plan_args(tmp_path / "s.zarr", inputs, recipe, gtf=header_only)
+
+
+def _when_genome_mismatch_error(
+    tmp_path: Path, inputs: DemoInputs, small: Path, recipe: Path
+) -> list[str]:
+    return [*plan_args(tmp_path / "s.zarr", inputs, recipe), "--reference-set",
+            str(REFERENCE_SET)]  # fmt: skip
+
+
+def _when_plan_hash_mismatch_error(
+    tmp_path: Path, inputs: DemoInputs, small: Path, recipe: Path
+) -> list[str]:
+    return [*plan_args(tmp_path / "s.zarr", inputs, recipe), "--reference-set",
+            str(_tampered_reference_set(tmp_path))]  # fmt: skip
+
+
+def _when_store_mismatch_error(
+    tmp_path: Path, inputs: DemoInputs, small: Path, recipe: Path
+) -> list[str]:
+    (tmp_path / "occupied").mkdir()
+    (tmp_path / "occupied" / "data.txt").write_text("mine")
+    return plan_args(tmp_path / "occupied", inputs, recipe)
+
+
+def _when_plan_mismatch_error(
+    tmp_path: Path, inputs: DemoInputs, small: Path, recipe: Path
+) -> list[str]:
+    store = gc_store(tmp_path, inputs)
+    build(store, part="baselines", progress=False)  # unbuilt, it would be planned anew
+    return plan_args(store, inputs, write_recipe(tmp_path / "other", n_random=41))
+
+
+def _when_oracle_mismatch_error(
+    tmp_path: Path, inputs: DemoInputs, small: Path, recipe: Path
+) -> list[str]:
+    store = gc_store(tmp_path, inputs)
+    build(store, part="baselines", progress=False)
+    other = write_recipe(tmp_path / "other", identity="gc-window-model v2")
+    return ["build", str(store), "--recipe", str(other), "--no-progress"]
+
+
+def _when_track_table_mismatch_error(
+    tmp_path: Path, inputs: DemoInputs, small: Path, recipe: Path
+) -> list[str]:
+    store = gc_store(tmp_path, inputs)
+    more = write_recipe(tmp_path / "more", tracks=TRACKS + "GC:three\tDNASE\tDNASE:gc3\n")
+    return ["build", str(store), "--recipe", str(more), "--no-progress"]
+
+
+def _when_schema_error(tmp_path: Path, inputs: DemoInputs, small: Path, recipe: Path) -> list[str]:
+    return ["build", str(tmp_path / "nothing.zarr")]
+
+
+def _when_store_locked_error(
+    tmp_path: Path, inputs: DemoInputs, small: Path, recipe: Path
+) -> list[str]:
+    claim = acquire(ChorusStore.open(small).location, ["reduce"], store=str(small))
+    HELD.append(claim)  # held by this process, released after the command
+    return ["reduce", str(small), "--no-progress"]
+
+
+def _when_prediction_error(
+    tmp_path: Path, inputs: DemoInputs, small: Path, recipe: Path
+) -> list[str]:
+    store = gc_store(tmp_path, inputs, model="negative_model", identity="negative v1")
+    return ["build", str(store), "--no-progress"]
+
+
+def _when_corrupt_chunk_error(
+    tmp_path: Path, inputs: DemoInputs, small: Path, recipe: Path
+) -> list[str]:
+    _flip_a_byte(small / "reductions" / "summary" / "grid")
+    return ["export", str(small), "--out", str(tmp_path)]
+
+
+def _when_incomplete_stage_error(
+    tmp_path: Path, inputs: DemoInputs, small: Path, recipe: Path
+) -> list[str]:
+    return ["reduce", str(gc_store(tmp_path, inputs)), "--no-progress"]
+
+
+def _when_export_validation_error(
+    tmp_path: Path, inputs: DemoInputs, small: Path, recipe: Path
+) -> list[str]:
+    grid = ChorusStore.open(small, mode="r+").array("reductions/summary/grid")
+    grid[0] = grid[0][::-1]  # a CDF that decreases: chorus's loader would break on it
+    return ["export", str(small), "--out", str(tmp_path)]
+
+
+def _when_recipe_error(tmp_path: Path, inputs: DemoInputs, small: Path, recipe: Path) -> list[str]:
+    return plan_args(tmp_path / "s.zarr", inputs, "no-such-recipe")
+
+
+def _when_write_error(tmp_path: Path, inputs: DemoInputs, small: Path, recipe: Path) -> list[str]:
+    (tmp_path / "a-file").write_text("")
+    return ["export", str(small), "--out", str(tmp_path / "a-file" / "x.npz")]
+
+
+def _when_cluster_error(tmp_path: Path, inputs: DemoInputs, small: Path, recipe: Path) -> list[str]:
+    store = gc_store(tmp_path, inputs)
+    return ["build", str(store), "--scheduler", f"tcp://127.0.0.1:{_free_port()}",
+            "--no-progress"]  # fmt: skip
+
+
+def _when_location_error(
+    tmp_path: Path, inputs: DemoInputs, small: Path, recipe: Path
+) -> list[str]:
+    return ["status", "ftp://example.org/demo.zarr"]
+
+
+def _when_oracle_error(tmp_path: Path, inputs: DemoInputs, small: Path, recipe: Path) -> list[str]:
+    store = gc_store(tmp_path, inputs, model="raising_model", identity="raising v1")
+    return ["build", str(store), "--no-progress"]
+
+
+def _when_usage_error(tmp_path: Path, inputs: DemoInputs, small: Path, recipe: Path) -> list[str]:
+    return ["build", str(small), "--part", "foo", "--no-progress"]
+
+
+#: one command line per error class, ending in it
+_CASES: dict[str, Callable[[Path, DemoInputs, Path, Path], list[str]]] = {
+    "InputFileError": _when_input_file_error,
+    "GenomeMismatchError": _when_genome_mismatch_error,
+    "PlanHashMismatchError": _when_plan_hash_mismatch_error,
+    "StoreMismatchError": _when_store_mismatch_error,
+    "PlanMismatchError": _when_plan_mismatch_error,
+    "OracleMismatchError": _when_oracle_mismatch_error,
+    "TrackTableMismatchError": _when_track_table_mismatch_error,
+    "SchemaError": _when_schema_error,
+    "StoreLockedError": _when_store_locked_error,
+    "PredictionError": _when_prediction_error,
+    "CorruptChunkError": _when_corrupt_chunk_error,
+    "IncompleteStageError": _when_incomplete_stage_error,
+    "ExportValidationError": _when_export_validation_error,
+    "RecipeError": _when_recipe_error,
+    "WriteError": _when_write_error,
+    "ClusterError": _when_cluster_error,
+    "LocationError": _when_location_error,
+    "OracleError": _when_oracle_error,
+    "UsageError": _when_usage_error,
+}
+
+
 def _case(name: str, tmp_path: Path, inputs: DemoInputs, small: Path) -> list[str]:
     """A command line that ends in ``name``."""
-    recipe = write_recipe(tmp_path / "recipe")
-    if name == "InputFileError":
-        header_only = tmp_path / "header.gtf"
-        header_only.write_text("##provider: GENCODE\n")
-        return plan_args(tmp_path / "s.zarr", inputs, recipe, gtf=header_only)
-    if name == "GenomeMismatchError":
-        return [*plan_args(tmp_path / "s.zarr", inputs, recipe), "--reference-set",
-                str(REFERENCE_SET)]  # fmt: skip
-    if name == "PlanHashMismatchError":
-        return [*plan_args(tmp_path / "s.zarr", inputs, recipe), "--reference-set",
-                str(_tampered_reference_set(tmp_path))]  # fmt: skip
-    if name == "StoreMismatchError":
-        (tmp_path / "occupied").mkdir()
-        (tmp_path / "occupied" / "data.txt").write_text("mine")
-        return plan_args(tmp_path / "occupied", inputs, recipe)
-    if name == "PlanMismatchError":
-        store = gc_store(tmp_path, inputs)
-        build(store, part="baselines", progress=False)  # unbuilt, it would be planned anew
-        return plan_args(store, inputs, write_recipe(tmp_path / "other", n_random=41))
-    if name == "OracleMismatchError":
-        store = gc_store(tmp_path, inputs)
-        build(store, part="baselines", progress=False)
-        other = write_recipe(tmp_path / "other", identity="gc-window-model v2")
-        return ["build", str(store), "--recipe", str(other), "--no-progress"]
-    if name == "TrackTableMismatchError":
-        store = gc_store(tmp_path, inputs)
-        more = write_recipe(tmp_path / "more", tracks=TRACKS + "GC:three\tDNASE\tDNASE:gc3\n")
-        return ["build", str(store), "--recipe", str(more), "--no-progress"]
-    if name == "SchemaError":
-        return ["build", str(tmp_path / "nothing.zarr")]
-    if name == "StoreLockedError":
-        claim = acquire(ChorusStore.open(small).location, ["reduce"], store=str(small))
-        HELD.append(claim)  # held by this process, released after the command
-        return ["reduce", str(small), "--no-progress"]
-    if name == "PredictionError":
-        store = gc_store(tmp_path, inputs, model="negative_model", identity="negative v1")
-        return ["build", str(store), "--no-progress"]
-    if name == "CorruptChunkError":
-        _flip_a_byte(small / "reductions" / "summary" / "grid")
-        return ["export", str(small), "--out", str(tmp_path)]
-    if name == "IncompleteStageError":
-        return ["reduce", str(gc_store(tmp_path, inputs)), "--no-progress"]
-    if name == "ExportValidationError":
-        grid = ChorusStore.open(small, mode="r+").array("reductions/summary/grid")
-        # a CDF that decreases: chorus's loader would break on it
-        grid[0] = np.asarray(grid[0])[::-1]
-        return ["export", str(small), "--out", str(tmp_path)]
-    if name == "RecipeError":
-        return plan_args(tmp_path / "s.zarr", inputs, "no-such-recipe")
-    if name == "WriteError":
-        (tmp_path / "a-file").write_text("")
-        return ["export", str(small), "--out", str(tmp_path / "a-file" / "x.npz")]
-    if name == "ClusterError":
-        store = gc_store(tmp_path, inputs)
-        return ["build", str(store), "--scheduler", f"tcp://127.0.0.1:{_free_port()}",
-                "--no-progress"]  # fmt: skip
-    if name == "LocationError":
-        return ["status", "ftp://example.org/demo.zarr"]
-    if name == "OracleError":
-        store = gc_store(tmp_path, inputs, model="raising_model", identity="raising v1")
-        return ["build", str(store), "--no-progress"]
-    if name == "UsageError":
-        return ["build", str(small), "--part", "foo", "--no-progress"]
-    raise AssertionError(f"no CLI case drives {name}; add one to _case")
+    if name not in _CASES:
+        raise AssertionError(f"no CLI case drives {name}; add one to _CASES")
+    return _CASES[name](tmp_path, inputs, small, write_recipe(tmp_path / "recipe"))
 
 
 HELD: list[LockSet] = []

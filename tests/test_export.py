@@ -10,10 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from chorus_store import ChorusStore, default_backgrounds_dir, export
+from chorus_store import export
 from chorus_store.errors import ExportValidationError, IncompleteStageError
-from chorus_store.export import collect_arrays, export_report, validate_npz, write_npz_atomic
+from chorus_store.export import (
+    collect_arrays,
+    default_backgrounds_dir,
+    validate_npz,
+    write_npz_atomic,
+)
 from chorus_store.inspect.query import Backgrounds
+from chorus_store.store.core import ChorusStore
 
 KEYS = {
     "track_ids",
@@ -187,16 +193,16 @@ def test_a_failed_write_leaves_the_previous_file_intact(
     assert target.read_bytes() == b"previous"
     assert list(tmp_path.iterdir()) == [target]  # no temporary left behind
     monkeypatch.undo()
-    assert export(small_build[0], out=tmp_path) == target
+    assert export(small_build[0], out=tmp_path).path == target
     assert target.read_bytes() == small_build[1].read_bytes()
 
 
 def test_the_bytes_depend_only_on_the_contents(
     small_build: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    a = export(small_build[0], out=tmp_path / "a.npz").read_bytes()
+    a = export(small_build[0], out=tmp_path / "a.npz").path.read_bytes()
     os.utime(small_build[1])
-    b = export(small_build[0], out=tmp_path / "b.npz").read_bytes()
+    b = export(small_build[0], out=tmp_path / "b.npz").path.read_bytes()
     assert a == b == small_build[1].read_bytes()
 
 
@@ -286,7 +292,7 @@ def test_an_npz_in_chorus_dir_is_moved_aside_under_its_own_stamp(
     write_npz_atomic(published, {"build_config": np.asarray([cfg])})
     before = published.read_bytes()
     _as_hg38(small_copy)
-    report = export_report(small_copy)
+    report = export(small_copy)
     assert report.path == published
     aside = backgrounds / "demo_pertrack.2025-01-02T03-04-05-00-00.npz"
     assert report.moved_aside == aside and aside.read_bytes() == before
@@ -296,7 +302,7 @@ def test_an_npz_in_chorus_dir_is_moved_aside_under_its_own_stamp(
     # outside chorus's directory a file is replaced as before (no copies pile up)
     other = tmp_path / "elsewhere"
     export(small_copy, out=other)
-    assert export_report(small_copy, out=other).moved_aside is None
+    assert export(small_copy, out=other).moved_aside is None
     assert sorted(p.name for p in other.iterdir()) == ["demo_pertrack.npz"]
 
 
@@ -307,7 +313,7 @@ def test_a_non_hg38_npz_into_chorus_dir_needs_force(
     with pytest.raises(ExportValidationError, match="chorus-store-demo-v1.*--force"):
         export(small_build[0])
     assert not default_backgrounds_dir().exists() or not list(default_backgrounds_dir().iterdir())
-    path = export(small_build[0], force=True)
+    path = export(small_build[0], force=True).path
     assert path == default_backgrounds_dir() / "demo_pertrack.npz" and Path(path).is_file()
 
 

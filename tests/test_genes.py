@@ -370,3 +370,29 @@ def test_replanning_under_another_rna_convention_is_a_plan_mismatch(
     typo = dataclasses.replace(recipe, plan={**recipe.plan, "rna_convention": "chorus"})
     with pytest.raises(RecipeError, match="rna_convention must be one of"):
         plan_small(tmp_path / "t.zarr", demo_inputs, typo)
+
+
+def test_one_protein_coding_filter_and_one_sampler_tss() -> None:
+    """The samplers and the gene index share one filter and one TSS rule."""
+    import pandas as pd
+
+    from chorus_store.genome.genes import gene_tss, protein_coding
+    from chorus_store.plan import sampling
+
+    gtf = pd.DataFrame(
+        {
+            "chrom": ["chr1"] * 4,
+            "feature": ["gene", "gene", "exon", "gene"],
+            "gene_type": ["protein_coding", "protein_coding", "protein_coding", "lncRNA"],
+            "gene_name": ["A", "B", "A", "C"],
+            "start": [100, 500, 100, 900],
+            "end": [200, 800, 150, 990],
+            "strand": ["+", "-", "+", "+"],
+        }
+    )
+    pc = protein_coding(gtf)
+    assert pc["gene_name"].tolist() == ["A", "B"]
+    assert gene_tss(pc).tolist() == [100, 800]
+    assert not hasattr(sampling, "_pc")
+    cfg = sampling.SamplingConfig.from_dict({"chromosomes": ["chr1"]})
+    assert sampling._protein_coding_genes(gtf, cfg)["tss"].tolist() == [100, 800]

@@ -12,10 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chorus_store import Genome
 from chorus_store.errors import GenomeMismatchError, InputFileError
 from chorus_store.genome import fasta as genome_module
-from chorus_store.genome.fasta import one_hot, read_ccre_bed, read_gtf
+from chorus_store.genome.fasta import Genome, one_hot, read_ccre_bed, read_gtf
 
 
 def write_fasta(path: Path, seqs: dict[str, str], width: int = 60) -> Path:

@@ -54,4 +54,4 @@ def test_killed_demo_resumes_to_a_byte_identical_npz(tmp_path: Path) -> None:
     b = (interrupted / "demo_pertrack.npz").read_bytes()
     assert a == b, f"seed {seed}, kills at {kills} s"
     st = status(interrupted / "demo.zarr")
-    assert all(c["alive"] is not True for c in st["claims"])  # only dead processes' leftovers
+    assert all(c["alive"] is not True for c in st.claims)  # only dead processes' leftovers

@@ -56,7 +56,7 @@ def test_a_callable_oracle_builds_from_a_recipe_alone(
     report = build(store, progress=False)  # the oracle is loaded from the recipe, nothing else
     assert report.oracle_calls > 0
     reduce(store, progress=False)
-    z = np.load(export(store, out=tmp_path))
+    z = np.load(export(store, out=tmp_path).path)
     assert z["track_ids"].tolist() == ["GC:one", "AT:two"]
     assert z["layers_per_row"].tolist() == ["chromatin_accessibility", "histone_marks"]
     assert (z["summary_counts"] > 0).all() and z["effect_cdfs"].shape == (2, 10_000)

@@ -24,7 +24,7 @@ def test_strands_are_two_samples_of_one_row(tmp_path: Path, demo_inputs: DemoInp
     store = _plan(tmp_path, demo_inputs, 4)
     build(store, progress=False)
     reduce(store, progress=False)
-    z = np.load(export(store, out=tmp_path / "bp.npz"))
+    z = np.load(export(store, out=tmp_path / "bp.npz").path)
     ds = open_store(store)
     n_pos = int(ds["plan/positions"].usable.sum())
     n_var = int(ds["plan/variants"].usable.sum())
@@ -35,8 +35,7 @@ def test_strands_are_two_samples_of_one_row(tmp_path: Path, demo_inputs: DemoInp
     # the statistic: sum of profile[250:751] per strand (chorus's ChromBPNet window)
     base = ds["baselines"]
     row = int(np.flatnonzero(ds["plan/positions"].usable.values)[0])
-    from chorus_store import Genome
-    from chorus_store.genome.fasta import one_hot
+    from chorus_store.genome.fasta import Genome, one_hot
 
     g = Genome(demo_inputs.fasta)
     seq = g.window(str(base.chrom.values[row]), int(base.pos.values[row]), 2114)
@@ -60,10 +59,10 @@ def test_per_model_oracles_run_only_the_models_asked(
     assert {tuple(c) for c in helpers.BPNET_CALLS} == {(2, 3)}  # only the new models ran
     assert report.rows_built["baselines"] == len(open_store(store)["plan/positions"].pos)
     reduce(store, progress=False)
-    added = export(store, out=tmp_path / "added.npz").read_bytes()
+    added = export(store, out=tmp_path / "added.npz").path.read_bytes()
     one_shot = tmp_path / "one"
     one_shot.mkdir()
     store2 = _plan(one_shot, demo_inputs, 4)
     build(store2, progress=False)
     reduce(store2, progress=False)
-    assert export(store2, out=one_shot / "o.npz").read_bytes() == added
+    assert export(store2, out=one_shot / "o.npz").path.read_bytes() == added

@@ -14,14 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chorus_store import (
-    ChorusStore,
-    Genome,
-    SamplingConfig,
-    build,
-    load_reference_set,
-    plan_store,
-)
+from chorus_store import build, plan_store
 from chorus_store.demo import DemoInputs
 from chorus_store.errors import (
     GenomeMismatchError,
@@ -33,14 +26,16 @@ from chorus_store.errors import (
     TrackTableMismatchError,
 )
 from chorus_store.genome import fasta as genome_module
-from chorus_store.genome.fasta import read_ccre_bed, read_gtf
+from chorus_store.genome.fasta import Genome, read_ccre_bed, read_gtf
 from chorus_store.plan.sampling import (
+    SamplingConfig,
     _random_positions,
     generate_positions,
     generate_snps,
     rows_sha256,
 )
-from chorus_store.plan.stage import assess_windows, draw_perbin_bins
+from chorus_store.plan.stage import assess_windows, draw_perbin_bins, load_reference_set
+from chorus_store.store.core import ChorusStore
 
 from .helpers import small_recipe
 

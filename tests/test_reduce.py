@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from chorus_store import ChorusStore, open_store, reduce
+from chorus_store import open_store, reduce
 from chorus_store.reduce import grid_block, grid_row, read_columns
-from chorus_store.store.core import layer_sources
+from chorus_store.store.core import ChorusStore, layer_sources
 
 P = 10_000
 reduce_module = importlib.import_module("chorus_store.reduce")  # the module, not the function
@@ -185,7 +185,7 @@ def test_reduce_result_does_not_depend_on_the_dask_scheduler(
     before = {x: store.read(f"reductions/{x}/grid") for x in ("effect", "summary", "perbin")}
     for layer in before:
         store.array(f"reductions/{layer}/fingerprint")[:] = ""
-    reduce(small_copy, scheduler=scheduler, num_workers=2, progress=False)
+    reduce(small_copy, scheduler=scheduler, workers=2, progress=False)
     after = ChorusStore.open(small_copy)
     for layer, grid in before.items():
         assert np.array_equal(after.read(f"reductions/{layer}/grid"), grid)

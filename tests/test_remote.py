@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from chorus_store import ChorusStore, build, export, open_store, reduce
+from chorus_store import build, export, open_store, reduce
 from chorus_store.demo import DemoInputs
 from chorus_store.errors import (
     CorruptChunkError,
@@ -27,6 +27,7 @@ from chorus_store.errors import (
 )
 from chorus_store.inspect.status import status, verify
 from chorus_store.store.claims import acquire, list_claims
+from chorus_store.store.core import ChorusStore
 from chorus_store.store.location import Location
 
 from .helpers import composition_oracle, plan_small, small_recipe
@@ -116,17 +117,17 @@ def test_the_whole_pipeline_on_s3_equals_local_disk(
     plan_small(url, demo_inputs, small_recipe(tmp_path))
     assert build(url, progress=False).rows_built["baselines"] > 0
     reduce(url, progress=False)
-    written = export(url, out=f"{s3_bucket}/backgrounds/")
+    written = export(url, out=f"{s3_bucket}/backgrounds/").url
     assert written == f"{s3_bucket}/backgrounds/demo_pertrack.npz"
-    assert _read_url(str(written)) == small_build[1].read_bytes()
+    assert _read_url(written) == small_build[1].read_bytes()
     # the raw values are queryable with xarray straight from the bucket
     local, remote = open_store(small_build[0]), open_store(url)
     np.testing.assert_array_equal(
         remote["baselines"].summary.values, local["baselines"].summary.values
     )
     info = status(url)
-    assert info["store"] == url and info["disk"]["files"] > 0 and info["claims"] == []
-    assert verify(url)["damaged_shards"] == []
+    assert info.store == url and info.disk["files"] > 0 and info.claims == []
+    assert verify(url).damaged_shards == []
 
 
 def test_a_killed_build_on_s3_resumes_to_the_same_npz(
@@ -154,7 +155,7 @@ def test_a_killed_build_on_s3_resumes_to_the_same_npz(
     report = build(url, progress=False)
     assert report.rows_built["baselines"] == len(store.positions) - int(done.sum())
     reduce(url, progress=False)
-    npz = export(url, out=tmp_path / "resumed.npz")
+    npz = export(url, out=tmp_path / "resumed.npz").path
     assert Path(npz).read_bytes() == small_build[1].read_bytes()
 
 
@@ -194,7 +195,7 @@ def test_two_builders_on_one_s3_store_share_disjoint_work_and_never_a_shard(
     # the overlapping build either found the work claimed (refused) or already done
     assert overlap.returncode == 0 or "StoreLockedError" in overlap.stderr, overlap.stderr
     reduce(url, progress=False)
-    npz = export(url, out=tmp_path / "two.npz")
+    npz = export(url, out=tmp_path / "two.npz").path
     assert Path(npz).read_bytes() == small_build[1].read_bytes()
 
 
@@ -248,12 +249,12 @@ def test_a_corrupted_object_on_s3_is_found_repaired_and_rebuilt(
     data = bytearray(loc.get(key) or b"")
     data[len(data) // 2] ^= 0xFF  # a flipped bit in the stored object
     loc.put(key, bytes(data))
-    assert verify(url)["damaged_shards"] == ["baselines/summary shard 2 track-shard 0"]
+    assert verify(url).damaged_shards == ["baselines/summary shard 2 track-shard 0"]
     verify(url, repair=True)
-    assert loc.get(key) is None and verify(url)["damaged_shards"] == []
+    assert loc.get(key) is None and verify(url).damaged_shards == []
     assert build(url, progress=False).rows_built == {"baselines": 32, "variants": 0}
     reduce(url, progress=False)
-    assert Path(export(url, out=tmp_path / "r.npz")).read_bytes() == small_build[1].read_bytes()
+    assert export(url, out=tmp_path / "r.npz").path.read_bytes() == small_build[1].read_bytes()
 
 
 def test_a_deleted_object_on_s3_is_found_refused_by_the_reduce_and_rebuilt(
@@ -267,12 +268,12 @@ def test_a_deleted_object_on_s3_is_found_refused_by_the_reduce_and_rebuilt(
     with pytest.raises(CorruptChunkError, match="verify .*--repair"):
         reduce(url, progress=False)
     want = ["baselines/perbin shard 2 track-shard 0 (missing)"]
-    assert verify(url)["damaged_shards"] == want
-    assert verify(url, repair=True)["repaired"]
-    assert verify(url)["damaged_shards"] == []
+    assert verify(url).damaged_shards == want
+    assert verify(url, repair=True).repaired
+    assert verify(url).damaged_shards == []
     assert build(url, progress=False).rows_built == {"baselines": 32, "variants": 0}
     reduce(url, progress=False)
-    assert Path(export(url, out=tmp_path / "r.npz")).read_bytes() == small_build[1].read_bytes()
+    assert export(url, out=tmp_path / "r.npz").path.read_bytes() == small_build[1].read_bytes()
 
 
 def test_file_urls_and_unknown_schemes(tmp_path: Path) -> None:

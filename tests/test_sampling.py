@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chorus_store import Genome, SamplingConfig, load_reference_set
 from chorus_store.demo import DemoInputs
 from chorus_store.errors import InputFileError
-from chorus_store.genome.fasta import read_ccre_bed, read_gtf
+from chorus_store.genome.fasta import Genome, read_ccre_bed, read_gtf
 from chorus_store.plan.sampling import (
     POSITION_FIELDS,
+    SamplingConfig,
     gene_anchored_positions,
     generate_positions,
     generate_snps,
@@ -22,7 +22,7 @@ from chorus_store.plan.sampling import (
     read_dhs_index,
     table_sha256,
 )
-from chorus_store.plan.stage import _derive_population
+from chorus_store.plan.stage import _derive_population, load_reference_set
 
 REFERENCE = (
     Path(__file__).resolve().parents[1] / "examples/chorus/chorus_reference_positions_v1.npz"

@@ -21,9 +21,10 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from chorus_store import ChorusStore, add_tracks, build, export, reduce
+from chorus_store import add_tracks, build, export, reduce
 from chorus_store.demo import make_demo_inputs
 from chorus_store.errors import WriteError
+from chorus_store.store.core import ChorusStore
 from chorus_store.testing.faults import Fault, SimulatedCrash, StoreFaults
 
 from .helpers import composition_oracle, plan_small, small_recipe
@@ -47,7 +48,7 @@ def _fixtures() -> dict[Any, Any]:
             plan_small(store, _CACHE["inputs"], recipe)
             build(store, oracle=composition_oracle(), progress=False)
             reduce(store, progress=False)
-            _CACHE[n] = export(store, out=root / f"ref{n}.npz").read_bytes()
+            _CACHE[n] = export(store, out=root / f"ref{n}.npz").path.read_bytes()
             _CACHE["records", n] = _records(store)
     return _CACHE
 
@@ -166,7 +167,7 @@ class BuildMachine(RuleBasedStateMachine):
         try:
             self._build("all")
             reduce(self.store, progress=False)
-            got = export(self.store, out=self.dir / "out.npz").read_bytes()
+            got = export(self.store, out=self.dir / "out.npz").path.read_bytes()
             assert got == _fixtures()[self.n_tracks], "export differs from the one-shot build"
         finally:
             shutil.rmtree(self.dir, ignore_errors=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -16,12 +17,13 @@ import pytest
 import xarray as xr
 import zarr
 
-from chorus_store import ChorusStore, open_store, reduce, status, verify
+from chorus_store import open_store, reduce, status, verify
 from chorus_store.build.stage import build
 from chorus_store.demo import DemoInputs
 from chorus_store.errors import CorruptChunkError, SchemaError
 from chorus_store.export import export
 from chorus_store.store import claims as locks
+from chorus_store.store.core import ChorusStore
 
 from .helpers import plan_small, small_recipe
 
@@ -98,7 +100,7 @@ def test_a_store_written_with_the_old_codec_reads_and_grows_with_it(
     assert add_tracks(store, small_recipe(tmp_path)) == 20  # today's code from here on
     build(store, progress=False)
     reduce(store, progress=False)
-    npz = export(store, out=tmp_path / "o.npz")
+    npz = export(store, out=tmp_path / "o.npz").path
     assert npz.read_bytes() == small_build[1].read_bytes()
     verify(store)
     for name in ("baselines/perbin", "variants/effect", "reductions/summary/grid"):
@@ -108,6 +110,8 @@ def test_a_store_written_with_the_old_codec_reads_and_grows_with_it(
 
 def test_open_store_gives_named_dims_and_coords(small_build: tuple[Path, Path]) -> None:
     ds = open_store(small_build[0])
+    assert isinstance(ds, xr.DataTree)  # one tree: its nodes are the store's groups
+    assert ds.attrs["chorus_store"]["oracle"]["name"] == "demo"
     base = ds["baselines"]
     assert base.summary.dims == ("position", "strand", "track")
     assert base.perbin.dims == ("position", "strand", "bin_sample", "track")
@@ -177,13 +181,13 @@ def test_a_corrupted_chunk_is_an_error_and_is_repaired(
     with pytest.raises(CorruptChunkError):
         reduce(small_copy, progress=False)
     report = verify(small_copy)
-    assert report["damaged_shards"] == ["baselines/summary shard 2 track-shard 0"]
+    assert report.damaged_shards == ["baselines/summary shard 2 track-shard 0"]
     verify(small_copy, repair=True)
-    assert verify(small_copy)["damaged_shards"] == []
+    assert verify(small_copy).damaged_shards == []
     rebuilt = build(small_copy, progress=False)
     assert rebuilt.rows_built == {"baselines": 32, "variants": 0}  # exactly the damaged shard
     reduce(small_copy, progress=False)
-    npz = export(small_copy, out=tmp_path / "out.npz")
+    npz = export(small_copy, out=tmp_path / "out.npz").path
     assert npz.read_bytes() == small_build[1].read_bytes()
 
 
@@ -247,10 +251,29 @@ def test_a_dead_runs_claims_are_cleared_by_the_next_status(small_copy: Path) -> 
             key = small_copy / locks.LOCK_DIR / "build" / "baselines" / f"{name}.json"
             key.parent.mkdir(parents=True, exist_ok=True)
             key.write_text(json.dumps(holder.__dict__))
-        claims = status(small_copy)["claims"]
+        claims = status(small_copy).claims
         assert [c["name"] for c in claims] == ["build/baselines/s000001-t0000"]
         assert claims[0]["alive"] is True
         assert not (small_copy / locks.LOCK_DIR / "build/baselines/s000000-t0000.json").exists()
     finally:
         running.kill()
         running.wait()
+
+
+def test_one_writer_tag_for_every_temporary_a_kill_can_leave() -> None:
+    """export's ``.partial`` files and plan's ``.creating-`` folders share one
+    ``<host>.<pid>.<id>`` tag and one test of whether its writer is gone."""
+    import subprocess
+    import sys
+
+    from chorus_store.store.claims import left_by_dead_writer, writer_tag
+
+    mine = writer_tag()
+    host, pid, ident = mine.split(".")
+    assert int(pid) == os.getpid() and len(ident) == 32 and len(writer_tag(12).split(".")[2]) == 12
+    assert not left_by_dead_writer(mine)  # this process is alive
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    assert left_by_dead_writer(f"{host}.{done.stdout.strip()}.abc")
+    assert not left_by_dead_writer(f"other_host.{done.stdout.strip()}.abc")
+    assert not left_by_dead_writer(f"{host}.notapid.abc") and not left_by_dead_writer("x")

@@ -8,9 +8,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from chorus_store import LAYER_CONFIGS, TrackTable, centered_bin_span, classify_track_layer
 from chorus_store.errors import RecipeError
-from chorus_store.genome.tracks import canonical_layer, classify_chip_layer, compute_effect
+from chorus_store.genome.tracks import (
+    LAYER_CONFIGS,
+    TrackTable,
+    canonical_layer,
+    centered_bin_span,
+    classify_chip_layer,
+    classify_track_layer,
+    compute_effect,
+)
 
 from .helpers import DEMO_TRACKS
 
@@ -117,3 +124,24 @@ def test_prefix_detection() -> None:
     assert not full.is_prefix_of(part)
     shuffled = TrackTable.from_frame(full.frame.iloc[np.r_[1, 0, 2:40]])
     assert not part.is_prefix_of(shuffled)
+
+
+def test_one_track_table_check_names_where_tables_differ() -> None:
+    """build, plan and add-tracks share one check (it was written three times)."""
+    from chorus_store.errors import TrackTableMismatchError
+
+    full = TrackTable.read_tsv(DEMO_TRACKS, resolution_bp=128)
+    head = TrackTable.from_frame(full.frame.iloc[:20])
+    head.require_same(TrackTable.from_frame(full.frame.iloc[:20]), store="S")
+    with pytest.raises(TrackTableMismatchError, match="20 track.s. more than S.*add-tracks S"):
+        head.require_same(full, store="S")
+    head.require_extended_by(full, store="S")
+    renamed = full.frame.copy()
+    renamed.loc[3, "track_id"] = "other"
+    other = TrackTable.from_frame(renamed)
+    with pytest.raises(TrackTableMismatchError, match=r"at row 3 \(.*\), column 'track_id'"):
+        full.require_same(other, store="S")
+    with pytest.raises(TrackTableMismatchError, match="does not extend S's.*row 3"):
+        head.require_extended_by(other, store="S")
+    with pytest.raises(TrackTableMismatchError, match="length 40 vs 20"):
+        full.require_same(head, store="S")

@@ -10,13 +10,13 @@ import xarray as xr
 import zarr
 from typer.testing import CliRunner
 
-from chorus_store import ChorusStore, build, export, reduce, status
+from chorus_store import build, export, reduce, status
 from chorus_store.cli import app
 from chorus_store.errors import CorruptChunkError, SchemaError, StoreLockedError
 from chorus_store.inspect.status import verify
 from chorus_store.reduce import stale_blocks
 from chorus_store.store.claims import acquire
-from chorus_store.store.core import ROOT_COPY
+from chorus_store.store.core import ROOT_COPY, ChorusStore
 from chorus_store.store.location import Location
 
 PERBIN_SHARD = Path("baselines/perbin/c/2/0/0/0")  # rows 64-95, tracks 0-15
@@ -30,7 +30,8 @@ def _flip_a_byte(path: Path) -> None:
 
 def _rebuilt_npz_equals(store: Path, small_build: tuple[Path, Path], tmp_path: Path) -> bool:
     reduce(store, progress=False)
-    return export(store, out=tmp_path / "again.npz").read_bytes() == small_build[1].read_bytes()
+    again = export(store, out=tmp_path / "again.npz").path
+    return again.read_bytes() == small_build[1].read_bytes()
 
 
 @pytest.mark.parametrize("damage", ["deleted", "emptied"])
@@ -51,11 +52,9 @@ def test_a_lost_data_shard_is_found_refused_by_the_reduce_and_rebuilt(
     ):
         reduce(small_copy, progress=False)
     why = "missing" if damage == "deleted" else "0-byte object"
-    assert verify(small_copy)["damaged_shards"] == [
-        f"baselines/perbin shard 2 track-shard 0 ({why})"
-    ]
-    assert verify(small_copy, repair=True)["repaired"]
-    assert verify(small_copy)["damaged_shards"] == []
+    assert verify(small_copy).damaged_shards == [f"baselines/perbin shard 2 track-shard 0 ({why})"]
+    assert verify(small_copy, repair=True).repaired
+    assert verify(small_copy).damaged_shards == []
     assert build(small_copy, progress=False).rows_built == {"baselines": 32, "variants": 0}
     # the repair marked the blocks over the shard stale: they are reduced again
     assert reduce(small_copy, progress=False).blocks_computed == {
@@ -63,7 +62,8 @@ def test_a_lost_data_shard_is_found_refused_by_the_reduce_and_rebuilt(
         "summary": 2,
         "perbin": 2,
     }
-    assert export(small_copy, out=tmp_path / "r.npz").read_bytes() == small_build[1].read_bytes()
+    again = export(small_copy, out=tmp_path / "r.npz").path
+    assert again.read_bytes() == small_build[1].read_bytes()
 
 
 def test_an_all_nan_unit_is_still_stored(small_build: tuple[Path, Path]) -> None:
@@ -86,9 +86,9 @@ def test_a_flipped_byte_in_done_rows_is_found_and_its_rows_rebuilt(
     with pytest.raises(CorruptChunkError, match="verify .* --repair"):
         status(small_copy)
     report = verify(small_copy)
-    assert report["damaged_marks"] == ["baselines/done_rows shard 2 track-shard 0"]
+    assert report.damaged_marks == ["baselines/done_rows shard 2 track-shard 0"]
     verify(small_copy, repair=True)
-    assert verify(small_copy)["damaged_marks"] == []
+    assert verify(small_copy).damaged_marks == []
     assert build(small_copy, progress=False).rows_built == {"baselines": 32, "variants": 0}
     assert _rebuilt_npz_equals(small_copy, small_build, tmp_path)
 
@@ -99,10 +99,11 @@ def test_a_flipped_byte_in_the_root_document_is_restored_from_its_copy(
     _flip_a_byte(small_copy / "zarr.json")
     with pytest.raises(SchemaError):
         ChorusStore.open(small_copy)
-    assert verify(small_copy)["damaged_metadata"] == ["zarr.json (root metadata, unreadable)"]
-    assert verify(small_copy, repair=True)["repaired"]
-    assert not any(verify(small_copy)[k] for k in ("damaged_metadata", "lost"))
-    assert status(small_copy)["build"]["baselines"]["shards_done"] == 6
+    assert verify(small_copy).damaged_metadata == ["zarr.json (root metadata, unreadable)"]
+    assert verify(small_copy, repair=True).repaired
+    after = verify(small_copy)
+    assert not (after.damaged_metadata or after.lost)
+    assert status(small_copy).build["baselines"]["shards_done"] == 6
     assert build(small_copy, progress=False).rows_built == {"baselines": 0, "variants": 0}
     assert _rebuilt_npz_equals(small_copy, small_build, tmp_path)
 
@@ -111,8 +112,8 @@ def test_a_root_document_without_a_copy_says_what_is_lost(small_copy: Path) -> N
     _flip_a_byte(small_copy / "zarr.json")
     (small_copy / ROOT_COPY).unlink()
     report = verify(small_copy, repair=True)
-    assert not report["repaired"] and len(report["lost"]) == 1
-    lost = report["lost"][0]
+    assert not report.repaired and len(report.lost) == 1
+    lost = report.lost[0]
     assert "recipe, oracle and genome fingerprints" in lost and "chorus-store plan NEW" in lost
     res = CliRunner().invoke(app, ["verify", str(small_copy)])
     assert res.exit_code == 1 and "lost: the root zarr.json is damaged" in res.stdout
@@ -135,10 +136,10 @@ def test_a_damaged_group_or_array_document_is_found_and_rewritten(
         path.unlink()
     status(small_copy)  # masked
     why = "unreadable" if damage == "flipped" else "missing"
-    assert verify(small_copy)["damaged_metadata"] == [f"{doc} ({why})"]
+    assert verify(small_copy).damaged_metadata == [f"{doc} ({why})"]
     verify(small_copy, repair=True)
     assert json.loads(path.read_bytes()) == before
-    assert verify(small_copy)["damaged_metadata"] == []
+    assert verify(small_copy).damaged_metadata == []
     xr.open_zarr(small_copy, group="variants", consolidated=False).effect.load()
     zarr.open_array(str(small_copy / "variants" / "effect"), mode="r")[:]
 
@@ -150,20 +151,21 @@ def test_damaged_reductions_and_coordinate_copies_are_rewritten(
     _flip_a_byte(small_copy / "baselines" / "pos" / "c" / "0")
     _flip_a_byte(small_copy / "reductions" / "effect" / "quantile" / "c" / "0")
     report = verify(small_copy)
-    assert report["damaged_reductions"] == ["summary block 1"]
-    assert report["damaged_derived"] == ["baselines/pos", "reductions/effect/quantile"]
+    assert report.damaged_reductions == ["summary block 1"]
+    assert report.damaged_derived == ["baselines/pos", "reductions/effect/quantile"]
     verify(small_copy, repair=True)
-    assert not any(v for k, v in verify(small_copy).items() if k.startswith("damaged"))
+    assert verify(small_copy).damaged() == []
     assert reduce(small_copy, progress=False).blocks_computed["summary"] == 1
-    assert export(small_copy, out=tmp_path / "r.npz").read_bytes() == small_build[1].read_bytes()
+    again = export(small_copy, out=tmp_path / "r.npz").path
+    assert again.read_bytes() == small_build[1].read_bytes()
 
 
 def test_a_damaged_plan_table_is_reported_with_its_recovery(small_copy: Path) -> None:
     _flip_a_byte(small_copy / "plan" / "positions" / "pos" / "c" / "0")
     report = verify(small_copy, repair=True)
     plan_hash = ChorusStore.open(small_copy).attrs["plan"]["positions_sha256"]
-    assert report["damaged_plan"] == ["plan/positions/pos"]
-    assert "Re-plan into a new store" in report["lost"][0] and plan_hash in report["lost"][0]
+    assert report.damaged_plan == ["plan/positions/pos"]
+    assert "Re-plan into a new store" in report.lost[0] and plan_hash in report.lost[0]
 
 
 @pytest.mark.parametrize("claim", ["build/baselines/s000002-t0000", "reduce"])
@@ -181,7 +183,7 @@ def test_repair_is_refused_while_a_build_or_reduce_holds_its_claims(
         held.release()
     done_after = (small_copy / "baselines" / "done_rows" / "c" / "2" / "0").read_bytes()
     assert done_after == done_before  # nothing changed
-    assert verify(small_copy, repair=True)["repaired"]  # and once released, it runs
+    assert verify(small_copy, repair=True).repaired  # and once released, it runs
     assert not (small_copy / ".chorus-locks" / "store.json").exists()
 
 

@@ -30,6 +30,7 @@ from chorus_store.build.runner import RunContext, run_tasks
 from chorus_store.errors import ClusterError, OracleMismatchError, TrackTableMismatchError
 from chorus_store.genome.fasta import Genome
 from chorus_store.recipes import Recipe
+from chorus_store.scheduler import Scheduler, connect, is_client
 from chorus_store.store.core import ChorusStore
 
 __all__ = [
@@ -240,28 +241,17 @@ def local_cluster(
 
 
 @contextlib.contextmanager
-def open_client(scheduler: str | None, workers: int) -> Iterator[Any]:
-    """A client to the cluster at ``scheduler``, or to a new LocalCluster of ``workers``."""
-    if scheduler:
+def open_client(scheduler: Scheduler, workers: int) -> Iterator[Any]:
+    """``scheduler`` when it is a client; else a client to the cluster at the address
+    ``scheduler``, or to a new LocalCluster of ``workers`` (closed after)."""
+    if is_client(scheduler):
+        yield scheduler
+    elif isinstance(scheduler, str):
         with connect(scheduler) as client:
             yield client
     else:
         with local_cluster(workers) as client:
             yield client
-
-
-def connect(scheduler: str) -> Any:
-    """A ``distributed.Client`` of the scheduler at ``scheduler``; an unreachable one is a
-    :class:`ClusterError` naming the address."""
-    from distributed import Client
-
-    try:
-        return Client(scheduler)
-    except (OSError, TimeoutError, ValueError) as exc:
-        raise ClusterError(
-            f"cannot reach the dask scheduler at {scheduler} ({type(exc).__name__}: {exc}); "
-            f"start it (`dask scheduler`) or check the address and port given to --scheduler"
-        ) from exc
 
 
 def _task_resources(client: Any) -> dict[str, float] | None:
@@ -322,13 +312,3 @@ def run_on_cluster(
     finally:
         client.cancel([f for f in futures if not f.done()])
     return reports
-
-
-def dashboard_link(client: Any) -> str | None:
-    """The dask dashboard's address, or None where the cluster serves none."""
-    try:
-        info = client.scheduler_info(n_workers=0)
-        link = client.dashboard_link if info.get("services", {}).get("dashboard") else None
-    except Exception:  # noqa: BLE001 - an old scheduler, or none reachable
-        return None
-    return str(link) if link else None

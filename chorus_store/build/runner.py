@@ -20,10 +20,11 @@ import numpy as np
 
 from chorus_store.arrays import HostCopy, as_host_view, is_accelerated
 from chorus_store.build.records import BlockIndex, GeneSlot, Records, TrackStats
-from chorus_store.build.tasks import BuildReport, Task, gene_span, write_task
+from chorus_store.build.tasks import Task, gene_span, write_task
 from chorus_store.errors import ChorusStoreError, OracleError, PredictionError, UsageError
 from chorus_store.genome.fasta import Genome, one_hot
 from chorus_store.oracles.base import Oracle
+from chorus_store.reports import BuildReport
 from chorus_store.store.core import ChorusStore
 
 __all__ = ["RunContext", "run_tasks"]
@@ -190,13 +191,7 @@ def _background(gen: Iterator[Any], depth: int) -> Iterator[Any]:
     def produce() -> None:
         try:
             for item in gen:
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not _put_unless(q, item, stop):
                     return
         except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
             failure.append(exc)
@@ -206,20 +201,33 @@ def _background(gen: Iterator[Any], depth: int) -> Iterator[Any]:
     thread = threading.Thread(target=produce, name="chorus-store-prefetch", daemon=True)
     thread.start()
     try:
-        while True:
-            item = q.get()
-            if item is _END:
-                if failure:
-                    raise failure[0]
-                return
+        while (item := q.get()) is not _END:
             yield item
+        if failure:
+            raise failure[0]
     finally:
         stop.set()
-        while thread.is_alive():
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                thread.join(timeout=0.05)
+        _drain(q, thread)
+
+
+def _put_unless(q: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:
+    """Put ``item`` once there is room, unless ``stop`` is set first (then False)."""
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.1)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
+def _drain(q: queue.Queue[Any], thread: threading.Thread) -> None:
+    """Empty ``q`` until its producer ``thread`` has ended (it may be blocked on a put)."""
+    while thread.is_alive():
+        try:
+            q.get_nowait()
+        except queue.Empty:
+            thread.join(timeout=0.05)
 
 
 class _Worker:

@@ -8,8 +8,8 @@ builds of disjoint parts run side by side and a second build of the same part is
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -18,27 +18,28 @@ from typing import Any
 
 from chorus_store.build.cluster import (
     WorkerSpec,
-    dashboard_link,
     open_client,
     probe_on_cluster,
     run_on_cluster,
 )
 from chorus_store.build.runner import RunContext, run_tasks
-from chorus_store.build.tasks import BuildReport, Task, plan_tasks
+from chorus_store.build.tasks import Task, plan_tasks
 from chorus_store.errors import (
     OracleMismatchError,
     RecipeError,
     StoreLockedError,
-    TrackTableMismatchError,
     UsageError,
 )
 from chorus_store.genome.fasta import Genome
 from chorus_store.oracles.base import Oracle
 from chorus_store.recipes import Recipe
+from chorus_store.reports import BuildReport
+from chorus_store.scheduler import Scheduler, dashboard_link
+from chorus_store.scheduler import check as check_scheduler
 from chorus_store.store import claims as locks
 from chorus_store.store.core import DATA_GROUPS, ChorusStore
 
-__all__ = ["BuildReport", "build"]
+__all__ = ["build"]
 
 log = logging.getLogger(__name__)
 
@@ -121,42 +122,13 @@ def _repin_unbuilt(store: ChorusStore, facts: dict[str, Any], run_id: str | None
     return True
 
 
-def _check_tracks(store: ChorusStore, recipe: Recipe) -> None:
-    stored = store.tracks
-    given = recipe.track_table()
-    if given.sha256() == stored.sha256():
-        return
-    if stored.is_prefix_of(given):
-        raise TrackTableMismatchError(
-            f"the recipe's track table has {len(given) - len(stored)} track(s) more than "
-            f"{store.url}; add them with `chorus-store add-tracks {store.url}` (only the "
-            f"new tracks are computed), then build"
-        )
-    old, new = stored.frame, given.frame
-    n = min(len(old), len(new))
-    differing = [
-        (i, c) for i in range(n) for c in old.columns if str(old[c].iat[i]) != str(new[c].iat[i])
-    ]
-    where = (
-        (
-            f"row {differing[0][0]} ({old['track_id'].iat[differing[0][0]]}), column "
-            f"{differing[0][1]!r}"
-        )
-        if differing
-        else f"length {len(old)} vs {len(new)}"
-    )
-    raise TrackTableMismatchError(
-        f"the recipe's track table differs from {store.url}'s at {where}; a store holds one "
-        f"track table. Build a new store for the new table."
-    )
-
-
 def build(
     store_path: str | Path,
     *,
     part: str = "all",
     shard: tuple[int, int] | None = None,
     workers: int = 1,
+    scheduler: Scheduler = None,
     fasta: str | Path | None = None,
     recipe: Recipe | None = None,
     weights: str | None = None,
@@ -164,8 +136,6 @@ def build(
     oracle: Oracle | None = None,
     batch_size: int | None = None,
     progress: bool = True,
-    client: Any = None,
-    scheduler: str | None = None,
     records_on: str = "auto",
 ) -> BuildReport:
     """Build every pending row of ``store_path`` (resumable, idempotent).
@@ -181,11 +151,12 @@ def build(
         Worker processes on this machine: more than one starts a dask.distributed
         ``LocalCluster`` (one GPU per worker where there are GPUs); each loads the model
         once.
-    client, scheduler
+    scheduler
         Run the tasks on a dask.distributed cluster: a ``distributed.Client``, or the
-        address of a scheduler (``tcp://host:8786``). Workers load the model from the
-        recipe and write their shards straight to the store, which must be reachable
-        from them (a shared filesystem or an object-store URL).
+        address of a scheduler (``tcp://host:8786``); the same argument as
+        :func:`~chorus_store.reduce`'s (which also takes dask's local schedulers). Workers
+        load the model from the recipe and write their shards straight to the store,
+        which must be reachable from them (a shared filesystem or an object-store URL).
     fasta, recipe, weights, device
         Override the FASTA path, recipe and weights recorded in the store; each must
         match what the store was planned with (refused otherwise, naming what differs).
@@ -208,91 +179,146 @@ def build(
     BuildReport
         Rows built, tasks, oracle calls and time spent in the oracle.
     """
+    on_cluster = workers > 1 or scheduler is not None
+    _check_arguments(scheduler, records_on, oracle, on_cluster)
+    t_start = time.perf_counter()
+    store, recipe, genome, fasta_path = _open_checked(store_path, recipe, fasta)
+    report = BuildReport()
+    pending = functools.partial(
+        plan_tasks,
+        part=part,
+        shard=shard,
+        per_model=bool(recipe.oracle.get("per_model", False)),
+        joint_tracks=bool(recipe.oracle.get("joint_tracks", False)),
+    )
+    tasks = pending(store)
+    if tasks:
+        claims = store.claim(
+            sorted({c for t in tasks for c in t.claims(store.layout.track_shard)}),
+            command=f"chorus-store build {store.url}",
+        )
+        try:
+            store = _reopen_claimed(store, claims)
+            # claims taken: re-read what is pending, another build may have finished some
+            tasks = pending(store)
+            job = _Job(store, recipe, genome, fasta_path, tasks, claims.holder.run_id, progress)
+            if on_cluster:
+                _build_on_cluster(job, report, scheduler, workers, weights, device, batch_size)
+            else:
+                if oracle is None:
+                    # the store's track table, not the recipe's files (another machine's)
+                    oracle = recipe.load_oracle(weights=weights, device=device, tracks=store.tracks)
+                _build_here(job, report, oracle, batch_size, records_on)
+        finally:
+            claims.release()
+    report.seconds = time.perf_counter() - t_start
+    return report
+
+
+def _check_arguments(
+    scheduler: Scheduler, records_on: str, oracle: Oracle | None, on_cluster: bool
+) -> None:
+    """Refuse combinations of build arguments that cannot mean anything."""
+    check_scheduler(scheduler, stage="build", local_ok=False)
     if records_on not in ("auto", "device"):
         raise UsageError(f"records_on must be 'auto' or 'device', not {records_on!r}")
-    if records_on != "auto" and (workers > 1 or client is not None or scheduler is not None):
+    if records_on != "auto" and on_cluster:
         raise UsageError(
             "records_on is a single-process setting; cluster workers choose where the "
             "statistics run themselves (records_on='auto')"
         )
-    if oracle is not None and (workers > 1 or client is not None or scheduler is not None):
+    if oracle is not None and on_cluster:
         raise UsageError(
             "cluster workers load the oracle from the recipe in each process; pass either "
-            "oracle= or workers=/client=/scheduler=, not both"
+            "oracle= or workers=/scheduler=, not both"
         )
+
+
+def _open_checked(
+    store_path: str | Path, recipe: Recipe | None, fasta: str | Path | None
+) -> tuple[ChorusStore, Recipe, Genome, str]:
+    """The store, the recipe (the stored one unless given; a given one's track table must
+    be the store's), the genome (the store's, or ``fasta`` with the same contigs) and its
+    path as given."""
     store = ChorusStore.open(store_path, mode="r+")
     store.validate()
     locks.clear_stale(store.location)  # a killed run's claims, finished shards' included
-    stored_recipe = Recipe.from_stored(store.attrs["recipe"])
     if recipe is not None:
-        _check_tracks(store, recipe)
-    recipe = recipe or stored_recipe
+        store.tracks.require_same(recipe.track_table(), store=store.url)
+    recipe = recipe or Recipe.from_stored(store.attrs["recipe"])
     fasta_path = str(fasta or store.attrs["genome"]["fasta_path"])
     genome = Genome(fasta_path, assembly=store.attrs["genome"].get("assembly"))
     genome.require_same(store.attrs["genome"], what=f"the store {store.url}")
-    report = BuildReport()
-    t_start = time.perf_counter()
-    per_model = bool(recipe.oracle.get("per_model", False))
-    joint = bool(recipe.oracle.get("joint_tracks", False))
-    tasks = plan_tasks(store, part=part, shard=shard, per_model=per_model, joint_tracks=joint)
-    if not tasks:
-        report.seconds = time.perf_counter() - t_start
-        return report
-    claims = store.claim(
-        sorted({c for t in tasks for c in t.claims(store.layout.track_shard)}),
-        command=f"chorus-store build {store.url}",
+    return store, recipe, genome, fasta_path
+
+
+def _reopen_claimed(store: ChorusStore, claims: locks.LockSet) -> ChorusStore:
+    """The store as it is now that the claims are held (refused while it is being
+    restructured); its tables reused when nothing changed."""
+    busy = locks.live_claims(
+        store.location, exclude_run=claims.holder.run_id, prefix=locks.STRUCTURE
     )
-    try:
-        busy = locks.live_claims(
-            store.location, exclude_run=claims.holder.run_id, prefix=locks.STRUCTURE
+    if busy:
+        raise StoreLockedError(
+            f"{store.url} is being restructured by {busy[0]}; build after it finishes"
         )
-        if busy:
-            raise StoreLockedError(
-                f"{store.url} is being restructured by {busy[0]}; build after it finishes"
-            )
-        # claims taken: re-read what is pending, another build may have finished some
-        fresh = ChorusStore.open(store_path, mode="r+")
-        fresh.reuse_tables(store)
-        store = fresh
-        tasks = plan_tasks(store, part=part, shard=shard, per_model=per_model, joint_tracks=joint)
-        if client is None and scheduler is None and workers <= 1:
-            if oracle is None:
-                # the store's track table, not the recipe's files (another machine's paths)
-                oracle = recipe.load_oracle(weights=weights, device=device, tracks=store.tracks)
-            _check_oracle(store, recipe, oracle.facts(), claims.holder.run_id)
-            with _progress(progress, tasks) as advance:
-                ctx = RunContext(store, oracle, genome, batch_size, records_on)
-                report.merge(run_tasks(ctx, tasks, on_rows=advance))
-        else:
-            spec = WorkerSpec(
-                store=store.url,
-                recipe=recipe.to_dict(),
-                fasta=fasta_path,
-                weights=weights,
-                device=device,
-                batch_size=batch_size,
-                run_id=claims.holder.run_id,
-                assembly=store.attrs["genome"].get("assembly"),
-                tracks_sha256=store.tracks.sha256(),
-            )
-            cluster = (
-                contextlib.nullcontext(client)
-                if client is not None
-                else open_client(scheduler, workers)
-            )
-            with cluster as cl:
-                _check_oracle(store, recipe, probe_on_cluster(cl, spec), claims.holder.run_id)
-                spec = dataclasses.replace(spec, fingerprint=store.attrs["oracle"]["fingerprint"])
-                link = dashboard_link(cl)
-                if progress and link:
-                    _console().print(f"dask dashboard: {link}", highlight=False)
-                with _progress(progress, tasks) as advance:
-                    for part_report in run_on_cluster(cl, spec, tasks, advance):
-                        report.merge(part_report)
-    finally:
-        claims.release()
-    report.seconds = time.perf_counter() - t_start
-    return report
+    fresh = ChorusStore.open(store.url, mode="r+")
+    fresh.reuse_tables(store)
+    return fresh
+
+
+@dataclasses.dataclass(frozen=True)
+class _Job:
+    """One build's claimed work: the store, what to build and who builds it."""
+
+    store: ChorusStore
+    recipe: Recipe
+    genome: Genome
+    fasta_path: str
+    tasks: list[Task]
+    run_id: str
+    progress: bool
+
+
+def _build_here(
+    job: _Job, report: BuildReport, oracle: Oracle, batch_size: int | None, records_on: str
+) -> None:
+    _check_oracle(job.store, job.recipe, oracle.facts(), job.run_id)
+    with _progress(job.progress, job.tasks) as advance:
+        ctx = RunContext(job.store, oracle, job.genome, batch_size, records_on)
+        report.merge(run_tasks(ctx, job.tasks, on_rows=advance))
+
+
+def _build_on_cluster(
+    job: _Job,
+    report: BuildReport,
+    scheduler: Scheduler,
+    workers: int,
+    weights: str | None,
+    device: str,
+    batch_size: int | None,
+) -> None:
+    store = job.store
+    spec = WorkerSpec(
+        store=store.url,
+        recipe=job.recipe.to_dict(),
+        fasta=job.fasta_path,
+        weights=weights,
+        device=device,
+        batch_size=batch_size,
+        run_id=job.run_id,
+        assembly=store.attrs["genome"].get("assembly"),
+        tracks_sha256=store.tracks.sha256(),
+    )
+    with open_client(scheduler, workers) as client:
+        _check_oracle(store, job.recipe, probe_on_cluster(client, spec), job.run_id)
+        spec = dataclasses.replace(spec, fingerprint=store.attrs["oracle"]["fingerprint"])
+        link = dashboard_link(client)
+        if job.progress and link:
+            _console().print(f"dask dashboard: {link}", highlight=False)
+        with _progress(job.progress, job.tasks) as advance:
+            for part_report in run_on_cluster(client, spec, job.tasks, advance):
+                report.merge(part_report)
 
 
 def _console() -> Any:

@@ -8,14 +8,14 @@ finished task readable and every unfinished one pending.
 from __future__ import annotations
 
 import errno
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from chorus_store.errors import UsageError, WriteError
 from chorus_store.store.core import DATA_GROUPS, ChorusStore, as_corruption, is_checksum_error
 
-__all__ = ["BuildReport", "Task", "plan_tasks", "write_task", "gene_span"]
+__all__ = ["Task", "plan_tasks", "write_task", "gene_span"]
 
 
 @dataclass(frozen=True)
@@ -36,26 +36,6 @@ class Task:
     @property
     def n_rows(self) -> int:
         return self.stop - self.start
-
-
-@dataclass
-class BuildReport:
-    """What one :func:`build` call did."""
-
-    rows_built: dict[str, int] = field(default_factory=lambda: {g: 0 for g in DATA_GROUPS})
-    tasks: int = 0
-    oracle_calls: int = 0
-    seconds: float = 0.0
-    oracle_seconds: float = 0.0
-    sequences: int = 0
-
-    def merge(self, other: BuildReport) -> None:
-        for g, n in other.rows_built.items():
-            self.rows_built[g] += n
-        self.tasks += other.tasks
-        self.oracle_calls += other.oracle_calls
-        self.oracle_seconds += other.oracle_seconds
-        self.sequences += other.sequences
 
 
 # --------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ import pandas as pd
 import pyfaidx
 
 from chorus_store.errors import GenomeMismatchError, InputFileError
+from chorus_store.hashing import sha256_file
 
 __all__ = [
     "KNOWN_ASSEMBLIES",
@@ -68,23 +69,6 @@ def one_hot(seqs: list[bytes] | bytes) -> np.ndarray:
         seqs = [seqs]
     codes = np.frombuffer(b"".join(seqs), dtype=np.uint8).reshape(len(seqs), -1)
     return np.take(_ONE_HOT_LUT, codes, axis=0)  # 3x faster than fancy indexing here
-
-
-def _sha256_file(path: Path, limit: int | None = None) -> str:
-    h = hashlib.sha256()
-    remaining = limit
-    with path.open("rb") as fh:
-        while True:
-            size = 1 << 20 if remaining is None else min(1 << 20, remaining)
-            if size == 0:
-                break
-            block = fh.read(size)
-            if not block:
-                break
-            h.update(block)
-            if remaining is not None:
-                remaining -= len(block)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -296,8 +280,8 @@ class Genome:
             self._fingerprint = GenomeFingerprint(
                 assembly=assembly,
                 chr1_length=chr1,
-                fai_sha256=_sha256_file(self.fai_path),
-                fasta_sha256_prefix64mb=_sha256_file(self.path, _PREFIX_BYTES),
+                fai_sha256=sha256_file(self.fai_path),
+                fasta_sha256_prefix64mb=sha256_file(self.path, _PREFIX_BYTES),
                 contigs_sha256=hashlib.sha256(contigs.encode()).hexdigest(),
             )
         return self._fingerprint

@@ -29,7 +29,22 @@ __all__ = [
     "Mode",
     "bin_ranges",
     "merge_intervals",
+    "protein_coding",
+    "gene_tss",
 ]
+
+
+def protein_coding(gtf: pd.DataFrame) -> pd.DataFrame:
+    """The protein-coding ``gene`` rows of a GTF table (chorus's gene population)."""
+    return gtf[(gtf["feature"] == "gene") & (gtf["gene_type"] == "protein_coding")]
+
+
+def gene_tss(genes: pd.DataFrame) -> np.ndarray:
+    """Each gene's TSS as chorus's samplers take it: the GTF ``start`` on ``+``, ``end`` on
+    ``-`` (GTF coordinates as read). The RNA scoring's transcript TSS is
+    :class:`GeneIndex`'s, with its own convention."""
+    return np.asarray(np.where(genes["strand"] == "+", genes["start"], genes["end"]))
+
 
 #: the gene population: span overlaps the window (chorus's query) or a TSS lies in it
 Mode = Literal["overlap", "tss"]
@@ -138,7 +153,7 @@ class GeneIndex:
                 f"[plan] rna_convention must be one of {list(get_args(Convention))}, "
                 f"not {convention!r}; fix the recipe"
             )
-        genes = gtf[(gtf["feature"] == "gene") & (gtf["gene_type"] == "protein_coding")]
+        genes = protein_coding(gtf)
         if genes.empty:
             raise InputFileError("the GTF has no protein-coding genes; RNA tracks need them")
         # chorus reads the start column as a 0-based start (one base late); exact shifts it

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from chorus_store.errors import InputFileError, RecipeError
+from chorus_store.errors import InputFileError, RecipeError, TrackTableMismatchError
 
 __all__ = [
     "LayerConfig",
@@ -412,5 +412,37 @@ class TrackTable:
         n = len(self)
         return len(other) >= n and other.sha256(0, n) == self.sha256()
 
-    def statistics_per_layer(self) -> dict[str, dict[str, Any]]:
-        return {layer: LAYER_CONFIGS[layer].as_dict() for layer in sorted(set(self.layers))}
+    def first_difference(self, other: TrackTable) -> str:
+        """Where ``other`` first differs from this table: a row and column, or the length."""
+        old, new = self.frame, other.frame
+        for i in range(min(len(old), len(new))):
+            for c in old.columns:
+                if str(old[c].iat[i]) != str(new[c].iat[i]):
+                    return f"row {i} ({old['track_id'].iat[i]}), column {c!r}"
+        return f"length {len(old)} vs {len(new)}"
+
+    def require_same(self, given: TrackTable, *, store: str) -> None:
+        """Refuse ``given`` (a recipe's table) unless it is this one (``store``'s), with a
+        :class:`TrackTableMismatchError` naming where they differ; a table that extends
+        this one is pointed at ``add-tracks``."""
+        if given.sha256() == self.sha256():
+            return
+        if self.is_prefix_of(given):
+            raise TrackTableMismatchError(
+                f"the recipe's track table has {len(given) - len(self)} track(s) more than "
+                f"{store}; add them with `chorus-store add-tracks {store}` (only the "
+                f"new tracks are computed), then build"
+            )
+        raise TrackTableMismatchError(
+            f"the recipe's track table differs from {store}'s at "
+            f"{self.first_difference(given)}; a store holds one track table. Build a new "
+            f"store for the new table."
+        )
+
+    def require_extended_by(self, given: TrackTable, *, store: str) -> None:
+        """Refuse ``given`` unless it is this table (``store``'s) with rows appended."""
+        if not self.is_prefix_of(given):
+            raise TrackTableMismatchError(
+                f"the recipe's track table does not extend {store}'s (it differs at "
+                f"{self.first_difference(given)}); only appending tracks is supported"
+            )

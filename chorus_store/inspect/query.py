@@ -1,6 +1,8 @@
-"""Percentile lookups against an exported NPZ, by chorus's rules (spec §6.4).
+"""Reading what a store and its export hold: :func:`open_store` (an ``xarray.DataTree``
+of the store) and :class:`Backgrounds` (percentile lookups against an exported NPZ, by
+chorus's rules, spec §6.4).
 
-Useful to check an export the way chorus will read it, without installing chorus:
+:class:`Backgrounds` checks an export the way chorus will read it, without chorus:
 ``percentile = min(rank / W, 1)`` with ``W`` the grid width (never the sample count),
 ties in a grid broken by a stable blake2b hash of (track, value), and signed layers mapped
 to ``2q - 1``.
@@ -12,11 +14,16 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-__all__ = ["Backgrounds", "tie_rank"]
+from chorus_store.store.core import ChorusStore
+
+if TYPE_CHECKING:
+    import xarray as xr
+
+__all__ = ["Backgrounds", "open_store", "tie_rank"]
 
 
 def tie_rank(row: np.ndarray, value: float, track_id: str) -> int:
@@ -72,3 +79,31 @@ class Backgrounds:
             value = abs(value)
         q = min(tie_rank(grid, value, track_id) / int(grid.shape[0]), 1.0)
         return 2 * q - 1 if signed else q
+
+
+def open_store(path: str | Path) -> xr.DataTree:
+    """Open a store read-only as an ``xarray.DataTree``: one node per group, with named
+    dims and the coordinates each group carries (loaded; the data stay lazy).
+
+    ``path`` is a directory or an object-store URL (``s3://bucket/demo.zarr``). Nodes:
+    ``tracks``, ``plan/positions``, ``plan/variants`` (and their gene twins),
+    ``baselines``, ``variants`` and ``reductions/{effect,summary,perbin}``; the root's
+    attributes are the store's provenance. Plain ``xr.open_datatree(path, engine="zarr")``
+    opens the same tree, without the schema check and with coordinates lazy.
+
+    Examples
+    --------
+    >>> tree = open_store("demo-out/demo.zarr")  # doctest: +SKIP
+    >>> tree["baselines"].summary.sel(track="DEMO-DNASE-liver").mean().item()  # doctest: +SKIP
+    """
+    import xarray as xr
+
+    store = ChorusStore.open(path)
+    store.validate()
+    tree = xr.open_datatree(store.location.zarr_store(read_only=True), engine="zarr", zarr_format=3)
+    # coordinates are small and used for selection: load them, keep data lazy
+    return tree.map_over_datasets(_load_coords)
+
+
+def _load_coords(ds: xr.Dataset) -> xr.Dataset:
+    return ds.assign_coords({k: ds[k].load() for k in ds.coords})

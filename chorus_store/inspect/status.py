@@ -1,10 +1,12 @@
-"""Where a store stands, and its upkeep: status, verify (and repair), unlock."""
+"""Where a store stands: :func:`status`, and :func:`verify` (which finds damage; mending
+it, and clearing claims, is upkeep: :mod:`chorus_store.store.upkeep`)."""
 
 from __future__ import annotations
 
 import json
 import math
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,21 +14,16 @@ import numpy as np
 import zarr
 
 from chorus_store.reduce import active_layers, layer_fingerprints, stale_blocks
+from chorus_store.reports import StatusReport, VerifyReport
 from chorus_store.store import claims as locks
-from chorus_store.store.core import (
-    DATA_GROUPS,
-    ROOT_COPY,
-    ROOT_KEY,
-    ChorusStore,
-    layer_sources,
-    load_schema,
-    locks_error,
-)
+from chorus_store.store.core import DATA_GROUPS, ROOT_COPY, ROOT_KEY, ChorusStore, load_schema
 from chorus_store.store.integrity import chunk_key, data_arrays, missing_shards
 from chorus_store.store.location import Location
 from chorus_store.store.progress import pending_summary
+from chorus_store.store.upkeep import BadChunk, Damage, repair_claims, restore_documents
+from chorus_store.store.upkeep import repair as mend
 
-__all__ = ["status", "verify", "unlock", "disk_usage"]
+__all__ = ["status", "verify", "disk_usage"]
 
 
 def disk_usage(loc: Location) -> tuple[int, int, int]:
@@ -40,8 +37,14 @@ def disk_usage(loc: Location) -> tuple[int, int, int]:
     return total, files, partial
 
 
-def status(store_path: str | Path) -> dict[str, Any]:
-    """Per-stage completion, counts per stratum, disk use and who holds claims."""
+def status(store_path: str | Path) -> StatusReport:
+    """Per-stage completion, counts per stratum, disk use and who holds claims.
+
+    Returns
+    -------
+    StatusReport
+        ``report.to_dict()`` is what ``chorus-store status --json`` prints.
+    """
     store = ChorusStore.open(store_path)
     locks.clear_stale(store.location)  # dead runs' claims: listed no more
     attrs = store.attrs
@@ -51,29 +54,29 @@ def status(store_path: str | Path) -> dict[str, Any]:
         total = len(layer_fingerprints(store, layer))
         reductions[layer] = {"blocks": total, "stale": len(stale_blocks(store, layer))}
     size, files, partial = disk_usage(store.location)
-    return {
-        "store": store.url,
-        "schema_version": attrs["schema_version"],
-        "software_version": attrs["software_version"],
-        "oracle": attrs["oracle"]["name"],
-        "oracle_pinned": attrs["oracle"].get("fingerprint") is not None,
-        "genome": attrs["genome"]["assembly"],
-        "tracks": len(tracks),
-        "layers": dict(sorted(Counter(tracks.layers).items())),
-        "plan": {
+    return StatusReport(
+        store=store.url,
+        schema_version=attrs["schema_version"],
+        software_version=attrs["software_version"],
+        oracle=attrs["oracle"]["name"],
+        oracle_pinned=attrs["oracle"].get("fingerprint") is not None,
+        genome=attrs["genome"]["assembly"],
+        tracks=len(tracks),
+        layers=dict(sorted(Counter(tracks.layers).items())),
+        plan={
             "source": attrs["plan"]["source"],
             "positions": attrs["plan"]["position_strata"],
             "variants": attrs["plan"]["variant_strata"],
             "additions": len(attrs["plan"].get("additions", [])),
         },
-        "build": pending_summary(store),
-        "reductions": reductions,
-        "disk": {"bytes": size, "files": files, "partial_files": partial},
-        "claims": [
+        build=pending_summary(store),
+        reductions=reductions,
+        disk={"bytes": size, "files": files, "partial_files": partial},
+        claims=[
             {"name": name, "holder": holder.describe(), "alive": alive}
             for name, holder, alive in locks.list_claims(store.location)
         ],
-    }
+    )
 
 
 def _parse_doc(raw: bytes | None) -> dict[str, Any] | None:
@@ -112,45 +115,53 @@ _ROOT_LOST = (
 )
 
 
-def _check_metadata(loc: Location, repair: bool) -> tuple[list[str], list[str], bool]:
+@dataclass
+class _Documents:
+    """The metadata check: damaged documents, what is lost, and the restored documents
+    (key → content) a repair writes back."""
+
+    damaged: list[str] = field(default_factory=list)
+    lost: list[str] = field(default_factory=list)
+    restore: dict[str, dict[str, Any]] = field(default_factory=dict)
+    root_lost: bool = False
+
+
+def _check_metadata(loc: Location) -> _Documents:
     """Check every metadata document (root, groups, arrays) as stored, not through the
-    consolidated copy that masks a missing or damaged one. Returns (damaged, lost, whether
-    the store can be opened now). With ``repair``: the root document is restored from its
-    copy (:data:`~chorus_store.store.ROOT_COPY`), a group's from the schema, an array's
-    from the consolidated metadata (an exact copy of it)."""
-    damaged: list[str] = []
-    lost: list[str] = []
+    consolidated copy that masks a missing or damaged one. The root document is restored
+    from its copy (:data:`~chorus_store.store.core.ROOT_COPY`), a group's from the schema,
+    an array's from the consolidated metadata (an exact copy of it)."""
+    found = _Documents()
     raw = loc.get("zarr.json")
     root = _parse_doc(raw)
     if root is None or ROOT_KEY not in root.get("attributes", {}):
-        damaged.append(f"zarr.json (root metadata, {'missing' if raw is None else 'unreadable'})")
+        found.damaged.append(
+            f"zarr.json (root metadata, {'missing' if raw is None else 'unreadable'})"
+        )
         copy = _parse_doc(loc.get(ROOT_COPY))
         if copy is None or ROOT_KEY not in copy.get("attributes", {}):
-            lost.append(_ROOT_LOST.format(copy=ROOT_COPY))
-            return damaged, lost, False
-        root = copy
-        if repair:
-            loc.put("zarr.json", json.dumps(copy, indent=2).encode())
+            found.lost.append(_ROOT_LOST.format(copy=ROOT_COPY))
+            found.root_lost = True
+            return found
+        root = found.restore["zarr.json"] = copy
     consolidated = (root.get("consolidated_metadata") or {}).get("metadata") or {}
     for path, group_doc in _schema_nodes().items():
         key = f"{path}/zarr.json"
         stored = loc.get(key)
         if _parse_doc(stored) is not None:
             continue
-        damaged.append(f"{key} ({'missing' if stored is None else 'unreadable'})")
+        found.damaged.append(f"{key} ({'missing' if stored is None else 'unreadable'})")
         doc = consolidated.get(path)
         if doc is None and group_doc is not None:
             doc = {**group_doc, "zarr_format": 3, "node_type": "group"}
         if doc is None:
-            lost.append(
+            found.lost.append(
                 f"{key}: no copy to restore it from (the consolidated metadata lacks it); "
                 f"re-plan into a new store with the same recipe and inputs"
             )
             continue
-        if repair:
-            doc = {k: v for k, v in doc.items() if k != "consolidated_metadata"}
-            loc.put(key, json.dumps(doc, indent=2).encode())
-    return damaged, lost, repair or not damaged
+        found.restore[key] = {k: v for k, v in doc.items() if k != "consolidated_metadata"}
+    return found
 
 
 def _bad_chunks(arr: zarr.Array[Any]) -> list[tuple[tuple[int, ...], str]]:
@@ -177,7 +188,7 @@ _PLAN_LOST = (
 )
 
 
-def verify(store_path: str | Path, *, repair: bool = False) -> dict[str, Any]:
+def verify(store_path: str | Path, *, repair: bool = False) -> VerifyReport:
     """Check everything the other commands read; with ``repair``, mend what can be mended.
 
     Checked: every metadata document (root, group and array ``zarr.json``, read as stored,
@@ -185,17 +196,23 @@ def verify(store_path: str | Path, *, repair: bool = False) -> dict[str, Any]:
     decoding: data shards, ``done_rows`` marks, reductions, plan and track tables, coordinate
     copies), and that every data shard the done marks say is written exists.
 
-    With ``repair`` (under the store claim, refused while a build or reduce runs):
-    damaged or missing data shards are deleted and their rows marked not done (the next
-    ``build`` recomputes exactly them) and the reduction blocks over them marked stale;
-    a damaged done mark is reset (its rows are rebuilt); damaged reduction blocks are marked
-    stale; metadata documents and derived arrays (coordinate copies, quantiles) are
-    rewritten. What cannot be rebuilt from the store (its root attributes without their
-    copy, the plan and track tables) is listed under ``lost`` with how to recover.
+    With ``repair`` (under the store claim, refused while a build or reduce runs; the
+    mending is :func:`chorus_store.store.upkeep.repair`): damaged or missing data shards are
+    deleted and their rows marked not done (the next ``build`` recomputes exactly them) and
+    the reduction blocks over them marked stale; a damaged done mark is reset (its rows are
+    rebuilt); damaged reduction blocks are marked stale; metadata documents and derived
+    arrays (coordinate copies, quantiles) are rewritten. What cannot be rebuilt from the
+    store (its root attributes without their copy, the plan and track tables) is listed
+    under ``lost`` with how to recover.
+
+    Returns
+    -------
+    VerifyReport
+        One line per damaged thing, by kind; ``lost``; whether a repair changed anything.
     """
     loc = Location.of(store_path)
     locks.clear_stale(loc)
-    held = _repair_claims(loc) if repair else None
+    held = repair_claims(loc) if repair else None
     try:
         return _verify(loc, repair)
     finally:
@@ -203,147 +220,89 @@ def verify(store_path: str | Path, *, repair: bool = False) -> dict[str, Any]:
             held.release()
 
 
-def _repair_claims(loc: Location) -> locks.LockSet:
-    """The claims a repair needs: the whole store's shape (refused while any build holds a
-    shard) and the reduce's (it rewrites done marks, shards and reduction fingerprints)."""
-    command = f"chorus-store verify {loc.url} --repair"
-    held = locks.acquire(loc, [locks.STRUCTURE, "reduce"], store=loc.url, command=command)
-    busy = locks.live_claims(loc, exclude_run=held.holder.run_id, prefix="build/")
-    if busy:
-        held.release()
-        raise locks_error(loc.url, busy, command)
-    return held
-
-
-def _verify(loc: Location, repair: bool) -> dict[str, Any]:
-    report: dict[str, Any] = {
-        "damaged_shards": [],
-        "damaged_marks": [],
-        "damaged_reductions": [],
-        "damaged_metadata": [],
-        "damaged_plan": [],
-        "damaged_derived": [],
-        "lost": [],
-        "repaired": False,
-    }
-    damaged_docs, lost, can_open = _check_metadata(loc, repair)
-    report["damaged_metadata"] = damaged_docs
-    report["lost"] = lost
-    if not can_open:
+def _verify(loc: Location, repair: bool) -> VerifyReport:
+    docs = _check_metadata(loc)
+    report = VerifyReport(damaged_metadata=docs.damaged, lost=docs.lost)
+    if docs.root_lost or (docs.damaged and not repair):
         return report  # (without repair, a damaged root doc stops every reader)
-    store = ChorusStore.open(loc.url, mode="r+" if repair else "r")
-    if repair and damaged_docs:
-        # a restored root copy may hold older consolidated metadata than the documents
-        store.consolidate()
-        store = ChorusStore.open(loc.url, mode="r+")
-    lay = store.layout
-    schema = load_schema()["groups"]
-    bad_units: dict[tuple[str, int, int], str] = {}  # (array, shard, track shard) → key
-    bad_marks: dict[str, list[tuple[tuple[int, ...], str]]] = {}
+    store = (
+        restore_documents(loc, docs.restore, consolidate=bool(docs.damaged))
+        if repair
+        else ChorusStore.open(loc.url, mode="r")
+    )
+    damage = Damage(documents=bool(docs.damaged))
+    _find_data_damage(store, damage, report)
+    _find_reduction_damage(store, damage, report)
+    _find_table_damage(store, damage, report)
+    if repair:
+        report.repaired = mend(store, damage, active_layers(store))
+    return report
+
+
+def _readable_marks(store: ChorusStore, group: str, bad: list[BadChunk]) -> np.ndarray:
+    """``group``'s done marks, an unreadable chunk read as 0 (its unit is rebuilt)."""
+    arr = store.array(f"{group}/done_rows")
+    step = store.layout.track_shard
+    marks = np.zeros(arr.shape, dtype=np.int64)
+    unreadable = {c for c, _ in bad}
+    for s in range(arr.shape[0]):
+        for ts in range(math.ceil(arr.shape[1] / step)):
+            if (s, ts) not in unreadable:
+                marks[s, ts * step : (ts + 1) * step] = arr[s, ts * step : (ts + 1) * step]
+    return marks
+
+
+def _find_data_damage(store: ChorusStore, damage: Damage, report: VerifyReport) -> None:
+    """Unreadable done marks and data shards, and shards the marks say exist but do not."""
     done: dict[str, np.ndarray] = {}
     for group in DATA_GROUPS:
-        arr = store.array(f"{group}/done_rows")
-        bad_marks[group] = _bad_chunks(arr)
-        marks = np.zeros(arr.shape, dtype=np.int64)
-        for (s, ts), _ in bad_marks[group]:
-            report["damaged_marks"].append(f"{group}/done_rows shard {s} track-shard {ts}")
-        unreadable = {c for c, _ in bad_marks[group]}
-        for s in range(arr.shape[0]):
-            for ts in range(math.ceil(arr.shape[1] / lay.track_shard)):
-                if (s, ts) not in unreadable:  # read as 0: its unit is rebuilt
-                    t0 = ts * lay.track_shard
-                    marks[s, t0 : t0 + lay.track_shard] = arr[s, t0 : t0 + lay.track_shard]
-        done[group] = marks
+        bad_marks = damage.marks[group] = _bad_chunks(store.array(f"{group}/done_rows"))
+        for (s, ts), _ in bad_marks:
+            report.damaged_marks.append(f"{group}/done_rows shard {s} track-shard {ts}")
+        done[group] = _readable_marks(store, group, bad_marks)
         for name in data_arrays(group):
-            data = store.array(name)
-            for coords, key in _bad_chunks(data):
-                report["damaged_shards"].append(
-                    f"{name} shard {coords[0]} track-shard {coords[-1]}"
-                )
-                bad_units[(name, coords[0], coords[-1])] = key
+            for coords, key in _bad_chunks(store.array(name)):
+                report.damaged_shards.append(f"{name} shard {coords[0]} track-shard {coords[-1]}")
+                damage.units[(name, coords[0], coords[-1])] = key
     for unit, why in missing_shards(store, done):
-        report["damaged_shards"].append(f"{unit.describe()} ({why})")
-        bad_units[(unit.array, unit.shard, unit.track_shard)] = unit.key
-    stale: set[tuple[str, int]] = set()
-    bad_reduction_keys: list[str] = []
+        report.damaged_shards.append(f"{unit.describe()} ({why})")
+        damage.units[(unit.array, unit.shard, unit.track_shard)] = unit.key
+
+
+def _find_reduction_damage(store: ChorusStore, damage: Damage, report: VerifyReport) -> None:
+    """Unreadable chunks of the per-block reduction arrays: their blocks are stale."""
     for layer in active_layers(store):
         for name in REDUCED:
             for coords, key in _bad_chunks(store.array(f"reductions/{layer}/{name}")):
-                stale.add((layer, coords[0]))
-                bad_reduction_keys.append(key)
-    report["damaged_reductions"] = [f"{layer} block {b}" for layer, b in sorted(stale)]
-    derived: list[str] = []  # arrays rewritten from others: quantiles, coordinate copies
-    bad_derived_keys: list[str] = []
-    for gname, gspec in schema.items():
-        names = [*gspec["arrays"], *gspec.get("coords", {})]
-        for aname in names:
-            spec = gspec["arrays"].get(aname, {})
-            full = f"{gname}/{aname}"
-            if spec.get("role") in ("data", "gene_data", "done"):
+                damage.stale.add((layer, coords[0]))
+                damage.keys.append(key)
+    report.damaged_reductions = [f"{layer} block {b}" for layer, b in sorted(damage.stale)]
+
+
+def _find_table_damage(store: ChorusStore, damage: Damage, report: VerifyReport) -> None:
+    """Unreadable chunks of every other array: derived ones (coordinate copies, quantiles,
+    strands) are rewritten by a repair, the plan and track tables are lost."""
+    for gname, gspec in load_schema()["groups"].items():
+        for aname in [*gspec["arrays"], *gspec.get("coords", {})]:
+            role = gspec["arrays"].get(aname, {}).get("role")
+            if role in ("data", "gene_data", "done"):
                 continue
             if gname.startswith("reductions/") and aname in REDUCED:
-                continue  # checked per block above
-            bad = _bad_chunks(store.array(full))
+                continue  # checked per block
+            bad = _bad_chunks(store.array(f"{gname}/{aname}"))
             if not bad:
                 continue
             is_copy = aname in gspec.get("coords", {}) and aname not in gspec["arrays"]
             if is_copy or aname in ("quantile", "strand"):
-                derived.append(full)
-                bad_derived_keys += [key for _, key in bad]
+                damage.derived.append(f"{gname}/{aname}")
+                damage.keys += [key for _, key in bad]
             else:
-                report["damaged_plan"].append(full)
-    if report["damaged_plan"]:
-        report["lost"].append(
+                report.damaged_plan.append(f"{gname}/{aname}")
+    report.damaged_derived = list(damage.derived)
+    if report.damaged_plan:
+        report.lost.append(
             _PLAN_LOST.format(
-                name=", ".join(report["damaged_plan"]),
+                name=", ".join(report.damaged_plan),
                 plan_hash=store.attrs["plan"].get("positions_sha256"),
             )
         )
-    report["damaged_derived"] = derived
-    if not repair:
-        return report
-    for group in DATA_GROUPS:
-        for _, key in bad_marks[group]:
-            store.location.delete(key)  # a reset mark: the unit's rows are rebuilt
-    reset: set[tuple[str, int, int]] = set()  # (group, shard, track shard)
-    for (name, s, ts), key in bad_units.items():
-        store.location.delete(key)
-        reset.add((name.split("/")[0], s, ts))
-    damaged_mark_units = {(g, c[0], c[1]) for g in DATA_GROUPS for c, _ in bad_marks[g]}
-    for group, s, ts in sorted(reset - damaged_mark_units):
-        t0 = ts * lay.track_shard
-        store.array(f"{group}/done_rows")[s, t0 : t0 + lay.track_shard] = 0
-    for key in bad_reduction_keys + bad_derived_keys:
-        store.location.delete(key)
-    # a rebuilt shard re-reduces the blocks over it, whatever its new bytes
-    blocks_per_ts = lay.track_shard // lay.track_chunk
-    for layer in active_layers(store):
-        group = layer_sources(layer)[0].split("/")[0]
-        for g, _, ts in reset | damaged_mark_units:
-            if g == group:
-                stale.update((layer, ts * blocks_per_ts + i) for i in range(blocks_per_ts))
-    for layer, b in stale:
-        fingerprints = store.array(f"reductions/{layer}/fingerprint")
-        if b < fingerprints.shape[0]:
-            store.location.delete(chunk_key(fingerprints, (b,)))
-    for full in derived:
-        if full.endswith("/quantile"):
-            store.array(full)[:] = np.linspace(0.0, 1.0, lay.n_points)
-        elif full.endswith("/strand"):
-            other = [g for g in DATA_GROUPS if not full.startswith(g)][0]
-            store.array(full)[:] = store.read(f"{other}/strand")
-    if any(not (f.endswith("/quantile") or f.endswith("/strand")) for f in derived):
-        store._sync_coords()
-    if damaged_docs or derived:
-        store.consolidate()
-    report["repaired"] = bool(reset or damaged_mark_units or stale or damaged_docs or derived)
-    return report
-
-
-def unlock(store_path: str | Path, *, force: bool = False) -> list[str]:
-    """Clear claims left by dead processes; ``force`` also clears other machines' claims.
-
-    Only use ``force`` when no process anywhere is still building this store.
-    """
-    store = ChorusStore.open(store_path)
-    return locks.clear_claims(store.location, force=force)

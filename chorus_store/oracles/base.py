@@ -21,7 +21,6 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,6 +29,7 @@ from array_api_compat import is_numpy_array
 from chorus_store.arrays import as_host_view, is_accelerated, namespace
 from chorus_store.errors import PredictionError
 from chorus_store.genome.tracks import SCALAR_RESOLUTION
+from chorus_store.hashing import sha256_paths  # re-exported: the adapters hash weights
 
 __all__ = ["OutputHead", "Oracle", "Columns", "sha256_paths"]
 
@@ -91,20 +91,6 @@ class OutputHead:
             n_strands=int(d.get("n_strands", 1)),
             offset_bp=None if d.get("offset_bp") is None else int(d["offset_bp"]),
         )
-
-
-def sha256_paths(*paths: str | Path) -> str:
-    """sha256 over the bytes of every file given (directories: every file inside, sorted)."""
-    h = hashlib.sha256()
-    for p in paths:
-        p = Path(p)
-        files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
-        for f in files:
-            h.update(f.name.encode() + b"\0")
-            with f.open("rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(block)
-    return h.hexdigest()
 
 
 class Oracle(ABC):

@@ -27,6 +27,7 @@ import pandas as pd
 
 from chorus_store.errors import GenomeMismatchError, InputFileError, RecipeError
 from chorus_store.genome.fasta import Genome
+from chorus_store.genome.genes import gene_tss, protein_coding
 
 __all__ = [
     "POSITION_FIELDS",
@@ -220,6 +221,16 @@ def _check_numbers(cfg: SamplingConfig) -> None:
     """Every count, distance and seed of ``cfg`` is an integer in its range, else a
     :class:`RecipeError` naming the ``[plan.sampling]`` key (a negative count used to be
     taken as 0, a huge one ran for minutes)."""
+    problems = _integer_problems(cfg) + _range_problems(cfg)
+    if problems:
+        raise RecipeError(
+            "[plan.sampling] has values out of range: " + "; ".join(problems) + ". Fix them "
+            "in the recipe's [plan.sampling] section."
+        )
+
+
+def _integer_problems(cfg: SamplingConfig) -> list[str]:
+    """Counts, distances, seeds and quotas that are not integers in their range."""
     problems: list[str] = []
 
     def check(key: str, value: Any, lo: int, hi: int | None) -> None:
@@ -236,6 +247,12 @@ def _check_numbers(cfg: SamplingConfig) -> None:
         check(key, getattr(cfg, key), 0, 2**63 - 1)
     for category, n in cfg.ccre_quotas:
         check(f"ccre_quotas[{category!r}]", n, 0, MAX_PLAN_COUNT)
+    return problems
+
+
+def _range_problems(cfg: SamplingConfig) -> list[str]:
+    """A distance range that is not ``[min, max]``, fractions outside [0, 1]."""
+    problems: list[str] = []
     lo_hi = cfg.tss_far_bp
     if len(lo_hi) != 2 or not all(_is_int(v) and v >= 0 for v in lo_hi) or lo_hi[0] > lo_hi[1]:
         problems.append(f"tss_far_bp = {list(lo_hi)!r} (allowed: [min, max] with 0 <= min <= max)")
@@ -243,11 +260,7 @@ def _check_numbers(cfg: SamplingConfig) -> None:
         for stratum, frac in getattr(cfg, name):
             if not 0.0 <= float(frac) <= 1.0:
                 problems.append(f"{name}[{stratum!r}] = {frac!r} (allowed: a fraction in [0, 1])")
-    if problems:
-        raise RecipeError(
-            "[plan.sampling] has values out of range: " + "; ".join(problems) + ". Fix them "
-            "in the recipe's [plan.sampling] section."
-        )
+    return problems
 
 
 def json_ready(value: Any) -> Any:
@@ -330,8 +343,8 @@ def _ccre_positions(ccre: pd.DataFrame, cfg: SamplingConfig) -> list[Row]:
 
 
 def _protein_coding_genes(genes: pd.DataFrame, cfg: SamplingConfig) -> pd.DataFrame:
-    pc = genes[(genes["feature"] == "gene") & (genes["gene_type"] == "protein_coding")].copy()
-    pc["tss"] = np.where(pc["strand"] == "+", pc["start"], pc["end"])
+    pc = protein_coding(genes).copy()
+    pc["tss"] = gene_tss(pc)
     return pc[pc["chrom"].isin(set(cfg.chromosomes))]
 
 
@@ -437,12 +450,9 @@ def uniform_snps(genome: Genome, cfg: SamplingConfig) -> pd.DataFrame:
         for _ in range(per_chrom):
             if len(rows) >= cfg.n_snps:
                 break
-            pos = rng.randint(cfg.snp_margin_bp, max_pos)
-            ref = genome.base(chrom, pos)
-            if ref not in ("A", "C", "G", "T"):
-                continue
-            alt = rng.choice([b for b in "ACGT" if b != ref])
-            rows.append((chrom, pos, ref, alt, "random"))
+            snp = _snp_at(genome, chrom, rng.randint(cfg.snp_margin_bp, max_pos), rng, "random")
+            if snp is not None:
+                rows.append(snp)
     rng.shuffle(rows)
     return pd.DataFrame(rows[: cfg.n_snps], columns=list(VARIANT_FIELDS))
 
@@ -459,10 +469,6 @@ def _usable_contigs(genome: Genome, pc: pd.DataFrame, margin_bp: int) -> dict[st
     return {c: n for c, n in genome.lengths.items() if n > 2 * margin_bp and c in pc_chroms}
 
 
-def _pc(genes: pd.DataFrame) -> pd.DataFrame:
-    return genes[(genes["feature"] == "gene") & (genes["gene_type"] == "protein_coding")]
-
-
 def gene_anchored_positions(
     genome: Genome, ccre: pd.DataFrame, genes: pd.DataFrame, cfg: SamplingConfig
 ) -> list[Row]:
@@ -475,18 +481,14 @@ def gene_anchored_positions(
     cursor; the list shuffled at the end.
     """
     n, margin = cfg.n_effect_positions, cfg.anchored_margin_bp
-    pc = _pc(genes)
+    pc = protein_coding(genes)
     exons = genes[(genes["feature"] == "exon") & genes["gene_name"].isin(set(pc["gene_name"]))]
     usable = _usable_contigs(genome, pc, margin)
 
     def inside(chrom: str, pos: int) -> bool:
         return chrom in usable and margin <= pos <= usable[chrom] - margin
 
-    tss = [
-        (c, int(s) if st == "+" else int(e))
-        for c, s, e, st in zip(pc["chrom"], pc["start"], pc["end"], pc["strand"], strict=True)
-    ]
-    tss = [(c, p) for c, p in tss if inside(c, p)]
+    tss = [(c, int(p)) for c, p in zip(pc["chrom"], gene_tss(pc), strict=True) if inside(c, int(p))]
     junctions = [(str(c), int(p)) for c, p in zip(exons["chrom"], exons["start"], strict=True)]
     junctions += [(str(c), int(p)) for c, p in zip(exons["chrom"], exons["end"], strict=True)]
     junctions = [(c, p) for c, p in junctions if inside(c, p)]
@@ -544,14 +546,14 @@ def promoter_positions(
 ) -> list[Row]:
     """chorus's promoter mixture (LegNet): TSS ± 250 bp, PLS and pELS cCREs, random."""
     n, margin = cfg.n_effect_positions, cfg.promoter_margin_bp
-    pc = _pc(genes)
+    pc = protein_coding(genes)
     usable = _usable_contigs(genome, pc, margin)
     if not usable:
         raise InputFileError("no chromosome long enough for the promoter sampler's margin")
     rng = random.Random(cfg.seed_effect)
     tss = []
-    for c, s0, e0, st in zip(pc["chrom"], pc["start"], pc["end"], pc["strand"], strict=True):
-        pos = int(s0) if st == "+" else int(e0)
+    for c, p in zip(pc["chrom"], gene_tss(pc), strict=True):
+        pos = int(p)
         if c in usable and margin <= pos <= usable[c] - margin:
             tss.append((str(c), pos))
     strata = dict(cfg.promoter_strata)
@@ -601,16 +603,26 @@ def _check_stratum(name: str, pools: dict[str, list[Any]], margin: int) -> None:
         )
 
 
+def _snp_at(
+    genome: Genome, chrom: str, pos: int, rng: random.Random, stratum: str
+) -> tuple[str, int, str, str, str] | None:
+    """The SNP at ``pos`` as chorus draws it: the reference base there and an alt drawn from
+    ``rng`` among the three others; None, and no draw, where the reference is not ACGT."""
+    ref = genome.base(chrom, pos)
+    if ref not in ("A", "C", "G", "T"):
+        return None
+    return (chrom, pos, ref, rng.choice([b for b in "ACGT" if b != ref]), stratum)
+
+
 def positions_to_snps(rows: list[Row], genome: Genome, seed: int) -> pd.DataFrame:
     """chorus's position → SNP step: ``Random(seed)``, in order; the reference base at
     ``pos``; non-ACGT skipped (no draw); alt drawn among the three other bases."""
     rng = random.Random(seed)
     out = []
     for chrom, pos, stratum in rows:
-        ref = genome.base(chrom, int(pos))
-        if ref not in ("A", "C", "G", "T"):
-            continue
-        out.append((chrom, int(pos), ref, rng.choice([b for b in "ACGT" if b != ref]), stratum))
+        snp = _snp_at(genome, chrom, int(pos), rng, stratum)
+        if snp is not None:
+            out.append(snp)
     return pd.DataFrame(out, columns=list(VARIANT_FIELDS))
 
 
@@ -671,8 +683,7 @@ def dhs_snps(genome: Genome, dhs: pd.DataFrame | None, cfg: SamplingConfig) -> p
         clen = genome.lengths.get(chrom)
         if clen is None or pos < cfg.snp_margin_bp or pos > clen - cfg.snp_margin_bp:
             continue
-        ref = genome.base(chrom, pos)
-        if ref not in ("A", "C", "G", "T"):
-            continue
-        out.append((chrom, pos, ref, rng.choice([b for b in "ACGT" if b != ref]), "dhs"))
+        snp = _snp_at(genome, chrom, pos, rng, "dhs")
+        if snp is not None:
+            out.append(snp)
     return pd.DataFrame(out, columns=list(VARIANT_FIELDS))

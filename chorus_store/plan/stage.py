@@ -15,7 +15,6 @@ prediction, so every later stage and every worker sees one plan.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -37,6 +36,7 @@ from chorus_store.errors import (
 from chorus_store.genome.fasta import Genome, read_ccre_bed, read_gtf
 from chorus_store.genome.genes import GeneIndex, merge_intervals
 from chorus_store.genome.tracks import TrackTable
+from chorus_store.hashing import sha256_file
 from chorus_store.oracles.base import OutputHead
 from chorus_store.plan.sampling import (
     POSITION_FIELDS,
@@ -175,7 +175,7 @@ def load_reference_set(
 
     return ReferenceSet(
         path=path.resolve(),
-        file_sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+        file_sha256=sha256_file(path),
         provenance=provenance,
         positions_name=positions,
         variants_name=variants,
@@ -256,14 +256,6 @@ def draw_perbin_bins(
 # --------------------------------------------------------------------------------------
 # The plan stage: write a plan into a new store (or confirm an existing one)
 # --------------------------------------------------------------------------------------
-
-
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 #: stream tag of the gene_expression per-bin draws (distinct from every resolution index)
@@ -411,6 +403,116 @@ def _diff_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [f"{prefix[:-1]}: store {old!r} vs now {new!r}"]
 
 
+def _reference_plan(
+    reference_set: str | Path,
+    plan_cfg: dict[str, Any],
+    genome: Genome,
+    positions_set: str | None,
+    variants_set: str | None,
+    dhs: str | Path | None,
+    meta: dict[str, Any],
+) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """Positions and SNPs of chorus's reference set (its provenance into ``meta``), and
+    the per-bin seed."""
+    ref = load_reference_set(
+        reference_set,
+        positions=positions_set or plan_cfg.get("positions_set", "regions_genome_dominated"),
+        variants=variants_set or plan_cfg.get("variants_set", "snps_gene_anchored"),
+    )
+    genome.fingerprint.require_same(
+        ref.genome, what=f"the reference set {ref.path.name}", fasta=genome.path
+    )
+    assert ref.positions is not None and ref.variants is not None
+    positions, variants = ref.positions, ref.variants
+    region_meta = ref.set_meta(str(ref.positions_name))
+    derivation = _derive_population(positions, plan_cfg, dhs)
+    if derivation is not None:
+        positions, derivation_meta = derivation
+    meta.update(
+        source="reference",
+        reference_set={
+            "artefact": ref.path.name,
+            "artefact_schema": ref.provenance.get("schema_version"),
+            "file_sha256": ref.file_sha256,
+            "positions": ref.positions_name,
+            "variants": ref.variants_name,
+        },
+        effect_family=str(ref.variants_name).removeprefix("snps_"),
+        activity_set=ref.positions_name if derivation is None else derivation_meta["name"],
+        activity_derivation=None if derivation is None else derivation_meta,
+        seeds={
+            **ref.provenance.get("seeds", {}),
+            **region_meta.get("seeds", {}),
+            "perbin": 999,
+        },
+    )
+    seed_perbin = 999
+    return positions, variants, seed_perbin
+
+
+def _generated_plan(
+    plan_cfg: dict[str, Any],
+    genome: Genome,
+    ccre: str | Path | None,
+    gtf: str | Path | None,
+    dhs: str | Path | None,
+    sampling: SamplingConfig | None,
+    meta: dict[str, Any],
+) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """Positions and SNPs drawn by chorus's samplers from the annotations (their config
+    and hashes into ``meta``), and the per-bin seed."""
+    if ccre is None or gtf is None:
+        raise InputFileError(
+            "a generated plan needs a cCRE BED (--ccre) and a GTF (--gtf); or pass "
+            "chorus's reference set (--reference-set)"
+        )
+    cfg = sampling or SamplingConfig.from_dict(dict(plan_cfg.get("sampling", {})))
+    ccre_df = read_ccre_bed(ccre)
+    genome.require_annotation_contigs(ccre_df["chrom"], what=f"cCRE BED {ccre} (--ccre)")
+    genes = read_gtf(gtf, ("gene", "exon"))
+    genome.require_annotation_contigs(genes["chrom"], what=f"GTF {gtf} (--gtf)")
+    dhs_df = None
+    if cfg.needs_dhs:
+        if dhs is None:
+            raise InputFileError(
+                f"the {cfg.population} population / {cfg.effect_family} SNPs need the DHS "
+                f"index (--dhs DHS_Index_and_Vocabulary_hg38_WM20190703.txt.gz)"
+            )
+        dhs_df = read_dhs_index(dhs)
+        meta["dhs_sha256"] = sha256_file(Path(dhs))
+    positions = generate_positions(genome, ccre_df, genes, cfg, dhs_df)
+    variants = generate_snps(genome, cfg, ccre=ccre_df, genes=genes, dhs=dhs_df)
+    meta.update(
+        source="generated",
+        config=cfg.as_dict(),
+        annotations={
+            "ccre_sha256": sha256_file(Path(ccre)),
+            "gtf_sha256": sha256_file(Path(gtf)),
+        },
+        effect_family=cfg.effect_family,
+        activity_set=f"generated_{cfg.population}",
+        activity_derivation={
+            "sampler": "chorus baseline sampler (spec 1.3)",
+            "population": cfg.population,
+            "snps": f"chorus {cfg.effect_family} SNP sampler (spec 2.2)",
+        },
+        seeds={
+            "random": cfg.seed_random,
+            "ccre": cfg.seed_ccre,
+            "tss": cfg.seed_tss,
+            "gene_body": cfg.seed_gene_body,
+            "snps": cfg.seed_snps
+            if cfg.effect_family in ("uniform", "accessibility")
+            else cfg.seed_effect,
+            "perbin": cfg.seed_perbin,
+            **({"dhs_positions": cfg.seed_dhs_positions} if cfg.needs_dhs else {}),
+        },
+    )
+    seed_perbin = cfg.seed_perbin
+    _say_capped(positions, variants, cfg)
+    return positions, variants, seed_perbin
+
+
 def plan_store(
     store_path: str | Path,
     recipe: Recipe | str | Path,
@@ -449,89 +551,13 @@ def plan_store(
     )
     meta: dict[str, Any] = {"name": plan_cfg.get("name", recipe.name)}
     if reference_set is not None:
-        ref = load_reference_set(
-            reference_set,
-            positions=positions_set or plan_cfg.get("positions_set", "regions_genome_dominated"),
-            variants=variants_set or plan_cfg.get("variants_set", "snps_gene_anchored"),
+        positions, variants, seed_perbin = _reference_plan(
+            reference_set, plan_cfg, genome, positions_set, variants_set, dhs, meta
         )
-        genome.fingerprint.require_same(
-            ref.genome, what=f"the reference set {ref.path.name}", fasta=genome.path
-        )
-        assert ref.positions is not None and ref.variants is not None
-        positions, variants = ref.positions, ref.variants
-        region_meta = ref.set_meta(str(ref.positions_name))
-        derivation = _derive_population(positions, plan_cfg, dhs)
-        if derivation is not None:
-            positions, derivation_meta = derivation
-        meta.update(
-            source="reference",
-            reference_set={
-                "artefact": ref.path.name,
-                "artefact_schema": ref.provenance.get("schema_version"),
-                "file_sha256": ref.file_sha256,
-                "positions": ref.positions_name,
-                "variants": ref.variants_name,
-            },
-            effect_family=str(ref.variants_name).removeprefix("snps_"),
-            activity_set=ref.positions_name if derivation is None else derivation_meta["name"],
-            activity_derivation=None if derivation is None else derivation_meta,
-            seeds={
-                **ref.provenance.get("seeds", {}),
-                **region_meta.get("seeds", {}),
-                "perbin": 999,
-            },
-        )
-        seed_perbin = 999
     else:
-        if ccre is None or gtf is None:
-            raise InputFileError(
-                "a generated plan needs a cCRE BED (--ccre) and a GTF (--gtf); or pass "
-                "chorus's reference set (--reference-set)"
-            )
-        cfg = sampling or SamplingConfig.from_dict(dict(plan_cfg.get("sampling", {})))
-        ccre_df = read_ccre_bed(ccre)
-        genome.require_annotation_contigs(ccre_df["chrom"], what=f"cCRE BED {ccre} (--ccre)")
-        genes = read_gtf(gtf, ("gene", "exon"))
-        genome.require_annotation_contigs(genes["chrom"], what=f"GTF {gtf} (--gtf)")
-        dhs_df = None
-        if cfg.needs_dhs:
-            if dhs is None:
-                raise InputFileError(
-                    f"the {cfg.population} population / {cfg.effect_family} SNPs need the DHS "
-                    f"index (--dhs DHS_Index_and_Vocabulary_hg38_WM20190703.txt.gz)"
-                )
-            dhs_df = read_dhs_index(dhs)
-            meta["dhs_sha256"] = _file_sha256(Path(dhs))
-        positions = generate_positions(genome, ccre_df, genes, cfg, dhs_df)
-        variants = generate_snps(genome, cfg, ccre=ccre_df, genes=genes, dhs=dhs_df)
-        meta.update(
-            source="generated",
-            config=cfg.as_dict(),
-            annotations={
-                "ccre_sha256": _file_sha256(Path(ccre)),
-                "gtf_sha256": _file_sha256(Path(gtf)),
-            },
-            effect_family=cfg.effect_family,
-            activity_set=f"generated_{cfg.population}",
-            activity_derivation={
-                "sampler": "chorus baseline sampler (spec 1.3)",
-                "population": cfg.population,
-                "snps": f"chorus {cfg.effect_family} SNP sampler (spec 2.2)",
-            },
-            seeds={
-                "random": cfg.seed_random,
-                "ccre": cfg.seed_ccre,
-                "tss": cfg.seed_tss,
-                "gene_body": cfg.seed_gene_body,
-                "snps": cfg.seed_snps
-                if cfg.effect_family in ("uniform", "accessibility")
-                else cfg.seed_effect,
-                "perbin": cfg.seed_perbin,
-                **({"dhs_positions": cfg.seed_dhs_positions} if cfg.needs_dhs else {}),
-            },
+        positions, variants, seed_perbin = _generated_plan(
+            plan_cfg, genome, ccre, gtf, dhs, sampling, meta
         )
-        seed_perbin = cfg.seed_perbin
-        _say_capped(positions, variants, cfg)
     positions = assess_windows(positions, genome, recipe.input_length, recipe.max_n_fraction)
     variants = assess_windows(variants, genome, recipe.input_length, recipe.max_n_fraction)
     _refuse_empty_layers(positions, variants)
@@ -555,7 +581,7 @@ def plan_store(
         meta["genes"] = {
             "mode": index.mode,
             "convention": index.convention,
-            "gtf_sha256": _file_sha256(Path(str(gtf))),
+            "gtf_sha256": sha256_file(Path(str(gtf))),
         }
     loc = Location.of(store_path)
     if is_chorus_store(loc):
@@ -707,18 +733,7 @@ def _confirm_existing(
             f"{store.url} holds a different plan; refusing to mix plans in one store. "
             f"Differences: " + "; ".join(diffs[:6]) + ". Build a new store for the new plan."
         )
-    stored_tracks = store.tracks
-    if stored_tracks.sha256() != tracks.sha256():
-        hint = (
-            f"; it extends the store's table: add the new tracks with `chorus-store "
-            f"add-tracks {store.url}`"
-            if stored_tracks.is_prefix_of(tracks)
-            else ""
-        )
-        raise TrackTableMismatchError(
-            f"the recipe's track table ({len(tracks)} tracks) differs from the store's "
-            f"({len(stored_tracks)} tracks){hint}"
-        )
+    store.tracks.require_same(tracks, store=store.url)
     return store
 
 
@@ -797,11 +812,7 @@ def add_tracks(store_path: str | Path, recipe: Recipe | str | Path) -> int:
             f"but {store.url} was planned without any, so it has no (position, gene) "
             f"records; plan a new store with the whole track table (and --gtf)"
         )
-    if not store.tracks.is_prefix_of(tracks):
-        raise TrackTableMismatchError(
-            f"the recipe's track table does not extend {store.url}'s (its first "
-            f"{len(store.tracks)} rows differ); only appending tracks is supported"
-        )
+    store.tracks.require_extended_by(tracks, store=store.url)
     with store.structural_lock(f"chorus-store add-tracks {store.url}"):
         store = ChorusStore.open(store_path, mode="r+")
         recipe_attrs = {**store.attrs["recipe"], "tracks": recipe.tracks}

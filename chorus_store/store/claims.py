@@ -42,6 +42,9 @@ __all__ = [
     "list_claims",
     "clear_claims",
     "clear_stale",
+    "left_by_dead_writer",
+    "pid_alive",
+    "writer_tag",
 ]
 
 LOCK_DIR = ".chorus-locks"
@@ -112,6 +115,25 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def writer_tag(id_chars: int = 32) -> str:
+    """``<host>.<pid>.<id>``: put in a temporary's name, it lets a later process of this
+    machine prove the temporary's writer is gone (:func:`left_by_dead_writer`)."""
+    return f"{_host_tag()}.{os.getpid()}.{uuid.uuid4().hex[:id_chars]}"
+
+
+def left_by_dead_writer(tag: str) -> bool:
+    """Whether ``tag`` (a :func:`writer_tag`) names a process of this machine that is gone.
+    Another machine's tag, a live writer's, and a malformed one are never taken for dead."""
+    parts = tag.split(".")
+    if len(parts) != 3 or parts[0] != _host_tag() or not parts[1].isdigit():
+        return False
+    return not pid_alive(int(parts[1]))
+
+
+def _host_tag() -> str:
+    return socket.gethostname().replace(".", "_")  # no dots: the tag splits on them
 
 
 def _parse(raw: bytes, where: str) -> Holder:

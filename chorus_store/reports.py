@@ -1,0 +1,144 @@
+"""What each stage returns: one dataclass per stage, all in one place.
+
+``build`` → :class:`BuildReport`, ``reduce`` → :class:`ReduceReport`, ``export`` →
+:class:`ExportReport`, ``status`` → :class:`StatusReport`, ``verify`` →
+:class:`VerifyReport`. The CLI prints them; ``to_dict()`` gives plain JSON-able data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from chorus_store.errors import UsageError
+from chorus_store.store.core import DATA_GROUPS
+
+__all__ = ["BuildReport", "ReduceReport", "ExportReport", "StatusReport", "VerifyReport"]
+
+
+@dataclass
+class BuildReport:
+    """What one :func:`~chorus_store.build` call did."""
+
+    rows_built: dict[str, int] = field(default_factory=lambda: {g: 0 for g in DATA_GROUPS})
+    tasks: int = 0
+    oracle_calls: int = 0
+    seconds: float = 0.0
+    oracle_seconds: float = 0.0
+    sequences: int = 0
+
+    def merge(self, other: BuildReport) -> None:
+        """Add ``other``'s counts (one task's, one worker's) to these."""
+        for g, n in other.rows_built.items():
+            self.rows_built[g] += n
+        self.tasks += other.tasks
+        self.oracle_calls += other.oracle_calls
+        self.oracle_seconds += other.oracle_seconds
+        self.sequences += other.sequences
+
+
+@dataclass
+class ReduceReport:
+    """What one :func:`~chorus_store.reduce` call did: blocks recomputed per layer (of
+    ``blocks_total`` over all layers) and the number of stored values they read."""
+
+    blocks_total: int = 0
+    blocks_computed: dict[str, int] = field(default_factory=dict)
+    values_reduced: int = 0
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """What :func:`~chorus_store.export` wrote: the file (``url``: a local path or an
+    object-store URL), and where a previous file in chorus's backgrounds directory went."""
+
+    url: str
+    moved_aside: Path | None = None
+
+    @property
+    def path(self) -> Path:
+        """The local file written (an export to an object store has none: use ``url``)."""
+        if "://" in self.url:
+            raise UsageError(f"the export went to an object store ({self.url}); read .url")
+        return Path(self.url)
+
+    @property
+    def messages(self) -> list[str]:
+        """Lines for the user (the CLI prints them)."""
+        out = [f"wrote {self.url}"]
+        if self.moved_aside is not None:
+            out.append(f"the previous {Path(self.url).name} was kept as {self.moved_aside}")
+        return out
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    """Where a store stands (:func:`~chorus_store.status`).
+
+    ``layers`` counts tracks per layer; ``plan`` holds ``positions``/``variants`` (per
+    stratum: planned, usable) and ``additions``; ``build`` per data group: shards, done
+    shards, cells, done cells; ``reductions`` per layer: blocks, stale blocks; ``disk``:
+    bytes, files, leftover ``*.partial`` files; ``claims``: name, holder, alive.
+    """
+
+    store: str
+    schema_version: int
+    software_version: str
+    oracle: str
+    oracle_pinned: bool
+    genome: str
+    tracks: int
+    layers: dict[str, int]
+    plan: dict[str, Any]
+    build: dict[str, dict[str, int]]
+    reductions: dict[str, dict[str, int]]
+    disk: dict[str, int]
+    claims: list[dict[str, Any]]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as plain data (``chorus-store status --json`` prints it)."""
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class VerifyReport:
+    """What :func:`~chorus_store.verify` found (one line per damaged thing, by kind),
+    what cannot be rebuilt from the store (``lost``, with how to recover), and whether a
+    repair changed anything."""
+
+    damaged_shards: list[str] = field(default_factory=list)
+    damaged_marks: list[str] = field(default_factory=list)
+    damaged_reductions: list[str] = field(default_factory=list)
+    damaged_metadata: list[str] = field(default_factory=list)
+    damaged_plan: list[str] = field(default_factory=list)
+    damaged_derived: list[str] = field(default_factory=list)
+    lost: list[str] = field(default_factory=list)
+    repaired: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """Nothing damaged and nothing lost."""
+        return not (self.damaged() or self.lost)
+
+    def damaged(self) -> list[str]:
+        """Every damaged thing, labelled by kind (the lines ``chorus-store verify`` prints)."""
+        labels = {
+            "damaged_metadata": "metadata",
+            "damaged_shards": "data",
+            "damaged_marks": "done mark",
+            "damaged_reductions": "reduction",
+            "damaged_derived": "derived array",
+            "damaged_plan": "plan",
+        }
+        return [
+            f"damaged {label}: {line}"
+            for key, label in labels.items()
+            for line in getattr(self, key)
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as plain data."""
+        return dataclasses.asdict(self)
