@@ -44,7 +44,13 @@ from chorus_store.inspect.status import status, unlock, verify
 from chorus_store.oracles.base import Oracle, OutputHead
 from chorus_store.oracles.callable import CallableOracle
 from chorus_store.plan.sampling import SamplingConfig
-from chorus_store.plan.stage import add_rows, add_tracks, load_reference_set, plan_store
+from chorus_store.plan.stage import (
+    add_positions,
+    add_tracks,
+    add_variants,
+    load_reference_set,
+    plan_store,
+)
 from chorus_store.recipes import Recipe, load_recipe
 from chorus_store.reduce import ReduceReport, reduce
 from chorus_store.store.core import ChorusStore, Layout, open_store
@@ -60,7 +66,8 @@ __all__ = [
     "verify",
     "unlock",
     "add_tracks",
-    "add_rows",
+    "add_positions",
+    "add_variants",
     "load_reference_set",
     "load_recipe",
     "default_backgrounds_dir",

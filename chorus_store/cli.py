@@ -387,11 +387,11 @@ def add_tracks(
 
 def _add_rows(store: str, table: Path, group: str, fasta: Path | None) -> None:
     from chorus_store.plan.sampling import POSITION_FIELDS, VARIANT_FIELDS
-    from chorus_store.plan.stage import add_rows, read_rows_table
+    from chorus_store.plan.stage import add_positions, add_variants, read_rows_table
 
     fields = POSITION_FIELDS if group == "baselines" else VARIANT_FIELDS
     rows = _run(read_rows_table, table, fields)
-    n = _run(add_rows, store, group, rows, fasta=fasta)
+    n = _run(add_positions if group == "baselines" else add_variants, store, rows, fasta=fasta)
     out.print(f"added {n} row(s) to {group}; run `chorus-store build {store}`")
 
 

@@ -37,8 +37,8 @@ SMALL_SAMPLING = {"n_random": 96, "n_ccre": 48, "n_tss": 24, "n_gene_body": 16, 
 SMALL_LAYOUT = {
     "position_shard_rows": 32,
     "variant_shard_rows": 32,
-    "track_shard": 16,
-    "track_chunk": 8,
+    "tracks_per_shard": 16,
+    "tracks_per_chunk": 8,
 }
 
 
@@ -151,8 +151,8 @@ def bpnet_recipe(tmp: Path, n_tracks: int = 4) -> Recipe:
         "tracks": {"table": str(table)},
         "plan": {"source": "generated", "assembly": "chorus-store-demo-v1",
                  "sampling": {**DEMO_TOML["plan"]["sampling"], **SMALL_SAMPLING}},
-        "layout": {"position_shard_rows": 32, "variant_shard_rows": 32, "track_shard": 2,
-                   "track_chunk": 2},
+        "layout": {"position_shard_rows": 32, "variant_shard_rows": 32, "tracks_per_shard": 2,
+                   "tracks_per_chunk": 2},
     }  # fmt: skip
     return Recipe.from_dict(data, base=tmp)
 

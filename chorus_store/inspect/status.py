@@ -13,18 +13,12 @@ import zarr
 
 from chorus_store.reduce import active_layers, layer_fingerprints, stale_blocks
 from chorus_store.store import claims as locks
-from chorus_store.store.core import (
-    DATA_GROUPS,
-    ROOT_COPY,
-    ROOT_KEY,
-    ChorusStore,
-    layer_sources,
-    load_schema,
-    locks_error,
-)
+from chorus_store.store.base import ROOT_COPY, locks_error
+from chorus_store.store.core import DATA_GROUPS, ChorusStore
 from chorus_store.store.integrity import chunk_key, data_arrays, missing_shards
 from chorus_store.store.location import Location
 from chorus_store.store.progress import pending_summary
+from chorus_store.store.schema import schema
 
 __all__ = ["status", "verify", "unlock", "disk_usage"]
 
@@ -90,14 +84,13 @@ def _parse_doc(raw: bytes | None) -> dict[str, Any] | None:
 def _schema_nodes() -> dict[str, dict[str, Any] | None]:
     """Every group and array path of the schema; groups map to their document."""
     nodes: dict[str, dict[str, Any] | None] = {}
-    schema = load_schema()
-    for gname, gspec in schema["groups"].items():
+    for gname, gspec in schema().groups.items():
         parts = gname.split("/")
         for i in range(1, len(parts)):  # parent groups ("plan", "reductions")
             nodes.setdefault("/".join(parts[:i]), {"attributes": {}})
-        nodes[gname] = {"attributes": {"doc": gspec.get("doc", "")}}
-        for aname in [*gspec["arrays"], *gspec.get("coords", {})]:
-            nodes[f"{gname}/{aname}"] = None
+        nodes[gname] = {"attributes": {"doc": gspec.doc}}
+        for spec in gspec.every_array.values():
+            nodes[spec.key] = None
     return nodes
 
 
@@ -122,10 +115,11 @@ def _check_metadata(loc: Location, repair: bool) -> tuple[list[str], list[str], 
     lost: list[str] = []
     raw = loc.get("zarr.json")
     root = _parse_doc(raw)
-    if root is None or ROOT_KEY not in root.get("attributes", {}):
+    root_key = schema().root_key
+    if root is None or root_key not in root.get("attributes", {}):
         damaged.append(f"zarr.json (root metadata, {'missing' if raw is None else 'unreadable'})")
         copy = _parse_doc(loc.get(ROOT_COPY))
-        if copy is None or ROOT_KEY not in copy.get("attributes", {}):
+        if copy is None or root_key not in copy.get("attributes", {}):
             lost.append(_ROOT_LOST.format(copy=ROOT_COPY))
             return damaged, lost, False
         root = copy
@@ -237,24 +231,26 @@ def _verify(loc: Location, repair: bool) -> dict[str, Any]:
         store.consolidate()
         store = ChorusStore.open(loc.url, mode="r+")
     lay = store.layout
-    schema = load_schema()["groups"]
     bad_units: dict[tuple[str, int, int], str] = {}  # (array, shard, track shard) → key
     bad_marks: dict[str, list[tuple[tuple[int, ...], str]]] = {}
     done: dict[str, np.ndarray] = {}
-    for group in DATA_GROUPS:
-        arr = store.array(f"{group}/done_rows")
+    for data_group in DATA_GROUPS:
+        group = data_group.name
+        arr = store.array(data_group.done)
         bad_marks[group] = _bad_chunks(arr)
         marks = np.zeros(arr.shape, dtype=np.int64)
         for (s, ts), _ in bad_marks[group]:
-            report["damaged_marks"].append(f"{group}/done_rows shard {s} track-shard {ts}")
+            report["damaged_marks"].append(f"{data_group.done} shard {s} track-shard {ts}")
         unreadable = {c for c, _ in bad_marks[group]}
         for s in range(arr.shape[0]):
-            for ts in range(math.ceil(arr.shape[1] / lay.track_shard)):
+            for ts in range(math.ceil(arr.shape[1] / lay.tracks_per_shard)):
                 if (s, ts) not in unreadable:  # read as 0: its unit is rebuilt
-                    t0 = ts * lay.track_shard
-                    marks[s, t0 : t0 + lay.track_shard] = arr[s, t0 : t0 + lay.track_shard]
+                    t0 = ts * lay.tracks_per_shard
+                    marks[s, t0 : t0 + lay.tracks_per_shard] = arr[
+                        s, t0 : t0 + lay.tracks_per_shard
+                    ]
         done[group] = marks
-        for name in data_arrays(group):
+        for name in data_arrays(data_group):
             data = store.array(name)
             for coords, key in _bad_chunks(data):
                 report["damaged_shards"].append(
@@ -274,20 +270,15 @@ def _verify(loc: Location, repair: bool) -> dict[str, Any]:
     report["damaged_reductions"] = [f"{layer} block {b}" for layer, b in sorted(stale)]
     derived: list[str] = []  # arrays rewritten from others: quantiles, coordinate copies
     bad_derived_keys: list[str] = []
-    for gname, gspec in schema.items():
-        names = [*gspec["arrays"], *gspec.get("coords", {})]
-        for aname in names:
-            spec = gspec["arrays"].get(aname, {})
-            full = f"{gname}/{aname}"
-            if spec.get("role") in ("data", "gene_data", "done"):
-                continue
-            if gname.startswith("reductions/") and aname in REDUCED:
-                continue  # checked per block above
-            bad = _bad_chunks(store.array(full))
-            if not bad:
-                continue
-            is_copy = aname in gspec.get("coords", {}) and aname not in gspec["arrays"]
-            if is_copy or aname in ("quantile", "strand"):
+    for spec in schema().arrays():
+        full = spec.key
+        if spec.role in ("data", "gene_data", "done"):
+            continue
+        if spec.group.startswith("reductions/") and spec.name in REDUCED:
+            continue  # checked per block above
+        bad = _bad_chunks(store.array(full))
+        if bad:
+            if spec.source is not None or spec.name in ("quantile", "strand"):
                 derived.append(full)
                 bad_derived_keys += [key for _, key in bad]
             else:
@@ -302,23 +293,23 @@ def _verify(loc: Location, repair: bool) -> dict[str, Any]:
     report["damaged_derived"] = derived
     if not repair:
         return report
-    for group in DATA_GROUPS:
-        for _, key in bad_marks[group]:
+    for data_group in DATA_GROUPS:
+        for _, key in bad_marks[data_group.name]:
             store.location.delete(key)  # a reset mark: the unit's rows are rebuilt
     reset: set[tuple[str, int, int]] = set()  # (group, shard, track shard)
     for (name, s, ts), key in bad_units.items():
         store.location.delete(key)
         reset.add((name.split("/")[0], s, ts))
-    damaged_mark_units = {(g, c[0], c[1]) for g in DATA_GROUPS for c, _ in bad_marks[g]}
+    damaged_mark_units = {(g.name, c[0], c[1]) for g in DATA_GROUPS for c, _ in bad_marks[g.name]}
     for group, s, ts in sorted(reset - damaged_mark_units):
-        t0 = ts * lay.track_shard
-        store.array(f"{group}/done_rows")[s, t0 : t0 + lay.track_shard] = 0
+        t0 = ts * lay.tracks_per_shard
+        store.array(f"{group}/done_rows")[s, t0 : t0 + lay.tracks_per_shard] = 0
     for key in bad_reduction_keys + bad_derived_keys:
         store.location.delete(key)
     # a rebuilt shard re-reduces the blocks over it, whatever its new bytes
-    blocks_per_ts = lay.track_shard // lay.track_chunk
+    blocks_per_ts = lay.tracks_per_shard // lay.tracks_per_chunk
     for layer in active_layers(store):
-        group = layer_sources(layer)[0].split("/")[0]
+        group = schema().layer_group(layer).name
         for g, _, ts in reset | damaged_mark_units:
             if g == group:
                 stale.update((layer, ts * blocks_per_ts + i) for i in range(blocks_per_ts))
@@ -330,8 +321,8 @@ def _verify(loc: Location, repair: bool) -> dict[str, Any]:
         if full.endswith("/quantile"):
             store.array(full)[:] = np.linspace(0.0, 1.0, lay.n_points)
         elif full.endswith("/strand"):
-            other = [g for g in DATA_GROUPS if not full.startswith(g)][0]
-            store.array(full)[:] = store.read(f"{other}/strand")
+            other = [g for g in DATA_GROUPS if not full.startswith(f"{g.name}/")][0]
+            store.array(full)[:] = store.read(f"{other.name}/strand")
     if any(not (f.endswith("/quantile") or f.endswith("/strand")) for f in derived):
         store._sync_coords()
     if damaged_docs or derived:
