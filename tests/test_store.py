@@ -83,10 +83,10 @@ def test_a_store_written_with_the_old_codec_reads_and_grows_with_it(
     """A store planned and half built by the old code (zstd), then grown, built, reduced and
     exported by today's: same NPZ bytes as a store made by today's code alone, and every
     array keeps the codec it was created with (a store's codec never changes mid-store)."""
+    from zarr.registry import get_codec_class
+
     import chorus_store.store.core as store_module
     from chorus_store import add_tracks
-
-    from zarr.registry import get_codec_class
 
     def old_compressors() -> list[object]:
         return [get_codec_class(c["name"]).from_dict(c) for c in OLD_COMPRESSORS]

@@ -175,18 +175,20 @@ class Layout:
         warning when a recipe uses them.
         """
         d = dict(d)
+        renamed = []
         for old, new in RENAMED_KEYS.items():
             if old not in d:
                 continue
             if new in d:
                 raise RecipeError(f"[layout] sets both {old!r} and {new!r}; keep only {new!r}")
             d[new] = d.pop(old)
-            if source:
-                warnings.warn(
-                    f"{source}: [layout] key {old!r} is now {new!r}; rename it",
-                    DeprecationWarning,
-                    stacklevel=2,
-                )
+            renamed.append(f"{old!r} is now {new!r}")
+        if renamed and source:
+            warnings.warn(
+                f"{source}: in [layout], {' and '.join(renamed)}; rename them",
+                DeprecationWarning,
+                stacklevel=2,
+            )
         unknown = sorted(set(d) - set(cls.__dataclass_fields__))
         if unknown:
             raise RecipeError(
