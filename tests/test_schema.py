@@ -109,7 +109,8 @@ def test_a_store_written_with_the_old_layout_names_opens_and_reports(small_copy:
 
 
 def test_the_old_layout_names_in_a_recipe_warn_and_both_names_are_refused() -> None:
-    with pytest.warns(DeprecationWarning, match="'track_shard' is now 'tracks_per_shard' and 'track_chunk' is now"):
+    both = "'track_shard' is now 'tracks_per_shard' and 'track_chunk' is now 'tracks_per_chunk'"
+    with pytest.warns(DeprecationWarning, match=both):
         lay = Layout.from_dict({"track_shard": 16, "track_chunk": 8}, source="recipe 'demo'")
     assert (lay.tracks_per_shard, lay.tracks_per_chunk) == (16, 8)
     with pytest.raises(RecipeError, match="both 'track_chunk' and 'tracks_per_chunk'"):
