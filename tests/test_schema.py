@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,8 +23,7 @@ from chorus_store.store.tables import as_data_group
 
 def _set_attrs(store: Path, **changes: object) -> None:
     g = zarr.open_group(str(store), mode="r+")
-    attrs = dict(g.attrs["chorus_store"])  # type: ignore[arg-type]
-    attrs.update(changes)
+    attrs: dict[str, Any] = {**g.attrs["chorus_store"], **changes}  # type: ignore[dict-item]
     g.attrs["chorus_store"] = attrs
     with warnings.catch_warnings():  # the claims folder is no Zarr node; zarr says so
         warnings.simplefilter("ignore")

@@ -41,13 +41,12 @@ class GeneRows:
 
     @classmethod
     def empty(cls) -> GeneRows:
+        """No (row, gene) slots: the oracle has no gene_expression track."""
+        group = schema().groups["plan/position_genes"]
         table = pd.DataFrame(
             {
-                "row": np.zeros(0, np.int64),
-                "gene_id": [],
-                "gene_name": [],
-                "range_start": np.zeros(0, np.int64),
-                "range_count": np.zeros(0, np.int64),
+                name: [] if group.arrays[name].is_str else np.zeros(0, group.arrays[name].dtype)
+                for name in schema().columns(group.name)
             }
         )
         return cls(0, table, np.zeros((0, 2), np.int64))
