@@ -65,7 +65,7 @@ class BuildMachine(RuleBasedStateMachine):
                     name, values = next(iter(arrays.items()))
                     t = task.tracks[0]
                     garbage = np.full_like(values[..., :1], 123.0)
-                    store.array(f"{task.group}/{name}")[task.start : task.stop, ..., t : t + 1] = (
+                    store.array(f"{task.group.name}/{name}")[task.start : task.stop, ..., t : t + 1] = (
                         garbage
                     )
                 raise SimulatedCrash
