@@ -65,9 +65,8 @@ class BuildMachine(RuleBasedStateMachine):
                     name, values = next(iter(arrays.items()))
                     t = task.tracks[0]
                     garbage = np.full_like(values[..., :1], 123.0)
-                    store.array(f"{task.group.name}/{name}")[task.start : task.stop, ..., t : t + 1] = (
-                        garbage
-                    )
+                    target = store.array(f"{task.group.name}/{name}")
+                    target[task.start : task.stop, ..., t : t + 1] = garbage
                 raise SimulatedCrash
             real(store, task, arrays)
             state["writes"] += 1
