@@ -282,7 +282,7 @@ def part(
     out["positions"] = int(s.positions["usable"].sum())
     out["variants"] = int(s.variants["usable"].sum())
     out["tracks"] = n_tracks = len(s.tracks)
-    track_shard = s.layout.track_shard
+    tracks_per_shard = s.layout.tracks_per_shard
 
     t0 = time.perf_counter()
     oracle = recipe.load_oracle(device="cpu")
@@ -317,7 +317,7 @@ def part(
     out.update({f"bare_store_columns_{k}": v for k, v in same.items()})
 
     report = build(store, oracle=oracle, progress=False)
-    passes = -(-n_tracks // track_shard) if oracle.per_model else 1
+    passes = -(-n_tracks // tracks_per_shard) if oracle.per_model else 1
     build_per_s = report.sequences / report.seconds
     out.update(
         sequences=report.sequences,

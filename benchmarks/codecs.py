@@ -144,7 +144,7 @@ def chunks_of(store: Path) -> dict[str, list[np.ndarray]]:
     out: dict[str, list[np.ndarray]] = {}
     for kind, name in KINDS.items():
         values = s.read(name)
-        rows, tracks = rows_per_chunk[kind], s.layout.track_chunk
+        rows, tracks = rows_per_chunk[kind], s.layout.tracks_per_chunk
         out[kind] = [
             np.ascontiguousarray(values[r : r + rows, ..., t : t + tracks])
             for r in range(0, values.shape[0], rows)

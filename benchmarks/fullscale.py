@@ -57,8 +57,8 @@ class Scale:
     n_variants: int = 18_000
     position_shard_rows: int = 256
     variant_shard_rows: int = 256
-    track_shard: int = 1_024
-    track_chunk: int = 64
+    tracks_per_shard: int = 1_024
+    tracks_per_chunk: int = 64
     seed: int = 10
 
     @property
@@ -183,8 +183,8 @@ def _create(path: Path, scale: Scale) -> None:
     layout = Layout(
         position_shard_rows=scale.position_shard_rows,
         variant_shard_rows=scale.variant_shard_rows,
-        track_shard=scale.track_shard,
-        track_chunk=scale.track_chunk,
+        tracks_per_shard=scale.tracks_per_shard,
+        tracks_per_chunk=scale.tracks_per_chunk,
     )
     strata = {
         "position_strata": {"random": {"planned": scale.n_positions, "usable": scale.n_positions}},
@@ -303,7 +303,8 @@ def part_in_ram(store: Path, k: int) -> dict[str, Any]:
     """Baseline: the first ``k`` tracks of every layer loaded into RAM (one read per
     source), then per track numpy's sort and the grid; scaled per track to all tracks."""
     from chorus_store.reduce import active_layers, grid_row
-    from chorus_store.store.core import ChorusStore, layer_sources
+    from chorus_store.store.core import ChorusStore
+    from chorus_store.store.schema import layer_sources
 
     s = ChorusStore.open(store)
     n_tracks = len(s.tracks)

@@ -68,7 +68,7 @@ def zero_cost_recipe(n: int) -> Any:
         name="enformer_shaped",
         batch_size=ZERO_SHAPE[1],
         layout=Layout(
-            position_shard_rows=32, variant_shard_rows=32, track_shard=1024, track_chunk=64
+            position_shard_rows=32, variant_shard_rows=32, tracks_per_shard=1024, tracks_per_chunk=64
         ),
     )
 
@@ -236,7 +236,7 @@ def _reduce_store(work: Path, quick: bool) -> Path:
         }
     )
     layout = Layout(
-        position_shard_rows=512, variant_shard_rows=512, track_shard=512, track_chunk=64
+        position_shard_rows=512, variant_shard_rows=512, tracks_per_shard=512, tracks_per_chunk=64
     )
     attrs = {
         "oracle": {"name": "bench", "fingerprint": "bench", "description": {}},

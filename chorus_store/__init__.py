@@ -40,7 +40,7 @@ from chorus_store.inspect.query import Backgrounds, open_store
 from chorus_store.inspect.status import status, verify
 from chorus_store.oracles.base import Oracle, OutputHead
 from chorus_store.oracles.callable import CallableOracle
-from chorus_store.plan.stage import add_rows, add_tracks, plan_store
+from chorus_store.plan.stage import add_positions, add_tracks, add_variants, plan_store
 from chorus_store.recipes import Recipe, load_recipe
 from chorus_store.reduce import reduce
 from chorus_store.reports import (
@@ -57,7 +57,8 @@ __all__ = [
     # the stages, in order
     "plan_store",
     "add_tracks",
-    "add_rows",
+    "add_positions",
+    "add_variants",
     "build",
     "reduce",
     "export",

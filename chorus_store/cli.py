@@ -374,13 +374,18 @@ def add_tracks(
     out.print(f"added {n} track(s); run `chorus-store build {store}`")
 
 
-def _add_rows(store: str, table: Path, group: str, fasta: Path | None) -> None:
-    from chorus_store.plan.sampling import POSITION_FIELDS, VARIANT_FIELDS
-    from chorus_store.plan.stage import add_rows, read_rows_table
+def _add_rows(
+    store: str,
+    table: Path,
+    fields: tuple[str, ...],
+    add: Callable[..., int],
+    group: str,
+    fasta: Path | None,
+) -> None:
+    from chorus_store.plan.stage import read_rows_table
 
-    fields = POSITION_FIELDS if group == "baselines" else VARIANT_FIELDS
     rows = _run(read_rows_table, table, fields)
-    n = _run(add_rows, store, group, rows, fasta=fasta)
+    n = _run(add, store, rows, fasta=fasta)
     out.print(f"added {n} row(s) to {group}; run `chorus-store build {store}`")
 
 
@@ -391,7 +396,10 @@ def add_positions(
     fasta: Annotated[Path | None, typer.Option(help="FASTA, if moved since planning.")] = None,
 ) -> None:
     """Append baseline positions; the next build computes only them."""
-    _add_rows(store, table, "baselines", fasta)
+    from chorus_store.plan.sampling import POSITION_FIELDS
+    from chorus_store.plan.stage import add_positions
+
+    _add_rows(store, table, POSITION_FIELDS, add_positions, "baselines", fasta)
 
 
 @app.command("add-variants")
@@ -401,7 +409,10 @@ def add_variants(
     fasta: Annotated[Path | None, typer.Option(help="FASTA, if moved since planning.")] = None,
 ) -> None:
     """Append SNPs; the next build computes only them."""
-    _add_rows(store, table, "variants", fasta)
+    from chorus_store.plan.sampling import VARIANT_FIELDS
+    from chorus_store.plan.stage import add_variants
+
+    _add_rows(store, table, VARIANT_FIELDS, add_variants, "variants", fasta)
 
 
 @app.command()

@@ -31,6 +31,7 @@ from chorus_store.store import claims as locks
 from chorus_store.store.core import ChorusStore
 from chorus_store.store.location import Location, is_remote
 from chorus_store.store.progress import require_complete
+from chorus_store.store.schema import npz_contract, schema
 
 __all__ = [
     "export",
@@ -71,80 +72,120 @@ def _stamped_at() -> str:
 # --------------------------------------------------------------------------------------
 
 
-def validate_npz(arrays: dict[str, np.ndarray], *, n_points: int = 10_000) -> list[str]:  # noqa: C901 - split in h11-store (schemas/npz-v4.json)
-    """Every way ``arrays`` would break chorus's loader or its writer's guards."""
+def _contract_problem(
+    key: str, spec: dict[str, Any], arr: np.ndarray | None, dims: dict[str, int]
+) -> str | None:
+    """How ``arr`` breaks its entry ``spec`` of the NPZ contract, or None."""
+    shape = tuple(dims[d] if isinstance(d, str) else int(d) for d in spec["shape"])
+    want = spec["dtype"]
+    if arr is None:
+        return f"{key} missing (the contract: {want} {shape})"
+    ok = arr.dtype.kind == "U" if want == "unicode" else arr.dtype == np.dtype(want)
+    if not ok or arr.shape != shape:
+        return f"{key} must be {want} {shape}, is {arr.dtype} {arr.shape}"
+    return None
+
+
+def validate_npz(arrays: dict[str, np.ndarray], *, n_points: int = 10_000) -> list[str]:
+    """Every way ``arrays`` would break chorus's loader or its writer's guards.
+
+    Keys, dtypes and shapes are the contract's (``schemas/npz-v4.json``); the rules on
+    values (unique ids, canonical layers, monotone exact grids) are checked here.
+    """
+    contract = npz_contract()
     problems: list[str] = []
     ids = arrays.get("track_ids")
     if ids is None or ids.dtype.kind != "U" or ids.ndim != 1:
         return ["track_ids must be a 1-D unicode array"]
     T = len(ids)
-    uniq, counts = np.unique(ids, return_counts=True)
-    if (counts > 1).any():
-        problems.append(f"track_ids not unique: {uniq[counts > 1][:5].tolist()}")
-    layers = arrays.get("layers_per_row")
-    if layers is None or layers.shape != (T,):
-        problems.append("layers_per_row missing or of the wrong length")
-    else:
-        bad = sorted(set(layers.tolist()) - set(LAYER_CONFIGS))
-        if bad:
-            problems.append(f"layers_per_row holds non-canonical layers {bad}")
-    flags = arrays.get("signed_flags")
-    if flags is None or flags.dtype != np.bool_ or flags.shape != (T,):
-        problems.append("signed_flags must be bool (n_tracks,)")
-    for layer in ("effect", "summary", "perbin"):
-        key = f"{layer}_cdfs"
-        if key not in arrays:
-            continue
-        m = arrays[key]
-        if m.dtype != np.float32 or m.shape != (T, n_points):
-            problems.append(f"{key} must be float32 ({T}, {n_points}), is {m.dtype} {m.shape}")
-            continue
-        for suffix in ("counts", "retained"):
-            c = arrays.get(f"{layer}_{suffix}")
-            if c is None or c.dtype != np.int64 or c.shape != (T,):
-                problems.append(f"{layer}_{suffix} must be int64 ({T},)")
-        counts_ = arrays.get(f"{layer}_counts")
-        retained = arrays.get(f"{layer}_retained")
-        if counts_ is None or retained is None or counts_.shape != (T,):
-            continue
-        if not np.isfinite(m).all():
-            problems.append(f"{key} holds NaN/inf")
-        has = counts_ > 0
-        if T and has.mean() < 0.5:
-            problems.append(
-                f"{layer}: only {int(has.sum())} of {T} tracks have samples (< 50%); chorus's "
-                f"writer refuses this (a build that dropped every position looks like this)"
-            )
-        drops = np.diff(m, axis=1) < -1e-6
-        bad_rows = np.flatnonzero(drops.any(axis=1) & has)
-        if len(bad_rows):
-            problems.append(f"{key}: rows {bad_rows[:5].tolist()} are not non-decreasing")
-        for i in np.flatnonzero(has & (counts_ < n_points - 2)):
-            row = m[i]
-            if row[0] != row[-1] and int(np.argmax(row)) == int(counts_[i]) - 1:
-                problems.append(
-                    f"{key}: row {i} ({ids[i]}) reaches its maximum at index {counts_[i] - 1}, "
-                    f"the shape of a grid padded to width (chorus #143)"
-                )
-                break
-        empty = np.flatnonzero(~has & (m != 0).any(axis=1))
-        if len(empty):
-            problems.append(f"{key}: rows {empty[:5].tolist()} have count 0 but non-zero values")
-        if (retained < counts_).any():
-            problems.append(f"{layer}: retained < offered (thinned) rows; exports are exact")
-    cfg = arrays.get("build_config")
-    if cfg is None or cfg.shape != (1,):
-        problems.append("build_config must be a (1,) JSON string array")
-    else:
-        try:
-            parsed = json.loads(str(cfg[0]))
-            if not isinstance(parsed.get("schema_version"), int) or parsed["schema_version"] < 4:
-                problems.append("build_config.schema_version must be the int 4")
-        except ValueError as exc:
-            problems.append(f"build_config is not JSON: {exc}")
+    dims = {"track": T, "cdf_point": n_points}
+    for key, spec in contract["keys"].items():
+        problem = _contract_problem(key, spec, arrays.get(key), dims)
+        if problem:
+            problems.append(problem)
+    problems += _id_and_layer_problems(ids, arrays.get("layers_per_row"))
+    for layer in contract["layers"]:
+        problems += _layer_problems(arrays, layer, contract["per_layer"], dims)
+    problems += _build_config_problems(
+        arrays.get("build_config"), int(contract["keys"]["build_config"]["min_schema_version"])
+    )
     for key, arr in arrays.items():
         if arr.dtype.kind == "O":
             problems.append(f"{key} is an object array (chorus loads with allow_pickle=False)")
+    return problems
+
+
+def _id_and_layer_problems(ids: np.ndarray, layers: np.ndarray | None) -> list[str]:
+    """Track ids unique; every row's layer one chorus knows."""
+    problems = []
+    uniq, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        problems.append(f"track_ids not unique: {uniq[counts > 1][:5].tolist()}")
+    if layers is not None and layers.shape == ids.shape:
+        bad = sorted(set(layers.tolist()) - set(LAYER_CONFIGS))
+        if bad:
+            problems.append(f"layers_per_row holds non-canonical layers {bad}")
+    return problems
+
+
+def _build_config_problems(cfg: np.ndarray | None, least: int) -> list[str]:
+    """The build config is JSON with an integer schema version chorus accepts."""
+    if cfg is None or cfg.shape != (1,):
+        return []  # a missing or mis-shaped entry is the contract's problem
+    try:
+        version = json.loads(str(cfg[0])).get("schema_version")
+    except ValueError as exc:
+        return [f"build_config is not JSON: {exc}"]
+    if not isinstance(version, int) or version < least:
+        return [f"build_config.schema_version must be the int {least}"]
+    return []
+
+
+def _layer_problems(
+    arrays: dict[str, np.ndarray],
+    layer: str,
+    per_layer: dict[str, dict[str, Any]],
+    dims: dict[str, int],
+) -> list[str]:
+    """The problems of one layer's grid, counts and retained counts (absent layer: none)."""
+    key = f"{layer}_cdfs"
+    if key not in arrays:
+        return []
+    specs = {name.format(layer=layer): spec for name, spec in per_layer.items()}
+    shape_problems = [
+        p for k, spec in specs.items() if (p := _contract_problem(k, spec, arrays.get(k), dims))
+    ]
+    if shape_problems:
+        return shape_problems
+    T, n_points = dims["track"], dims["cdf_point"]
+    m, counts_, retained = arrays[key], arrays[f"{layer}_counts"], arrays[f"{layer}_retained"]
+    problems = []
+    if not np.isfinite(m).all():
+        problems.append(f"{key} holds NaN/inf")
+    has = counts_ > 0
+    if T and has.mean() < 0.5:
+        problems.append(
+            f"{layer}: only {int(has.sum())} of {T} tracks have samples (< 50%); chorus's "
+            f"writer refuses this (a build that dropped every position looks like this)"
+        )
+    drops = np.diff(m, axis=1) < -1e-6
+    bad_rows = np.flatnonzero(drops.any(axis=1) & has)
+    if len(bad_rows):
+        problems.append(f"{key}: rows {bad_rows[:5].tolist()} are not non-decreasing")
+    ids = arrays["track_ids"]
+    for i in np.flatnonzero(has & (counts_ < n_points - 2)):
+        row = m[i]
+        if row[0] != row[-1] and int(np.argmax(row)) == int(counts_[i]) - 1:
+            problems.append(
+                f"{key}: row {i} ({ids[i]}) reaches its maximum at index {counts_[i] - 1}, "
+                f"the shape of a grid padded to width (chorus #143)"
+            )
+            break
+    empty = np.flatnonzero(~has & (m != 0).any(axis=1))
+    if len(empty):
+        problems.append(f"{key}: rows {empty[:5].tolist()} have count 0 but non-zero values")
+    if (retained < counts_).any():
+        problems.append(f"{layer}: retained < offered (thinned) rows; exports are exact")
     return problems
 
 
@@ -331,8 +372,8 @@ def build_config(
             "position set) and must not be unified.",
             "Percentiles are strictly empirical: above the sampled maximum the value is "
             "clamped. No tail is extrapolated.",
-            "Per-bin draws: 32 bins per usable position from the whole output, one "
-            "independent seeded stream per position (seed 999, row index).",
+            f"Per-bin draws: {schema().bin_samples} bins per usable position from the whole "
+            "output, one independent seeded stream per position (seed 999, row index).",
         ],
         "determinism": {
             "available": True,

@@ -21,7 +21,7 @@ from chorus_store.oracles import registry
 from chorus_store.oracles.base import Oracle, OutputHead
 from chorus_store.plan.sampling import SamplingConfig
 from chorus_store.resources import data_dir
-from chorus_store.store.core import Layout
+from chorus_store.store.layout import Layout
 
 __all__ = ["Recipe", "load_recipe", "list_recipes"]
 
@@ -173,7 +173,7 @@ class Recipe:
             heads=tuple(OutputHead.from_dict(h) for h in heads_raw),
             tracks=tracks,
             plan=plan,
-            layout=Layout.from_dict(data.get("layout", {})),
+            layout=Layout.from_dict(data.get("layout", {}), source=f"recipe {name!r}"),
             source=source,
             description=str(data.get("description", "")),
             table=table,

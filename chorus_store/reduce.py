@@ -1,6 +1,6 @@
 """The reduce: exact per-track CDF grids of every stored value, with Dask, out of core.
 
-For each layer (effect, summary, perbin) and each block of ``track_chunk`` tracks, one
+For each layer (effect, summary, perbin) and each block of ``tracks_per_chunk`` tracks, one
 Dask task reads the block's column of the store (all rows, only those tracks, a few
 chunks at a time into track-major order), sorts each track's non-NaN values in place
 and takes chorus's grid (spec §5.4): evenly spaced order statistics at
@@ -11,7 +11,7 @@ thinned: every grid is an exact function of the stored values.
 Each block's result is written with a fingerprint of its inputs (plan, track rows, oracle,
 genome, grid rules); a re-run recomputes only blocks whose fingerprint is stale, so an
 interrupted reduce resumes and adding tracks or rows recomputes only what they touch.
-Peak memory is about one block (``rows × bin_samples × track_chunk`` values) per Dask
+Peak memory is about one block (``rows × bin_samples × tracks_per_chunk`` values) per Dask
 worker thread, whatever the number of tracks.
 """
 
@@ -34,15 +34,11 @@ from chorus_store.reports import ReduceReport
 from chorus_store.scheduler import Scheduler, dashboard_link, is_client, local_or_client
 from chorus_store.scheduler import check as check_scheduler
 from chorus_store.store import claims as locks
-from chorus_store.store.core import (
-    LAYERS,
-    ChorusStore,
-    as_corruption,
-    is_checksum_error,
-    layer_sources,
-)
+from chorus_store.store.base import as_corruption, is_checksum_error
+from chorus_store.store.core import DATA_GROUPS, LAYERS, ChorusStore
 from chorus_store.store.integrity import block_inputs, missing_shards
 from chorus_store.store.progress import require_complete
+from chorus_store.store.schema import layer_sources, schema
 
 __all__ = [
     "GRID_RULES",
@@ -167,7 +163,7 @@ def active_layers(store: ChorusStore) -> tuple[str, ...]:
 def layer_fingerprints(store: ChorusStore, layer: str) -> list[str]:
     """The fingerprint each track block of ``layer`` must carry to be current."""
     sources = layer_sources(layer)
-    plan_key = "positions_sha256" if sources[0].startswith("baselines") else "variants_sha256"
+    plan_key = f"{schema().layer_group(layer).plan_name}_sha256"
     common = {
         "layer": layer,
         "rules": GRID_RULES,
@@ -178,7 +174,7 @@ def layer_fingerprints(store: ChorusStore, layer: str) -> list[str]:
         "genome": store.attrs["genome"]["fai_sha256"],
     }
     tracks = store.tracks
-    chunk = store.layout.track_chunk
+    chunk = store.layout.tracks_per_chunk
     data = block_inputs(store, sources)  # the stored values themselves, not only the plan
     out = []
     for b, t0 in enumerate(range(0, len(tracks), chunk)):
@@ -209,7 +205,7 @@ def require_reduced(store: ChorusStore) -> None:
 def require_shards(store: ChorusStore) -> None:
     """Refuse to rank the fill value of a shard its done marks say is written (a deleted
     or emptied object reads back as NaN, "not sampled", without any error)."""
-    done = {g: store.read(f"{g}/done_rows") for g in ("baselines", "variants")}
+    done = {g.name: store.read(g.done) for g in DATA_GROUPS}
     missing = missing_shards(store, done)
     if missing:
         unit, why = missing[0]
@@ -311,7 +307,7 @@ def _block_tasks(store: ChorusStore, layers: tuple[str, ...], report: ReduceRepo
     """One delayed task per stale block of each layer (counted in ``report``)."""
     tracks = store.tracks
     signed = tracks.signed
-    chunk = store.layout.track_chunk
+    chunk = store.layout.tracks_per_chunk
     tasks = []
     run = uuid.uuid4().hex
     for layer in layers:

@@ -22,7 +22,7 @@ __all__ = ["BuildReport", "ReduceReport", "ExportReport", "StatusReport", "Verif
 class BuildReport:
     """What one :func:`~chorus_store.build` call did."""
 
-    rows_built: dict[str, int] = field(default_factory=lambda: {g: 0 for g in DATA_GROUPS})
+    rows_built: dict[str, int] = field(default_factory=lambda: {g.name: 0 for g in DATA_GROUPS})
     tasks: int = 0
     oracle_calls: int = 0
     seconds: float = 0.0

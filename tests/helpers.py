@@ -141,8 +141,8 @@ def bpnet_recipe(tmp: Path, n_tracks: int = 4) -> Recipe:
         "tracks": {"table": str(table)},
         "plan": {"source": "generated", "assembly": "chorus-store-demo-v1",
                  "sampling": {**DEMO_TOML["plan"]["sampling"], **SMALL_SAMPLING}},
-        "layout": {"position_shard_rows": 32, "variant_shard_rows": 32, "track_shard": 2,
-                   "track_chunk": 2},
+        "layout": {"position_shard_rows": 32, "variant_shard_rows": 32, "tracks_per_shard": 2,
+                   "tracks_per_chunk": 2},
     }  # fmt: skip
     return Recipe.from_dict(data, base=tmp)
 

@@ -15,7 +15,8 @@ import pytest
 
 from chorus_store import export, reduce
 from chorus_store.reduce import grid_row
-from chorus_store.store.core import ChorusStore, layer_sources
+from chorus_store.store.core import ChorusStore
+from chorus_store.store.schema import layer_sources
 
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 
@@ -34,7 +35,7 @@ def fullscale() -> ModuleType:
 def tiny(fullscale: ModuleType) -> Any:  # a fullscale.Scale (a module loaded by path)
     return fullscale.Scale(
         n_tracks=20, n_positions=100, n_variants=50, position_shard_rows=32,
-        variant_shard_rows=32, track_shard=16, track_chunk=8,
+        variant_shard_rows=32, tracks_per_shard=16, tracks_per_chunk=8,
     )  # fmt: skip
 
 

@@ -16,8 +16,9 @@ import pytest
 from chorus_store import (
     CallableOracle,
     OutputHead,
-    add_rows,
+    add_positions,
     add_tracks,
+    add_variants,
     build,
     export,
     reduce,
@@ -263,9 +264,7 @@ def test_adding_positions_and_snps_computes_only_them(small_copy: Path, tmp_path
         "chrom\tpos\tstratum\n"
         + "".join(f"chr2\t{300_000 + 7_919 * i}\textra\n" for i in range(10))
     )
-    assert (
-        add_rows(small_copy, "baselines", read_rows_table(table, ("chrom", "pos", "stratum"))) == 10
-    )
+    assert add_positions(small_copy, read_rows_table(table, ("chrom", "pos", "stratum"))) == 10
     snps = tmp_path / "snps.tsv"
     s = ChorusStore.open(small_copy)
     from chorus_store.genome.fasta import Genome
@@ -276,9 +275,7 @@ def test_adding_positions_and_snps_computes_only_them(small_copy: Path, tmp_path
         "chrom\tpos\tref\talt\tstratum\n"
         + "".join(f"chr3\t{p}\t{r}\t{'A' if r != 'A' else 'G'}\textra\n" for p, r in rows)
     )
-    add_rows(
-        small_copy, "variants", read_rows_table(snps, ("chrom", "pos", "ref", "alt", "stratum"))
-    )
+    add_variants(small_copy, read_rows_table(snps, ("chrom", "pos", "ref", "alt", "stratum")))
     oracle = small_recipe(tmp_path).load_oracle()
     report = build(small_copy, oracle=oracle, progress=False)
     assert report.rows_built == {"baselines": 10, "variants": len(rows)}

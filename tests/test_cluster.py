@@ -186,7 +186,7 @@ def test_a_killed_coordinator_resumes_with_nothing_lost_or_done_twice(
     # a row shard counts as done when every track of it is (a kill can fall between the
     # done marks of its track shards: then its pending tracks are built again)
     n = len(s.tracks)
-    done_before = {g: int(s.read(f"{g}/done_rows")[:, :n].min(axis=1).sum()) for g in DATA_GROUPS}
+    done_before = {g.name: int(s.read(g.done)[:, :n].min(axis=1).sum()) for g in DATA_GROUPS}
     assert 0 < sum(done_before.values()) < len(s.positions) + len(s.variants)
     report = build(store, progress=False)  # one process resumes it
     # exactly the rows not marked done are built, once each; none marked done is redone
@@ -256,7 +256,7 @@ def _a_task(store: ChorusStore) -> Any:
     from chorus_store.build.tasks import Task
 
     n = store.layout.position_shard_rows
-    return Task("baselines", 0, 0, n, n, tuple(range(len(store.tracks))))
+    return Task(DATA_GROUPS[0], 0, 0, n, n, tuple(range(len(store.tracks))))
 
 
 def test_a_task_that_kills_every_worker_it_meets_stops_the_build_clearly(

@@ -19,8 +19,8 @@ from .helpers import plan_small, run_all, small_recipe
             {
                 "position_shard_rows": 7,
                 "variant_shard_rows": 50,
-                "track_shard": 32,
-                "track_chunk": 32,
+                "tracks_per_shard": 32,
+                "tracks_per_chunk": 32,
             },
             {"batch_size": 3},
         ),
@@ -28,8 +28,8 @@ from .helpers import plan_small, run_all, small_recipe
             {
                 "position_shard_rows": 200,
                 "variant_shard_rows": 8,
-                "track_shard": 8,
-                "track_chunk": 4,
+                "tracks_per_shard": 8,
+                "tracks_per_chunk": 4,
             },
             {"batch_size": 40},
         ),

@@ -76,8 +76,8 @@ snp_margin_bp = 50000
 [layout]
 position_shard_rows = 16
 variant_shard_rows = 16
-track_shard = 8
-track_chunk = 8
+tracks_per_shard = 8
+tracks_per_chunk = 8
 """
 TRACKS = (
     "track_id\tassay_type\tdescription\nGC:one\tDNASE\tDNASE:gc\nAT:two\tCHIP\tCHIP:H3K27ac:at\n"

@@ -38,8 +38,8 @@ snp_margin_bp = 50000
 [layout]
 position_shard_rows = 16
 variant_shard_rows = 16
-track_shard = 8
-track_chunk = 8
+tracks_per_shard = 8
+tracks_per_chunk = 8
 """
 
 

@@ -14,7 +14,8 @@ from hypothesis.extra.numpy import arrays
 
 from chorus_store import open_store, reduce
 from chorus_store.reduce import grid_block, grid_row, read_columns
-from chorus_store.store.core import ChorusStore, layer_sources
+from chorus_store.store.core import ChorusStore
+from chorus_store.store.schema import layer_sources
 
 P = 10_000
 reduce_module = importlib.import_module("chorus_store.reduce")  # the module, not the function

@@ -86,14 +86,17 @@ def test_a_store_written_with_the_old_codec_reads_and_grows_with_it(
     """A store planned and half built by the old code (zstd), then grown, built, reduced and
     exported by today's: same NPZ bytes as a store made by today's code alone, and every
     array keeps the codec it was created with (a store's codec never changes mid-store)."""
+    from zarr.registry import get_codec_class
+
     import chorus_store.store.core as store_module
     from chorus_store import add_tracks
 
-    schema = store_module.load_schema()
-    old_schema = {**schema, "codecs": {**schema["codecs"], "compressors": OLD_COMPRESSORS}}
+    def old_compressors() -> list[object]:
+        return [get_codec_class(c["name"]).from_dict(c) for c in OLD_COMPRESSORS]
+
     store = tmp_path / "demo.zarr"
     with monkeypatch.context() as m:  # the old code: only the creation codecs differ
-        m.setattr(store_module, "load_schema", lambda version=2: old_schema)
+        m.setattr(store_module, "_compressors", old_compressors)
         plan_small(store, demo_inputs, small_recipe(tmp_path, n_tracks=20))
         build(store, progress=False, part="baselines")
     assert _inner_codecs(store, "baselines/perbin")[1]["configuration"]["cname"] == "zstd"
@@ -198,7 +201,7 @@ def test_arrays_written_per_reduce_block_have_a_chunk_per_block(
     ``retained`` and ``grid``: a chunk shared by two blocks would be rewritten by both,
     one of them losing the other's values (a read-modify-write race)."""
     store = ChorusStore.open(small_build[0])
-    chunk = store.layout.track_chunk
+    chunk = store.layout.tracks_per_chunk
     for layer in ("effect", "summary", "perbin"):
         for name in ("grid", "offered", "retained"):
             assert store.array(f"reductions/{layer}/{name}").chunks[0] == chunk, (layer, name)

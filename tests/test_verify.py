@@ -15,8 +15,9 @@ from chorus_store.cli import app
 from chorus_store.errors import CorruptChunkError, SchemaError, StoreLockedError
 from chorus_store.inspect.status import verify
 from chorus_store.reduce import stale_blocks
+from chorus_store.store.base import ROOT_COPY
 from chorus_store.store.claims import acquire
-from chorus_store.store.core import ROOT_COPY, ChorusStore
+from chorus_store.store.core import ChorusStore
 from chorus_store.store.location import Location
 
 PERBIN_SHARD = Path("baselines/perbin/c/2/0/0/0")  # rows 64-95, tracks 0-15
@@ -70,7 +71,7 @@ def test_an_all_nan_unit_is_still_stored(small_build: tuple[Path, Path]) -> None
     """gene_summary of a track shard without RNA tracks is all NaN; it is written anyway,
     so that "marked built" always means "its object exists"."""
     store = ChorusStore.open(small_build[0])
-    n_track_shards = -(-len(store.tracks) // store.layout.track_shard)
+    n_track_shards = -(-len(store.tracks) // store.layout.tracks_per_shard)
     keys = {k for k, _ in store.location.list("baselines/gene_summary/c/")}
     assert keys == {
         f"baselines/gene_summary/c/{s}/{ts}"

@@ -289,7 +289,7 @@ def run_on_cluster(
             run_task,
             spec,
             task,
-            key=f"chorus-build-{task.group}-{task.shard}-{task.tracks[0]}-{spec.run_id[:8]}",
+            key=f"chorus-build-{task.group.name}-{task.shard}-{task.tracks[0]}-{spec.run_id[:8]}",
             pure=False,
             resources=resources,
         ): task
@@ -303,7 +303,7 @@ def run_on_cluster(
             except KilledWorker as exc:
                 task = futures[fut]
                 raise ClusterError(
-                    f"{spec.store}: {task.group} shard {task.shard} killed every worker that "
+                    f"{spec.store}: {task.group.name} shard {task.shard} killed every worker that "
                     f"ran it ({exc}); out of memory is the usual cause (GPU or host: a smaller "
                     f"model batch, or workers with more memory). Finished shards are kept; "
                     f"`chorus-store build {spec.store}` resumes."

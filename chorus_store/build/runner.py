@@ -130,7 +130,7 @@ def _task_inputs(ctx: RunContext, task: Task) -> _TaskInputs:
                 bins = GeneSlot.from_ranges(j, -1, ranges[start : start + count]).bins
                 slots.setdefault(int(row) - task.start, []).append((j, bins))
     inputs = _TaskInputs(slots, g1 - g0)
-    if task.group == "baselines" and stats.has_bins:
+    if task.group.bin_record is not None and stats.has_bins:
         span = slice(task.start, task.stop)
         inputs.bins = ctx.store.read("plan/positions/bin_index", span)
         inputs.gene_bins = ctx.store.read("plan/positions/gene_bin_index", span)
@@ -152,7 +152,7 @@ def _sequences(ctx: RunContext, tasks: list[Task]) -> Iterator[_Batch | tuple[ob
             label = f"{rec.chrom}:{rec.pos}"
             seq = ctx.genome.window(rec.chrom, int(rec.pos), L)
             pending.append((local, 0, seq, label))
-            if task.group == "variants":
+            if task.group.has_alleles:
                 i = L // 2 - 1
                 alt = seq[:i] + str(rec.alt).encode() + seq[i + 1 :]
                 pending.append((local, 1, alt, f"{label}{rec.ref}>{rec.alt}"))
@@ -287,24 +287,26 @@ class _TaskState:
 
 
 def _start_task(ctx: RunContext, task: Task) -> _TaskState:
+    """Buffers named as the records they become (``summary``, ``gene_ref_summary``, ...),
+    NaN until absorbed; float64 but for the per-bin record (rounded once, at the end)."""
     stats = ctx.stats(task.tracks)
-    n, t, s = task.n_rows, len(task.tracks), ctx.n_strands
     g0, g1 = gene_span(ctx.store, task)
-    buffers: dict[str, np.ndarray]
-    if task.group == "baselines":
-        k = ctx.store.layout.bin_samples
-        buffers = {
-            "summary": np.full((n, s, t), np.nan),
-            "perbin": np.full((n, s, k, t), np.nan, np.float32),
-            "gene_summary": np.full((g1 - g0, t), np.nan),
-        }
-    else:
-        buffers = {
-            "ref": np.full((n, s, t), np.nan),
-            "alt": np.full((n, s, t), np.nan),
-            "gene_ref": np.full((g1 - g0, t), np.nan),
-            "gene_alt": np.full((g1 - g0, t), np.nan),
-        }
+    group = task.group
+    lengths = {
+        group.row_dim: task.n_rows,
+        group.gene_dim: g1 - g0,
+        "strand": ctx.n_strands,
+        "bin_sample": ctx.store.layout.bin_samples,
+        "track": len(task.tracks),
+    }
+    buffers = {
+        spec.name: np.full(
+            tuple(lengths[d] for d in spec.dims),
+            np.nan,
+            np.float32 if spec is group.bin_record else np.float64,
+        )
+        for spec in group.buffered
+    }
     return _TaskState(task, stats, buffers, g1 - g0)
 
 
@@ -319,53 +321,48 @@ def _absorb(
     summaries, perbin, means = placed
     buf = st.buffers
     rows = batch.rows[start : start + index.rows]
-    touched = [g.slot for g in index.slots]
     for g in index.slots:
         st.slot_rows[g.slot] = int(rows[g.batch_row])
-    if st.task.group == "baselines":
-        buf["summary"][rows] = summaries
-        buf["gene_summary"][touched] = means
-        if perbin is not None:
-            buf["perbin"][rows] = perbin
-        return
+    group = st.task.group
+    pairs = group.summaries  # per allele: (summary record, its gene twin)
     allele = batch.allele[start : start + index.rows]
-    ref = allele == 0
-    buf["ref"][rows[ref]] = summaries[ref]
-    buf["alt"][rows[~ref]] = summaries[~ref]
+    if len(pairs) == 1:
+        buf[pairs[0][0].name][rows] = summaries
+    else:
+        for a, (record, _) in enumerate(pairs):
+            mine = allele == a
+            buf[record.name][rows[mine]] = summaries[mine]
     for i, g in enumerate(index.slots):
-        key = "gene_ref" if allele[g.batch_row] == 0 else "gene_alt"
-        buf[key][g.slot] = means[i]
+        buf[pairs[allele[g.batch_row]][1].name][g.slot] = means[i]
+    if perbin is not None and group.bin_record is not None:
+        buf[group.bin_record.name][rows] = perbin
 
 
 def _finish(ctx: RunContext, st: _TaskState) -> dict[str, np.ndarray]:
     task, stats, buf = st.task, st.stats, st.buffers
     rows = ctx.store.plan_table(task.group).iloc[task.start : task.stop]
-    if task.group == "baselines":
-        summary = buf["summary"]
+    out = {name: values.astype(np.float32, copy=False) for name, values in buf.items()}
+    if not task.group.has_alleles:
+        summary = out["summary"]
         skip = stats.summary_mask(rows["stratum"].tolist())  # CAGE routing
         summary[np.broadcast_to(skip[:, None, :], summary.shape)] = np.nan
-        return {
-            "summary": summary.astype(np.float32),
-            "perbin": buf["perbin"],
-            "gene_summary": buf["gene_summary"].astype(np.float32),
-        }
+        return out
     labels = [
         f"{c}:{p}{r}>{a}"
         for c, p, r, a in zip(rows["chrom"], rows["pos"], rows["ref"], rows["alt"], strict=True)
     ]
-    ref, alt = ctx.oracle.effect_inputs(buf["ref"], buf["alt"], stats.track_idx)
+    ref, alt = ctx.oracle.effect_inputs(buf["ref_summary"], buf["alt_summary"], stats.track_idx)
     genes = stats.gene_positions
     effect = stats.effects(ref, alt, labels, np.setdiff1d(np.arange(stats.n), genes))
     gene_labels = [""] * st.n_slots
     for slot, local in st.slot_rows.items():
         gene_labels[slot] = labels[local]
-    gene_effect = stats.effects(buf["gene_ref"], buf["gene_alt"], gene_labels, genes)
+    gene_effect = stats.effects(
+        buf["gene_ref_summary"], buf["gene_alt_summary"], gene_labels, genes
+    )
     return {
-        "ref_summary": buf["ref"].astype(np.float32),
-        "alt_summary": buf["alt"].astype(np.float32),
+        **out,
         "effect": effect.astype(np.float32),
-        "gene_ref_summary": buf["gene_ref"].astype(np.float32),
-        "gene_alt_summary": buf["gene_alt"].astype(np.float32),
         "gene_effect": gene_effect.astype(np.float32),
     }
 
@@ -408,7 +405,7 @@ def _predict(ctx: RunContext, task: Task, batch: _Batch) -> list[_Block]:
     except Exception as exc:
         raise OracleError(
             f"the oracle {ctx.oracle.name!r} raised {type(exc).__name__}: {exc} while "
-            f"predicting {task.group} shard {task.shard} (rows {task.start}-{task.stop - 1}, "
+            f"predicting {task.group.name} shard {task.shard} (rows {task.start}-{task.stop - 1}, "
             f"first sequence {batch.labels[0]}); nothing of that shard was written. Fix the "
             f"model or its environment, then re-run `chorus-store build {ctx.store.url}` "
             f"(it resumes)."
@@ -452,7 +449,7 @@ class _Reducer:
         task = self.tasks[ti]
         st = self.states.pop(ti, None) or _start_task(self.ctx, task)
         self.writer.put((task, _finish(self.ctx, st)))
-        self.report.rows_built[task.group] += task.n_rows
+        self.report.rows_built[task.group.name] += task.n_rows
         self.report.tasks += 1
         if self.on_rows:
             self.on_rows(task.n_rows)

@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 
 def _nothing_built(store: ChorusStore) -> bool:
-    return all(not store.read(f"{g}/done_rows").any() for g in DATA_GROUPS)
+    return all(not store.read(g.done).any() for g in DATA_GROUPS)
 
 
 def _check_oracle(
@@ -194,7 +194,7 @@ def build(
     tasks = pending(store)
     if tasks:
         claims = store.claim(
-            sorted({c for t in tasks for c in t.claims(store.layout.track_shard)}),
+            sorted({c for t in tasks for c in t.claims(store.layout.tracks_per_shard)}),
             command=f"chorus-store build {store.url}",
         )
         try:

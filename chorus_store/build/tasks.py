@@ -13,7 +13,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from chorus_store.errors import UsageError, WriteError
-from chorus_store.store.core import DATA_GROUPS, ChorusStore, as_corruption, is_checksum_error
+from chorus_store.store.base import as_corruption, is_checksum_error
+from chorus_store.store.core import DATA_GROUPS, ChorusStore
+from chorus_store.store.schema import DataGroup
 
 __all__ = ["Task", "plan_tasks", "write_task", "gene_span"]
 
@@ -22,16 +24,16 @@ __all__ = ["Task", "plan_tasks", "write_task", "gene_span"]
 class Task:
     """Rows ``start:stop`` of row shard ``shard`` of ``group``, for the ``tracks`` pending."""
 
-    group: str
+    group: DataGroup
     shard: int
     start: int
     stop: int
     shard_stop: int
     tracks: tuple[int, ...]
 
-    def claims(self, track_shard: int) -> list[str]:
-        shards = sorted({t // track_shard for t in self.tracks})
-        return [f"build/{self.group}/s{self.shard:06d}-t{ts:04d}" for ts in shards]
+    def claims(self, tracks_per_shard: int) -> list[str]:
+        shards = sorted({t // tracks_per_shard for t in self.tracks})
+        return [f"build/{self.group.name}/s{self.shard:06d}-t{ts:04d}" for ts in shards]
 
     @property
     def n_rows(self) -> int:
@@ -43,11 +45,12 @@ class Task:
 # --------------------------------------------------------------------------------------
 
 
-def _selected_groups(part: str) -> tuple[str, ...]:
+def _selected_groups(part: str) -> tuple[DataGroup, ...]:
     if part == "all":
         return DATA_GROUPS
-    if part in DATA_GROUPS:
-        return (part,)
+    chosen = tuple(g for g in DATA_GROUPS if g.name == part)
+    if chosen:
+        return chosen
     raise UsageError(
         f"--part must be 'all', 'baselines' or 'variants', not {part!r}; e.g. "
         f"`chorus-store build STORE --part baselines`"
@@ -73,7 +76,7 @@ def plan_tasks(
     tasks = []
     n_tracks = len(store.tracks)
     for group in _selected_groups(part):
-        done = store.read(f"{group}/done_rows")
+        done = store.read(group.done)
         for s, start, stop in store.iter_shards(group):
             if shard is not None and s % shard[1] != shard[0]:
                 continue
@@ -84,8 +87,8 @@ def plan_tasks(
                 pending = np.arange(n_tracks)
             groups = (
                 [
-                    pending[pending // store.layout.track_shard == ts]
-                    for ts in np.unique(pending // store.layout.track_shard)
+                    pending[pending // store.layout.tracks_per_shard == ts]
+                    for ts in np.unique(pending // store.layout.tracks_per_shard)
                 ]
                 if per_model
                 else [pending]
@@ -96,7 +99,9 @@ def plan_tasks(
                     Task(group, s, start + first, stop, stop, tuple(int(t) for t in tracks))
                 )
     if per_model:
-        tasks.sort(key=lambda t: (min(t.tracks) // store.layout.track_shard, t.group, t.shard))
+        tasks.sort(
+            key=lambda t: (min(t.tracks) // store.layout.tracks_per_shard, t.group.name, t.shard)
+        )
     return tasks
 
 
@@ -122,12 +127,12 @@ def write_task(store: ChorusStore, task: Task, arrays: dict[str, np.ndarray]) ->
         _write_task(store, task, arrays)
     except ValueError as exc:
         if is_checksum_error(exc):
-            raise as_corruption(store.url, f"{task.group} shard {task.shard}", exc) from exc
+            raise as_corruption(store.url, f"{task.group.name} shard {task.shard}", exc) from exc
         raise
     except OSError as exc:
         reason = "the disk is full" if exc.errno == errno.ENOSPC else str(exc)
         raise WriteError(
-            f"{store.url}: writing {task.group} shard {task.shard} failed: {reason}. That "
+            f"{store.url}: writing {task.group.name} shard {task.shard} failed: {reason}. That "
             f"shard was not marked done and everything written before is intact; fix it and "
             f"re-run `chorus-store build {store.url}` to resume."
         ) from exc
@@ -145,16 +150,17 @@ def gene_span(store: ChorusStore, task: Task) -> tuple[int, int]:
 def _write_task(store: ChorusStore, task: Task, arrays: dict[str, np.ndarray]) -> None:
     r0, r1 = task.start, task.stop
     g0, g1 = gene_span(store, task)
+    gene_records = {spec.name for spec in task.group.gene_rows}
     for name, values in arrays.items():
         # an all-NaN unit is still stored, so "marked done" always means "its shard exists"
         # and a deleted shard is damage that verify can see (not a silent run of NaN)
-        arr = store.array(f"{task.group}/{name}").with_config({"write_empty_chunks": True})
-        rows = slice(g0, g1) if name.startswith("gene_") else slice(r0, r1)
+        arr = store.array(f"{task.group.name}/{name}").with_config({"write_empty_chunks": True})
+        rows = slice(g0, g1) if name in gene_records else slice(r0, r1)
         if rows.stop == rows.start:
             continue
         for i, t0, t1 in _runs(task.tracks):
             arr[rows, ..., t0:t1] = values[..., i : i + (t1 - t0)]
-    done = store.array(f"{task.group}/done_rows")
+    done = store.array(task.group.done)
     shard_len = task.shard_stop - task.shard * store.layout.shard_rows(task.group)
     for _, t0, t1 in _runs(task.tracks):
         done[task.shard, t0:t1] = shard_len

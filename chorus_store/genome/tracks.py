@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from chorus_store.errors import InputFileError, RecipeError, TrackTableMismatchError
+from chorus_store.store.schema import schema
 
 __all__ = [
     "LayerConfig",
@@ -228,22 +229,11 @@ def compute_effect(
 # Track tables
 # --------------------------------------------------------------------------------------
 
-#: Columns of a resolved track table, in storage order, with their dtypes.
+#: Columns of a resolved track table, in storage order, with their dtypes: the store
+#: schema's ``tracks`` group (its docs say what each is), ``track`` named ``track_id``
 TRACK_COLUMNS: dict[str, str] = {
-    "track_id": "str",
-    "assay_type": "str",
-    "description": "str",
-    "layer": "str",
-    "head": "str",  # which output head of the oracle
-    "resolution_bp": "int64",  # that head's bin size; 0 = scalar output
-    "column": "int64",  # column of that head's output array (for per-model oracles: model)
-    "n_strands": "int64",  # samples per row (BPNet CHIP: 2 strands, one sample each)
-    "window_bp": "int64",  # -1 = whole output
-    "aggregation": "str",
-    "formula": "str",
-    "pseudocount": "float64",
-    "signed": "bool",
-    "summary_skip_strata": "str",  # comma-separated strata with no summary sample
+    ("track_id" if name == "track" else name): spec.dtype
+    for name, spec in schema().groups["tracks"].arrays.items()
 }
 
 

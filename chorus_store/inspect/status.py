@@ -16,10 +16,12 @@ import zarr
 from chorus_store.reduce import active_layers, layer_fingerprints, stale_blocks
 from chorus_store.reports import StatusReport, VerifyReport
 from chorus_store.store import claims as locks
-from chorus_store.store.core import DATA_GROUPS, ROOT_COPY, ROOT_KEY, ChorusStore, load_schema
+from chorus_store.store.base import ROOT_COPY
+from chorus_store.store.core import DATA_GROUPS, ChorusStore
 from chorus_store.store.integrity import chunk_key, data_arrays, missing_shards
 from chorus_store.store.location import Location
 from chorus_store.store.progress import pending_summary
+from chorus_store.store.schema import schema
 from chorus_store.store.upkeep import BadChunk, Damage, repair_claims, restore_documents
 from chorus_store.store.upkeep import repair as mend
 
@@ -93,14 +95,13 @@ def _parse_doc(raw: bytes | None) -> dict[str, Any] | None:
 def _schema_nodes() -> dict[str, dict[str, Any] | None]:
     """Every group and array path of the schema; groups map to their document."""
     nodes: dict[str, dict[str, Any] | None] = {}
-    schema = load_schema()
-    for gname, gspec in schema["groups"].items():
+    for gname, gspec in schema().groups.items():
         parts = gname.split("/")
         for i in range(1, len(parts)):  # parent groups ("plan", "reductions")
             nodes.setdefault("/".join(parts[:i]), {"attributes": {}})
-        nodes[gname] = {"attributes": {"doc": gspec.get("doc", "")}}
-        for aname in [*gspec["arrays"], *gspec.get("coords", {})]:
-            nodes[f"{gname}/{aname}"] = None
+        nodes[gname] = {"attributes": {"doc": gspec.doc}}
+        for spec in gspec.every_array.values():
+            nodes[spec.key] = None
     return nodes
 
 
@@ -134,12 +135,13 @@ def _check_metadata(loc: Location) -> _Documents:
     found = _Documents()
     raw = loc.get("zarr.json")
     root = _parse_doc(raw)
-    if root is None or ROOT_KEY not in root.get("attributes", {}):
+    root_key = schema().root_key
+    if root is None or root_key not in root.get("attributes", {}):
         found.damaged.append(
             f"zarr.json (root metadata, {'missing' if raw is None else 'unreadable'})"
         )
         copy = _parse_doc(loc.get(ROOT_COPY))
-        if copy is None or ROOT_KEY not in copy.get("attributes", {}):
+        if copy is None or root_key not in copy.get("attributes", {}):
             found.lost.append(_ROOT_LOST.format(copy=ROOT_COPY))
             found.root_lost = True
             return found
@@ -242,7 +244,7 @@ def _verify(loc: Location, repair: bool) -> VerifyReport:
 def _readable_marks(store: ChorusStore, group: str, bad: list[BadChunk]) -> np.ndarray:
     """``group``'s done marks, an unreadable chunk read as 0 (its unit is rebuilt)."""
     arr = store.array(f"{group}/done_rows")
-    step = store.layout.track_shard
+    step = store.layout.tracks_per_shard
     marks = np.zeros(arr.shape, dtype=np.int64)
     unreadable = {c for c, _ in bad}
     for s in range(arr.shape[0]):
@@ -255,12 +257,13 @@ def _readable_marks(store: ChorusStore, group: str, bad: list[BadChunk]) -> np.n
 def _find_data_damage(store: ChorusStore, damage: Damage, report: VerifyReport) -> None:
     """Unreadable done marks and data shards, and shards the marks say exist but do not."""
     done: dict[str, np.ndarray] = {}
-    for group in DATA_GROUPS:
-        bad_marks = damage.marks[group] = _bad_chunks(store.array(f"{group}/done_rows"))
+    for data_group in DATA_GROUPS:
+        group = data_group.name
+        bad_marks = damage.marks[group] = _bad_chunks(store.array(data_group.done))
         for (s, ts), _ in bad_marks:
-            report.damaged_marks.append(f"{group}/done_rows shard {s} track-shard {ts}")
+            report.damaged_marks.append(f"{data_group.done} shard {s} track-shard {ts}")
         done[group] = _readable_marks(store, group, bad_marks)
-        for name in data_arrays(group):
+        for name in data_arrays(data_group):
             for coords, key in _bad_chunks(store.array(name)):
                 report.damaged_shards.append(f"{name} shard {coords[0]} track-shard {coords[-1]}")
                 damage.units[(name, coords[0], coords[-1])] = key
@@ -282,22 +285,19 @@ def _find_reduction_damage(store: ChorusStore, damage: Damage, report: VerifyRep
 def _find_table_damage(store: ChorusStore, damage: Damage, report: VerifyReport) -> None:
     """Unreadable chunks of every other array: derived ones (coordinate copies, quantiles,
     strands) are rewritten by a repair, the plan and track tables are lost."""
-    for gname, gspec in load_schema()["groups"].items():
-        for aname in [*gspec["arrays"], *gspec.get("coords", {})]:
-            role = gspec["arrays"].get(aname, {}).get("role")
-            if role in ("data", "gene_data", "done"):
-                continue
-            if gname.startswith("reductions/") and aname in REDUCED:
-                continue  # checked per block
-            bad = _bad_chunks(store.array(f"{gname}/{aname}"))
-            if not bad:
-                continue
-            is_copy = aname in gspec.get("coords", {}) and aname not in gspec["arrays"]
-            if is_copy or aname in ("quantile", "strand"):
-                damage.derived.append(f"{gname}/{aname}")
-                damage.keys += [key for _, key in bad]
-            else:
-                report.damaged_plan.append(f"{gname}/{aname}")
+    for spec in schema().arrays():
+        if spec.role in ("data", "gene_data", "done"):
+            continue
+        if spec.group.startswith("reductions/") and spec.name in REDUCED:
+            continue  # checked per block
+        bad = _bad_chunks(store.array(spec.key))
+        if not bad:
+            continue
+        if spec.source is not None or spec.name in ("quantile", "strand"):  # derived
+            damage.derived.append(spec.key)
+            damage.keys += [key for _, key in bad]
+        else:
+            report.damaged_plan.append(spec.key)
     report.damaged_derived = list(damage.derived)
     if report.damaged_plan:
         report.lost.append(

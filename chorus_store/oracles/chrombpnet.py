@@ -505,6 +505,6 @@ def load(recipe: Recipe, *, weights: str | None, device: str) -> ChromBPNetOracl
         input_length=recipe.input_length,
         bpnet_filters=int(recipe.oracle.get("bpnet_filters", BPNET_FILTERS)),
         bpnet_dil_layers=int(recipe.oracle.get("bpnet_dil_layers", BPNET_DIL_LAYERS)),
-        cache_size=int(recipe.oracle.get("model_cache", recipe.layout.track_shard)),
+        cache_size=int(recipe.oracle.get("model_cache", recipe.layout.tracks_per_shard)),
         device=device,
     )

@@ -51,16 +51,10 @@ from chorus_store.plan.sampling import (
 )
 from chorus_store.recipes import Recipe, load_recipe
 from chorus_store.store import claims as locks
-from chorus_store.store.core import (
-    BIN_SAMPLES,
-    DATA_GROUPS,
-    ChorusStore,
-    GeneRows,
-    Layout,
-    PlanArrays,
-    is_chorus_store,
-)
+from chorus_store.store.core import DATA_GROUPS, ChorusStore, is_chorus_store
+from chorus_store.store.layout import BIN_SAMPLES, GeneRows, Layout, PlanArrays
 from chorus_store.store.location import Location
+from chorus_store.store.schema import DataGroup, schema
 
 __all__ = [
     "SamplingConfig",
@@ -76,7 +70,8 @@ __all__ = [
     "VARIANT_FIELDS",
     "plan_store",
     "add_tracks",
-    "add_rows",
+    "add_positions",
+    "add_variants",
     "read_rows_table",
 ]
 
@@ -749,7 +744,7 @@ def discard_unbuilt(loc: Location) -> bool:
     held = store.structural_lock(f"chorus-store plan {loc.url}")
     try:
         fresh = ChorusStore.open(loc.url)
-        if any(fresh.read(f"{g}/done_rows").any() for g in DATA_GROUPS):
+        if any(fresh.read(g.done).any() for g in DATA_GROUPS):
             return False
         keys = [k for k, _ in loc.list() if not k.startswith(f"{locks.LOCK_DIR}/")]
         loc.delete("zarr.json")
@@ -777,7 +772,7 @@ def _update_recipe(store: ChorusStore, recipe: Recipe) -> ChorusStore:
     layout_changed = any(d.startswith("layout.") for d in diffs)
     with store.structural_lock(f"chorus-store plan {store.url}"):
         fresh = ChorusStore.open(store.url, mode="r+")
-        built = any(fresh.read(f"{g}/done_rows").any() for g in DATA_GROUPS)
+        built = any(fresh.read(g.done).any() for g in DATA_GROUPS)
         if built or layout_changed:
             log.warning(
                 "%s keeps the recipe it was %s with; the new recipe's differences are not "
@@ -845,15 +840,32 @@ def read_rows_table(path: str | Path, fields: tuple[str, ...]) -> pd.DataFrame:
     return df
 
 
-def add_rows(
-    store_path: str | Path, group: str, rows: pd.DataFrame, *, fasta: str | Path | None = None
+def add_positions(
+    store_path: str | Path, rows: pd.DataFrame, *, fasta: str | Path | None = None
 ) -> int:
-    """Append plan rows (``group`` ``"baselines"``: chrom/pos/stratum; ``"variants"``: SNPs).
+    """Append baseline positions (columns chrom, pos (1-based), stratum) to a store's plan.
 
     The rows are checked against the oracle's window like the original plan; the next
-    build computes only them. Returns the number of rows added.
+    build computes only them. ``fasta`` is the genome, if it moved since planning.
+    Returns the number of rows added (``chorus-store add-positions``).
     """
-    fields = POSITION_FIELDS if group == "baselines" else VARIANT_FIELDS
+    return _add_rows(store_path, schema().data_group("baselines"), rows, fasta)
+
+
+def add_variants(
+    store_path: str | Path, rows: pd.DataFrame, *, fasta: str | Path | None = None
+) -> int:
+    """Append SNPs (columns chrom, pos (1-based), ref, alt, stratum) to a store's plan.
+
+    As :func:`add_positions`; ``ref`` must be the FASTA base (``chorus-store add-variants``).
+    """
+    return _add_rows(store_path, schema().data_group("variants"), rows, fasta)
+
+
+def _add_rows(
+    store_path: str | Path, group: DataGroup, rows: pd.DataFrame, fasta: str | Path | None
+) -> int:
+    fields = VARIANT_FIELDS if group.has_alleles else POSITION_FIELDS
     store = ChorusStore.open(store_path, mode="r+")
     genome = Genome(
         fasta or store.attrs["genome"]["fasta_path"], assembly=store.attrs["genome"].get("assembly")
@@ -867,7 +879,7 @@ def add_rows(
         float(plan["max_n_fraction"]),
     )
     recipe = Recipe.from_stored(store.attrs["recipe"])
-    with store.structural_lock(f"chorus-store add-{group} {store.url}"):
+    with store.structural_lock(f"chorus-store add-{group.plan_name} {store.url}"):
         store = ChorusStore.open(store_path, mode="r+")
         first = len(store.plan_table(group))
         table = pd.concat([store.plan_table(group), rows], ignore_index=True)
@@ -890,7 +902,7 @@ def add_rows(
         else:
             genes = GeneRows.empty()
         arrays: dict[str, np.ndarray] = {}
-        if group == "baselines":
+        if group.bin_record is not None:
             arrays["bin_index"] = _bin_draws(recipe, rows, first, seed)
             all_bins = gene_bin_draws(genes, len(table) - first, first, seed) if head else None
             arrays["gene_bin_index"] = (
@@ -909,13 +921,12 @@ def add_rows(
                     "variant_strata",
                 )
             }
-        key = "positions" if group == "baselines" else "variants"
-        plan[f"{key}_sha256"] = table_sha256(table, fields)
-        plan["position_strata" if group == "baselines" else "variant_strata"] = strata_report(table)
+        plan[f"{group.plan_name}_sha256"] = table_sha256(table, fields)
+        plan[f"{group.row_dim}_strata"] = strata_report(table)
         plan["additions"] = [
             *plan.get("additions", []),
             {
-                "group": group,
+                "group": group.name,
                 "rows": len(rows),
                 "first_row": first,
                 "sha256": table_sha256(rows, fields),

@@ -16,7 +16,9 @@ from typing import Any
 import numpy as np
 import zarr
 
-from chorus_store.store.core import DATA_GROUPS, ChorusStore, load_schema
+from chorus_store.store.core import DATA_GROUPS, ChorusStore
+from chorus_store.store.schema import DataGroup, schema
+from chorus_store.store.tables import as_data_group
 
 __all__ = ["Unit", "data_arrays", "units", "shard_objects", "missing_shards", "block_inputs"]
 
@@ -34,12 +36,9 @@ class Unit:
         return f"{self.array} shard {self.shard} track-shard {self.track_shard}"
 
 
-def data_arrays(group: str) -> list[str]:
-    """The data arrays of ``baselines`` / ``variants`` (per row and per (row, gene))."""
-    arrays = load_schema()["groups"][group]["arrays"]
-    return [
-        f"{group}/{a}" for a, spec in arrays.items() if spec.get("role") in ("data", "gene_data")
-    ]
+def data_arrays(group: DataGroup | str) -> list[str]:
+    """The record arrays of a data group (per row and per (row, gene))."""
+    return [spec.key for spec in as_data_group(group).records]
 
 
 def chunk_key(arr: zarr.Array[Any], coords: tuple[int, ...]) -> str:
@@ -53,13 +52,13 @@ def index_bytes(arr: zarr.Array[Any]) -> int:
     return 16 * math.prod(s // c for s, c in zip(shards, arr.chunks, strict=True)) + 4
 
 
-def units(store: ChorusStore, group: str) -> Iterator[Unit]:
+def units(store: ChorusStore, group: DataGroup) -> Iterator[Unit]:
     """Every (array, row shard, track shard) unit of ``group`` that holds rows."""
     # from the array shapes, not the tables: verify runs this on a store whose plan or
     # track table may be damaged
     sizes = store.sizes
-    ts_count = math.ceil(sizes["track"] / store.layout.track_shard)
-    n_shards = sizes["position_shard" if group == "baselines" else "variant_shard"]
+    ts_count = math.ceil(sizes["track"] / store.layout.tracks_per_shard)
+    n_shards = sizes[group.shard_dim]
     for name in data_arrays(group):
         arr = store.array(name)
         if arr.shape[0] == 0:
@@ -75,11 +74,11 @@ def shard_objects(store: ChorusStore, name: str) -> dict[str, int]:
     return dict(store.location.list(f"{name}/c/"))
 
 
-def built_units(store: ChorusStore, group: str, done: np.ndarray) -> Iterator[Unit]:
+def built_units(store: ChorusStore, group: DataGroup, done: np.ndarray) -> Iterator[Unit]:
     """Units of ``group`` that its done marks ``(row shard, track)`` say are written."""
     lay = store.layout
     for unit in units(store, group):
-        marks = done[unit.shard, unit.track_shard * lay.track_shard :][: lay.track_shard]
+        marks = done[unit.shard, unit.track_shard * lay.tracks_per_shard :][: lay.tracks_per_shard]
         if marks.size and int(marks.max()) > 0:
             yield unit
 
@@ -94,7 +93,7 @@ def missing_shards(store: ChorusStore, done: dict[str, np.ndarray]) -> list[tupl
     out = []
     for group in DATA_GROUPS:
         sizes: dict[str, dict[str, int]] = {}
-        for unit in built_units(store, group, done[group]):
+        for unit in built_units(store, group, done[group.name]):
             if unit.array not in sizes:
                 sizes[unit.array] = shard_objects(store, unit.array)
             size = sizes[unit.array].get(unit.key)
@@ -118,8 +117,8 @@ def block_inputs(store: ChorusStore, sources: list[str]) -> list[str]:
     """
     lay = store.layout
     n_tracks = store.sizes["track"]
-    group = sources[0].split("/")[0]
-    done = store.read(f"{group}/done_rows")
+    group = schema().data_group(sources[0].split("/")[0])
+    done = store.read(group.done)
     tails: dict[str, bytes] = {}
     listed: list[tuple[str, int, int]] = []
     for name in sources:
@@ -137,15 +136,15 @@ def block_inputs(store: ChorusStore, sources: list[str]) -> list[str]:
             continue
         middle = (0,) * (arr.ndim - 2)
         n_shards = math.ceil(arr.shape[0] / (arr.shards or arr.chunks)[0])
-        for ts in range(math.ceil(n_tracks / lay.track_shard)):
+        for ts in range(math.ceil(n_tracks / lay.tracks_per_shard)):
             units_by_ts.setdefault(ts, []).extend(
                 chunk_key(arr, (s, *middle, ts)) for s in range(n_shards)
             )
     out = []
-    for t0 in range(0, n_tracks, lay.track_chunk):
-        t1 = min(t0 + lay.track_chunk, n_tracks)
+    for t0 in range(0, n_tracks, lay.tracks_per_chunk):
+        t1 = min(t0 + lay.tracks_per_chunk, n_tracks)
         h = hashlib.sha256(np.ascontiguousarray(done[:, t0:t1], dtype="<i8").tobytes())
-        for key in units_by_ts.get(t0 // lay.track_shard, []):
+        for key in units_by_ts.get(t0 // lay.tracks_per_shard, []):
             h.update(key.encode() + b"=" + tails.get(key, b"absent") + b";")
         out.append(h.hexdigest())
     return out

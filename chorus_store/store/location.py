@@ -119,10 +119,6 @@ class Location:
     def local_path(self) -> Path | None:
         return None
 
-    def child(self, name: str) -> Location:
-        """The location of ``name`` under this one (a sub-directory or sub-prefix)."""
-        raise NotImplementedError
-
     def zarr_store(self, *, read_only: bool) -> Any:
         """A Zarr v3 store object rooted here."""
         raise NotImplementedError
@@ -181,9 +177,6 @@ class LocalLocation(Location):
     @property
     def local_path(self) -> Path:
         return self.path
-
-    def child(self, name: str) -> Location:
-        return LocalLocation(self.path / name)
 
     def zarr_store(self, *, read_only: bool) -> Any:
         from zarr.storage import LocalStore
@@ -304,9 +297,6 @@ class ObjectLocation(Location):
 
             self._store = from_url(self.url)
         return self._store
-
-    def child(self, name: str) -> Location:
-        return ObjectLocation(f"{self.url}/{name.strip('/')}")
 
     def zarr_store(self, *, read_only: bool) -> Any:
         from zarr.storage import ObjectStore

@@ -6,6 +6,7 @@ import numpy as np
 
 from chorus_store.errors import IncompleteStageError
 from chorus_store.store.core import DATA_GROUPS, ChorusStore
+from chorus_store.store.schema import DataGroup
 
 __all__ = ["pending_summary", "require_complete"]
 
@@ -15,12 +16,12 @@ def pending_summary(store: ChorusStore) -> dict[str, dict[str, int]]:
     out = {}
     n_tracks = len(store.tracks)
     for group in DATA_GROUPS:
-        done = store.read(f"{group}/done_rows")[:, :n_tracks]
+        done = store.read(group.done)[:, :n_tracks]
         lengths = np.asarray([stop - start for _, start, stop in store.iter_shards(group)])
         complete = (
             (done >= lengths[:, None]).all(axis=1) if n_tracks else np.ones(len(lengths), bool)
         )
-        out[group] = {
+        out[group.name] = {
             "shards": int(len(lengths)),
             "shards_done": int(complete.sum()),
             "cells": int(lengths.sum()) * n_tracks,
@@ -29,10 +30,11 @@ def pending_summary(store: ChorusStore) -> dict[str, dict[str, int]]:
     return out
 
 
-def require_complete(store: ChorusStore, groups: tuple[str, ...] = DATA_GROUPS) -> None:
+def require_complete(store: ChorusStore, groups: tuple[DataGroup, ...] = DATA_GROUPS) -> None:
     """Raise :class:`IncompleteStageError` unless every row of ``groups`` is built."""
     status = pending_summary(store)
-    todo = {g: s for g, s in status.items() if g in groups and s["cells_done"] < s["cells"]}
+    names = {g.name for g in groups}
+    todo = {g: s for g, s in status.items() if g in names and s["cells_done"] < s["cells"]}
     if todo:
         what = ", ".join(
             f"{g} {s['shards'] - s['shards_done']} of {s['shards']} shards" for g, s in todo.items()

@@ -15,9 +15,11 @@ from typing import Any
 import numpy as np
 
 from chorus_store.store import claims as locks
-from chorus_store.store.core import DATA_GROUPS, ChorusStore, layer_sources, locks_error
+from chorus_store.store.base import locks_error
+from chorus_store.store.core import DATA_GROUPS, ChorusStore
 from chorus_store.store.integrity import chunk_key
 from chorus_store.store.location import Location
+from chorus_store.store.schema import schema
 
 __all__ = ["Damage", "repair", "repair_claims", "restore_documents", "unlock"]
 
@@ -96,16 +98,16 @@ def _reset_units(
     units reset through their data and through their marks."""
     lay = store.layout
     for group in DATA_GROUPS:
-        for _, key in damage.marks.get(group, []):
+        for _, key in damage.marks.get(group.name, []):
             store.location.delete(key)  # a reset mark: the unit's rows are rebuilt
     reset: set[tuple[str, int, int]] = set()
     for (name, s, ts), key in damage.units.items():
         store.location.delete(key)
         reset.add((name.split("/")[0], s, ts))
     by_marks = {(g, c[0], c[1]) for g, bad in damage.marks.items() for c, _ in bad}
-    for group, s, ts in sorted(reset - by_marks):
-        t0 = ts * lay.track_shard
-        store.array(f"{group}/done_rows")[s, t0 : t0 + lay.track_shard] = 0
+    for gname, s, ts in sorted(reset - by_marks):
+        t0 = ts * lay.tracks_per_shard
+        store.array(schema().data_group(gname).done)[s, t0 : t0 + lay.tracks_per_shard] = 0
     return reset, by_marks
 
 
@@ -114,10 +116,10 @@ def _blocks_over(
 ) -> set[tuple[str, int]]:
     """The reduction blocks over rebuilt units: they re-reduce, whatever the new bytes."""
     lay = store.layout
-    per_ts = lay.track_shard // lay.track_chunk
+    per_ts = lay.tracks_per_shard // lay.tracks_per_chunk
     out: set[tuple[str, int]] = set()
     for layer in layers:
-        group = layer_sources(layer)[0].split("/")[0]
+        group = schema().layer_group(layer).name
         for g, _, ts in units:
             if g == group:
                 out.update((layer, ts * per_ts + i) for i in range(per_ts))
@@ -129,8 +131,8 @@ def _rewrite_derived(store: ChorusStore, derived: list[str]) -> None:
         if full.endswith("/quantile"):
             store.array(full)[:] = np.linspace(0.0, 1.0, store.layout.n_points)
         elif full.endswith("/strand"):
-            other = [g for g in DATA_GROUPS if not full.startswith(g)][0]
-            store.array(full)[:] = store.read(f"{other}/strand")
+            other = [g for g in DATA_GROUPS if not full.startswith(f"{g.name}/")][0]
+            store.array(full)[:] = store.read(f"{other.name}/strand")
     if any(not (f.endswith("/quantile") or f.endswith("/strand")) for f in derived):
         store._sync_coords()
 

@@ -149,8 +149,8 @@ def alphagenome_recipe(
         "tracks": tracks,
         "plan": {"source": "generated", "assembly": "chorus-store-demo-v1", "rna_genes": "tss",
                  "sampling": sampling or {}},
-        "layout": {"position_shard_rows": 8, "variant_shard_rows": 8, "track_shard": 16,
-                   "track_chunk": 8},
+        "layout": {"position_shard_rows": 8, "variant_shard_rows": 8, "tracks_per_shard": 16,
+                   "tracks_per_chunk": 8},
     }  # fmt: skip
     return Recipe.from_dict(data, base=BUILDER)
 

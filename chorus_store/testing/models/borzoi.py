@@ -148,8 +148,8 @@ def borzoi_recipe(
     data["tracks"]["path"] = str(tracks)
     if plan is not None:
         data["plan"] = plan
-    data["layout"] = {"position_shard_rows": 8, "variant_shard_rows": 8, "track_shard": 4,
-                      "track_chunk": 4}  # fmt: skip
+    data["layout"] = {"position_shard_rows": 8, "variant_shard_rows": 8, "tracks_per_shard": 4,
+                      "tracks_per_chunk": 4}  # fmt: skip
     return Recipe.from_dict(data, base=BORZOI_DIR)
 
 

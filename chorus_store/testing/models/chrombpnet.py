@@ -96,7 +96,7 @@ def tiny_recipe(
         "tracks": table,
         "plan": {"source": "generated", "assembly": "chorus-store-demo-v1",
                  "sampling": {**copy.deepcopy(DEMO_TOML["plan"]["sampling"]), **SMALL_SAMPLING}},
-        "layout": {"position_shard_rows": 64, "variant_shard_rows": 64, "track_shard": 2,
-                   "track_chunk": 2},
+        "layout": {"position_shard_rows": 64, "variant_shard_rows": 64, "tracks_per_shard": 2,
+                   "tracks_per_chunk": 2},
     }  # fmt: skip
     return Recipe.from_dict(data, base=tmp)

@@ -19,6 +19,6 @@ SMALL_SAMPLING = {"n_random": 96, "n_ccre": 48, "n_tss": 24, "n_gene_body": 16, 
 SMALL_LAYOUT = {
     "position_shard_rows": 32,
     "variant_shard_rows": 32,
-    "track_shard": 16,
-    "track_chunk": 8,
+    "tracks_per_shard": 16,
+    "tracks_per_chunk": 8,
 }

@@ -144,8 +144,8 @@ def enformer_recipe(
         data["layout"] = {
             "position_shard_rows": 8,
             "variant_shard_rows": 8,
-            "track_shard": 4,
-            "track_chunk": 2,
+            "tracks_per_shard": 4,
+            "tracks_per_chunk": 2,
         }
     return Recipe.from_dict(data, base=ENFORMER_DIR)
 

@@ -122,7 +122,7 @@ def e2e_recipe(tmp: Path, weights: Path, n_cells: int = 3) -> Recipe:
         "tracks": tracks,
         "plan": {"source": "generated", "assembly": "chorus-store-demo-v1",
                  "sampling": {**DEMO_TOML["plan"]["sampling"], **SMALL_SAMPLING}},
-        "layout": {"position_shard_rows": 32, "variant_shard_rows": 32, "track_shard": 1,
-                   "track_chunk": 1},
+        "layout": {"position_shard_rows": 32, "variant_shard_rows": 32, "tracks_per_shard": 1,
+                   "tracks_per_chunk": 1},
     }  # fmt: skip
     return Recipe.from_dict(data, base=tmp)
