@@ -68,7 +68,10 @@ def zero_cost_recipe(n: int) -> Any:
         name="enformer_shaped",
         batch_size=ZERO_SHAPE[1],
         layout=Layout(
-            position_shard_rows=32, variant_shard_rows=32, tracks_per_shard=1024, tracks_per_chunk=64
+            position_shard_rows=32,
+            variant_shard_rows=32,
+            tracks_per_shard=1024,
+            tracks_per_chunk=64,
         ),
     )
 

@@ -215,7 +215,7 @@ def test_plan_build_reduce_export_on_the_demo_genome(
     n = len(table)
     assert z["track_ids"].tolist() == table.track_ids and n == 7 * 2 + 4 + 3
     assert z["layers_per_row"].tolist() == table.layers
-    assert set(ds["tracks"]["head"].values.tolist()) == set(OUTPUT_TYPES)
+    assert set(np.asarray(ds["tracks"]["head"]).tolist()) == set(OUTPUT_TYPES)
     for family in ("effect", "summary", "perbin"):
         assert z[f"{family}_cdfs"].shape == (n, 10_000)
     frame = table.frame

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,7 +37,7 @@ def test_every_export_is_documented() -> None:
 def test_users_import_backgrounds_and_every_error_from_the_package() -> None:
     from chorus_store import Backgrounds, ClusterError
 
-    assert Backgrounds.load and issubclass(ClusterError, ChorusStoreError)
+    assert callable(Backgrounds.load) and issubclass(ClusterError, ChorusStoreError)
     errors = {n for n in chorus_store.__all__ if n.endswith("Error")}
     import chorus_store.errors as module
 
@@ -80,8 +81,8 @@ def test_a_scheduler_address_is_connected_and_an_unreachable_one_is_a_cluster_er
         assert target == "threads"
     with local_or_client("sync") as target:
         assert target == "sync"
-    given = object.__new__(type("Client", (), {"submit": lambda self: None}))
-    with local_or_client(given) as target:  # type: ignore[arg-type]
+    given: Any = object.__new__(type("Client", (), {"submit": lambda self: None}))
+    with local_or_client(given) as target:
         assert target is given
     import dask
 

@@ -26,8 +26,9 @@ from chorus_store.build.cluster import gpu_assignment, local_cluster
 from chorus_store.demo import DemoInputs
 from chorus_store.inspect.status import status
 from chorus_store.store.core import DATA_GROUPS, ChorusStore
+from chorus_store.testing.models.demo import SMALL_SAMPLING
 
-from .helpers import SMALL_SAMPLING, composition_oracle, plan_small, small_recipe
+from .helpers import composition_oracle, plan_small, small_recipe
 
 CLI = [sys.executable, "-m", "chorus_store.cli"]
 

@@ -533,7 +533,7 @@ def _when_export_validation_error(
     tmp_path: Path, inputs: DemoInputs, small: Path, recipe: Path
 ) -> list[str]:
     grid = ChorusStore.open(small, mode="r+").array("reductions/summary/grid")
-    grid[0] = grid[0][::-1]  # a CDF that decreases: chorus's loader would break on it
+    grid[0] = np.asarray(grid[0])[::-1]  # a CDF that decreases: chorus's loader would break on it
     return ["export", str(small), "--out", str(tmp_path)]
 
 

@@ -17,7 +17,7 @@ from chorus_store.errors import PredictionError, RecipeError
 from chorus_store.genome.fasta import one_hot
 from chorus_store.oracles.models.demo import DemoConvNet
 from chorus_store.oracles.registry import BUILT_IN, ENTRY_POINT_GROUP, adapters
-from tests.helpers import DEMO_DIR, DEMO_TOML
+from chorus_store.testing.models.demo import DEMO_DIR, DEMO_TOML
 
 
 def _random_onehot(n: int, length: int = 16_384, seed: int = 0) -> np.ndarray:

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 import zarr
 
-from chorus_store import ChorusStore, status
+from chorus_store import status
 from chorus_store.errors import RecipeError, SchemaError
 from chorus_store.export import validate_npz
 from chorus_store.genome.tracks import TRACK_COLUMNS
+from chorus_store.store.core import ChorusStore
 from chorus_store.store.layout import BIN_SAMPLES, Layout
 from chorus_store.store.schema import npz_contract, schema
 from chorus_store.store.tables import as_data_group
@@ -105,7 +106,7 @@ def test_a_store_written_with_the_old_layout_names_opens_and_reports(small_copy:
     _set_attrs(small_copy, layout=old)
     store = ChorusStore.open(small_copy)
     assert store.layout.as_dict() == layout
-    assert status(small_copy)["build"]["baselines"]["cells_done"] > 0
+    assert status(small_copy).build["baselines"]["cells_done"] > 0
 
 
 def test_the_old_layout_names_in_a_recipe_warn_and_both_names_are_refused() -> None:

@@ -64,7 +64,7 @@ def test_arrays_are_sharded_with_checksums(small_build: tuple[Path, Path]) -> No
 
 
 #: what stores created before the codec choice of docs/design-notes.md "Store codec" use
-OLD_COMPRESSORS = [
+OLD_COMPRESSORS: list[dict[str, Any]] = [
     {"name": "blosc", "configuration": {"cname": "zstd", "clevel": 3, "shuffle": "shuffle"}},
     {"name": "crc32c"},
 ]

@@ -18,8 +18,7 @@ from chorus_store.genome.tracks import (
     classify_track_layer,
     compute_effect,
 )
-
-from .helpers import DEMO_TRACKS
+from chorus_store.testing.models.demo import DEMO_TRACKS
 
 
 @pytest.mark.parametrize(

@@ -320,5 +320,3 @@ class ChorusStore(StoreJournal):
         rows = self.layout.shard_rows(group)
         for s in range(math.ceil(n / rows)):
             yield s, s * rows, min(n, (s + 1) * rows)
-
-
