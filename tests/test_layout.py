@@ -44,3 +44,35 @@ def test_the_cycle_check_finds_a_cycle() -> None:
     deps = {m: graph.find_modules_directly_imported_by(m) for m in graph.modules}
     with pytest.raises(graphlib.CycleError):
         graphlib.TopologicalSorter(deps).prepare()
+
+
+def _readme_tree() -> set[str]:
+    """The paths of the README's "Layout" tree (two spaces of indent per level)."""
+    text = (ROOT / "README.md").read_text()
+    block = text.split("## Layout\n", 1)[1].split("```\n", 2)[1]
+    paths: set[str] = set()
+    stack: list[str] = []
+    for line in block.splitlines():
+        name = line.strip().split()[0]
+        depth = (len(line) - len(line.lstrip())) // 2
+        stack[depth:] = [name.rstrip("/")]
+        paths.add("/".join(stack) + ("/" if name.endswith("/") else ""))
+    return paths
+
+
+def test_the_readme_tree_is_the_folder_tree() -> None:
+    listed = _readme_tree()
+    modules = {
+        str(p.relative_to(ROOT))
+        for p in (ROOT / "chorus_store").rglob("*.py")
+        if p.name != "__init__.py" or p.parent.name == "chorus_store"
+    }
+    packages = {
+        f"{p.parent.relative_to(ROOT)}/" for p in (ROOT / "chorus_store").rglob("__init__.py")
+    }
+    listed_modules = {p for p in listed if p.endswith(".py")}
+    assert modules - listed_modules == set(), "modules missing from the README's Layout tree"
+    assert listed_modules - modules == set(), "the README's Layout tree lists missing modules"
+    assert packages <= listed, "packages missing from the README's Layout tree"
+    for top in (p for p in listed if p.count("/") == 1 and p.endswith("/")):
+        assert (ROOT / top).is_dir(), f"{top} is in the README's tree but not in the repository"
