@@ -11,30 +11,10 @@ chorus computes them, and :func:`status`, :func:`verify`, :func:`unlock` for upk
 
 from __future__ import annotations
 
+from chorus_store import errors as _errors
 from chorus_store._version import __version__
 from chorus_store.build.stage import build
-from chorus_store.errors import (
-    ChorusStoreError,
-    ClusterError,
-    CorruptChunkError,
-    ExportValidationError,
-    GenomeMismatchError,
-    IncompleteStageError,
-    InputFileError,
-    LocationError,
-    OracleError,
-    OracleMismatchError,
-    PlanHashMismatchError,
-    PlanMismatchError,
-    PredictionError,
-    RecipeError,
-    SchemaError,
-    StoreLockedError,
-    StoreMismatchError,
-    TrackTableMismatchError,
-    UsageError,
-    WriteError,
-)
+from chorus_store.errors import *  # noqa: F403 - every error class (errors.__all__)
 from chorus_store.export import export
 from chorus_store.inspect.query import Backgrounds, open_store
 from chorus_store.inspect.status import status, verify
@@ -80,25 +60,5 @@ __all__ = [
     "ExportReport",
     "StatusReport",
     "VerifyReport",
-    # errors
-    "ChorusStoreError",
-    "InputFileError",
-    "GenomeMismatchError",
-    "PlanHashMismatchError",
-    "StoreMismatchError",
-    "PlanMismatchError",
-    "OracleMismatchError",
-    "TrackTableMismatchError",
-    "SchemaError",
-    "StoreLockedError",
-    "PredictionError",
-    "CorruptChunkError",
-    "IncompleteStageError",
-    "ExportValidationError",
-    "RecipeError",
-    "WriteError",
-    "ClusterError",
-    "LocationError",
-    "OracleError",
-    "UsageError",
 ]
+__all__ += _errors.__all__  # the error classes, listed once in errors.py

@@ -297,15 +297,10 @@ def _random_positions(genome: Genome, cfg: SamplingConfig, rng: random.Random) -
     out: list[Row] = []
     per_chrom = cfg.n_random // len(cfg.chromosomes) + 1
     for chrom in cfg.chromosomes:
-        clen = genome.lengths[chrom]
-        max_pos = min(clen - cfg.random_margin_bp, cfg.random_max_pos)
-        if max_pos <= cfg.random_margin_bp:
-            max_pos = clen - cfg.random_fallback_margin_bp
-        if max_pos < cfg.random_margin_bp:
-            raise InputFileError(
-                f"{chrom} ({clen:,} bp) is too short for random positions with a "
-                f"{cfg.random_margin_bp:,} bp margin; lower random_margin_bp"
-            )
+        max_pos = _last_draw(
+            genome, chrom, cfg.random_margin_bp, cfg.random_max_pos, "random positions",
+            "random_margin_bp", fallback_margin=cfg.random_fallback_margin_bp,
+        )  # fmt: skip
         for _ in range(per_chrom):
             if len(out) >= cfg.n_random:
                 break
@@ -440,13 +435,9 @@ def uniform_snps(genome: Genome, cfg: SamplingConfig) -> pd.DataFrame:
     rows: list[tuple[str, int, str, str, str]] = []
     per_chrom = cfg.n_snps // len(cfg.chromosomes) + 1
     for chrom in cfg.chromosomes:
-        clen = genome.lengths[chrom]
-        max_pos = min(clen - cfg.snp_margin_bp, cfg.snp_max_pos)
-        if max_pos < cfg.snp_margin_bp:
-            raise InputFileError(
-                f"{chrom} ({clen:,} bp) is too short for SNPs with a {cfg.snp_margin_bp:,} bp "
-                f"margin; lower snp_margin_bp"
-            )
+        max_pos = _last_draw(
+            genome, chrom, cfg.snp_margin_bp, cfg.snp_max_pos, "SNPs", "snp_margin_bp"
+        )
         for _ in range(per_chrom):
             if len(rows) >= cfg.n_snps:
                 break
@@ -460,6 +451,31 @@ def uniform_snps(genome: Genome, cfg: SamplingConfig) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------
 # anchored SNP families (chorus's sample_gene_anchored_positions / ..._promoter_...)
 # --------------------------------------------------------------------------------------
+
+
+def _last_draw(
+    genome: Genome,
+    chrom: str,
+    margin: int,
+    cap: int,
+    what: str,
+    knob: str,
+    *,
+    fallback_margin: int | None = None,
+) -> int:
+    """The last position chorus's uniform draws on ``chrom`` may take: ``margin`` from
+    its end and at most ``cap`` (``fallback_margin`` from the end when that leaves nothing
+    past ``margin``: chorus's random sampler on short contigs)."""
+    clen = genome.lengths[chrom]
+    max_pos = min(clen - margin, cap)
+    if fallback_margin is not None and max_pos <= margin:
+        max_pos = clen - fallback_margin
+    if max_pos < margin:
+        raise InputFileError(
+            f"{chrom} ({clen:,} bp) is too short for {what} with a {margin:,} bp margin; "
+            f"lower {knob}"
+        )
+    return max_pos
 
 
 def _usable_contigs(genome: Genome, pc: pd.DataFrame, margin_bp: int) -> dict[str, int]:
