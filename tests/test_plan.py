@@ -561,3 +561,30 @@ def test_replanning_an_unbuilt_store_with_another_plan_or_tracks_lays_it_out_ane
     with pytest.raises(PlanMismatchError):
         plan_store(path, small_recipe(tmp_path, sampling={"n_random": 98}), **kw)
     assert len(ChorusStore.open(path).tracks) == 40
+
+
+def test_a_plan_reads_its_gtf_once(
+    tmp_path: Path, demo_inputs: DemoInputs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The samplers and the RNA tracks' gene index share one parse of the GTF."""
+    import chorus_store.plan.stage as stage
+
+    calls: list[Any] = []
+
+    def counting_read_gtf(path: Any, features: tuple[str, ...] = ("gene", "exon")) -> Any:
+        calls.append(path)
+        return read_gtf(path, features)
+
+    monkeypatch.setattr(stage, "read_gtf", counting_read_gtf)
+    store = plan_store(
+        tmp_path / "s.zarr",
+        small_recipe(tmp_path),  # the demo table: RNA tracks, scored over exons
+        fasta=demo_inputs.fasta,
+        ccre=demo_inputs.ccre,
+        gtf=demo_inputs.gtf,
+    )
+    assert "genes" in store.attrs["plan"] and len(calls) == 1
+    assert (
+        store.attrs["plan"]["genes"]["gtf_sha256"]
+        == store.attrs["plan"]["annotations"]["gtf_sha256"]
+    )

@@ -445,11 +445,37 @@ def _reference_plan(
     return positions, variants, seed_perbin
 
 
+@dataclass
+class _Gtf:
+    """One plan call's GTF, read, checked and hashed once: the samplers and the gene index
+    of the RNA tracks both use it (a GENCODE GTF takes seconds to parse)."""
+
+    path: str | Path
+    genome: Genome
+    _frame: pd.DataFrame | None = field(default=None, repr=False)
+    _sha256: str | None = None
+
+    @property
+    def frame(self) -> pd.DataFrame:
+        if self._frame is None:
+            self._frame = read_gtf(self.path, ("gene", "exon"))
+            self.genome.require_annotation_contigs(
+                self._frame["chrom"], what=f"GTF {self.path} (--gtf)"
+            )
+        return self._frame
+
+    @property
+    def sha256(self) -> str:
+        if self._sha256 is None:
+            self._sha256 = sha256_file(Path(str(self.path)))
+        return self._sha256
+
+
 def _generated_plan(
     plan_cfg: dict[str, Any],
     genome: Genome,
     ccre: str | Path | None,
-    gtf: str | Path | None,
+    gtf: _Gtf | None,
     dhs: str | Path | None,
     sampling: SamplingConfig | None,
     meta: dict[str, Any],
@@ -464,8 +490,7 @@ def _generated_plan(
     cfg = sampling or SamplingConfig.from_dict(dict(plan_cfg.get("sampling", {})))
     ccre_df = read_ccre_bed(ccre)
     genome.require_annotation_contigs(ccre_df["chrom"], what=f"cCRE BED {ccre} (--ccre)")
-    genes = read_gtf(gtf, ("gene", "exon"))
-    genome.require_annotation_contigs(genes["chrom"], what=f"GTF {gtf} (--gtf)")
+    genes = gtf.frame
     dhs_df = None
     if cfg.needs_dhs:
         if dhs is None:
@@ -482,7 +507,7 @@ def _generated_plan(
         config=cfg.as_dict(),
         annotations={
             "ccre_sha256": sha256_file(Path(ccre)),
-            "gtf_sha256": sha256_file(Path(gtf)),
+            "gtf_sha256": gtf.sha256,
         },
         effect_family=cfg.effect_family,
         activity_set=f"generated_{cfg.population}",
@@ -545,13 +570,15 @@ def plan_store(
         plan_cfg.get("reference_set") if plan_cfg.get("source") == "reference" else None
     )
     meta: dict[str, Any] = {"name": plan_cfg.get("name", recipe.name)}
+    gtf_path = gtf or plan_cfg.get("gtf")
+    annotations = _Gtf(gtf_path, genome) if gtf_path is not None else None
     if reference_set is not None:
         positions, variants, seed_perbin = _reference_plan(
             reference_set, plan_cfg, genome, positions_set, variants_set, dhs, meta
         )
     else:
         positions, variants, seed_perbin = _generated_plan(
-            plan_cfg, genome, ccre, gtf, dhs, sampling, meta
+            plan_cfg, genome, ccre, annotations if gtf is not None else None, dhs, sampling, meta
         )
     positions = assess_windows(positions, genome, recipe.input_length, recipe.max_n_fraction)
     variants = assess_windows(variants, genome, recipe.input_length, recipe.max_n_fraction)
@@ -570,13 +597,14 @@ def plan_store(
     head = _gene_head(recipe, tracks)
     gtf = gtf or plan_cfg.get("gtf")
     if head is not None:
-        index = _gene_index(recipe, gtf, genome)
+        index = _gene_index(recipe, annotations)
+        assert annotations is not None  # _gene_index refused a missing GTF
         # the population and the convention define the statistic: a resume under another
         # one is a plan mismatch
         meta["genes"] = {
             "mode": index.mode,
             "convention": index.convention,
-            "gtf_sha256": sha256_file(Path(str(gtf))),
+            "gtf_sha256": annotations.sha256,
         }
     loc = Location.of(store_path)
     if is_chorus_store(loc):
@@ -701,7 +729,7 @@ def _derive_population(
     }
 
 
-def _gene_index(recipe: Recipe, gtf: str | Path | None, genome: Genome) -> GeneIndex:
+def _gene_index(recipe: Recipe, gtf: _Gtf | None) -> GeneIndex:
     if gtf is None:
         raise InputFileError(
             f"the {recipe.name} track table has gene_expression (RNA) tracks, scored per gene "
@@ -709,9 +737,7 @@ def _gene_index(recipe: Recipe, gtf: str | Path | None, genome: Genome) -> GeneI
         )
     mode = recipe.plan.get("rna_genes", "overlap")
     convention = recipe.plan.get("rna_convention", "chorus-query")
-    features = read_gtf(gtf, ("gene", "exon"))
-    genome.require_annotation_contigs(features["chrom"], what=f"GTF {gtf} (--gtf)")
-    return GeneIndex.from_gtf(features, mode, convention)
+    return GeneIndex.from_gtf(gtf.frame, mode, convention)
 
 
 def _confirm_existing(
@@ -889,7 +915,8 @@ def _add_rows(
         if head is not None:
             # the slots of the first shard the new rows touch are rewritten whole
             from_row = first // shard_rows * shard_rows
-            index = _gene_index(recipe, store.attrs["inputs"]["gtf"], genome)
+            gtf = store.attrs["inputs"]["gtf"]
+            index = _gene_index(recipe, _Gtf(gtf, genome) if gtf is not None else None)
             genes = gene_slots(
                 table.iloc[from_row:],
                 from_row,
