@@ -261,7 +261,7 @@ class ChorusStore(StoreJournal):
         )
 
     # ---------------------------------------------------------------- validation
-    def validate(self) -> None:  # noqa: C901 - split in h11-store
+    def validate(self) -> None:
         """Check every group and array of the schema: presence, dims, dtype, shape.
 
         Raises :class:`SchemaError` listing every problem found.
