@@ -49,13 +49,19 @@ BUILT_IN: dict[str, str] = {
 }
 
 
-def _entry_points() -> dict[str, importlib.metadata.EntryPoint]:
-    return {ep.name: ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
+def _entry_points() -> dict[str, list[importlib.metadata.EntryPoint]]:
+    """Every entry point of the group, by name: one name may be declared by several
+    distributions (this package's own metadata, and a third party's)."""
+    out: dict[str, list[importlib.metadata.EntryPoint]] = {}
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if all(ep.value != seen.value for seen in out.get(ep.name, [])):
+            out.setdefault(ep.name, []).append(ep)
+    return out
 
 
 def adapters() -> dict[str, str]:
     """Every adapter name a recipe may give, with the ``module:attribute`` that loads it."""
-    found = {name: ep.value for name, ep in _entry_points().items()}
+    found = {name: eps[0].value for name, eps in _entry_points().items()}
     return dict(sorted({**found, **BUILT_IN}.items()))
 
 
@@ -73,22 +79,29 @@ def find_adapter(name: str, *, recipe: str = "") -> AdapterLoad:
         clashing with a built-in adapter, or an adapter whose framework is not installed.
     """
     where = f"recipe {recipe!r}: " if recipe else ""
-    points = _entry_points()
+    points = _entry_points().get(name, [])
     value = BUILT_IN.get(name)
-    point = points.get(name)
-    if value is not None and point is not None and point.value != value:
+    others = [p for p in points if p.value != value]
+    if value is not None and others:
         raise RecipeError(
-            f"the entry point {name!r} = {point.value!r} (group {ENTRY_POINT_GROUP}) claims "
-            f"the name of the built-in adapter {value!r}; rename the third-party adapter"
+            f"the entry point {name!r} = {others[0].value!r} (group {ENTRY_POINT_GROUP}) "
+            f"claims the name of the built-in adapter {value!r}; rename the third-party adapter"
         )
-    if value is None and point is None:
+    if value is None and len(points) > 1:
+        raise RecipeError(
+            f"{where}adapter {name!r} is declared by several entry points "
+            f"({', '.join(p.value for p in points)}); uninstall all but one"
+        )
+    if value is None and not points:
         raise RecipeError(
             f"{where}unknown adapter {name!r}; registered: {', '.join(adapters())} (a package adds "
             f"one as an entry point of the group {ENTRY_POINT_GROUP})"
         )
-    if point is None:
-        assert value is not None
-        point = importlib.metadata.EntryPoint(name=name, value=value, group=ENTRY_POINT_GROUP)
+    point = (
+        points[0]
+        if value is None
+        else importlib.metadata.EntryPoint(name=name, value=value, group=ENTRY_POINT_GROUP)
+    )
     try:
         loaded = point.load()
     except ModuleNotFoundError as exc:
