@@ -26,6 +26,7 @@ from chorus_store.reduce import reduce
 from chorus_store.reports import (
     BuildReport,
     ExportReport,
+    PlanReport,
     ReduceReport,
     StatusReport,
     VerifyReport,
@@ -55,6 +56,7 @@ __all__ = [
     "OutputHead",
     "CallableOracle",
     # what the stages return
+    "PlanReport",
     "BuildReport",
     "ReduceReport",
     "ExportReport",

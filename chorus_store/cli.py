@@ -150,7 +150,7 @@ def plan(
     """Write the sampling plan into a new store (or confirm it matches an existing one)."""
     from chorus_store.plan.stage import plan_store
 
-    s = _run(
+    report = _run(
         plan_store,
         store,
         recipe,
@@ -167,12 +167,11 @@ def plan(
         dhs=dhs,
         assembly=assembly,
     )
-    p = s.attrs["plan"]
-    table = Table("set", "stratum", "planned", "usable", "rejected", title=f"plan of {s.url}")
-    for kind, key in (("positions", "position_strata"), ("variants", "variant_strata")):
-        for stratum, r in p[key].items():
-            rejected = ", ".join(f"{k[9:]} {v}" for k, v in r.items() if k.startswith("rejected_"))
-            table.add_row(kind, stratum, str(r["planned"]), str(r["usable"]), rejected or "0")
+    verb = "planned" if report.created else "already planned (unchanged)"
+    table = Table("set", "stratum", "planned", "usable", "rejected", title=f"{verb}: {report.url}")
+    for kind, stratum, planned, usable, rejected in report.rows():
+        why = ", ".join(f"{reason} {n}" for reason, n in rejected.items())
+        table.add_row(kind, stratum, str(planned), str(usable), why or "0")
     out.print(table)
 
 

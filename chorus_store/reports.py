@@ -1,8 +1,9 @@
 """What each stage returns: one dataclass per stage, all in one place.
 
-``build`` → :class:`BuildReport`, ``reduce`` → :class:`ReduceReport`, ``export`` →
-:class:`ExportReport`, ``status`` → :class:`StatusReport`, ``verify`` →
-:class:`VerifyReport`. The CLI prints them; ``to_dict()`` gives plain JSON-able data.
+``plan_store`` → :class:`PlanReport`, ``build`` → :class:`BuildReport`, ``reduce`` →
+:class:`ReduceReport`, ``export`` → :class:`ExportReport`, ``status`` →
+:class:`StatusReport`, ``verify`` → :class:`VerifyReport`. The CLI prints them;
+``to_dict()`` gives plain JSON-able data.
 """
 
 from __future__ import annotations
@@ -15,7 +16,46 @@ from typing import Any
 from chorus_store.errors import UsageError
 from chorus_store.store.core import DATA_GROUPS
 
-__all__ = ["BuildReport", "ReduceReport", "ExportReport", "StatusReport", "VerifyReport"]
+__all__ = [
+    "PlanReport",
+    "BuildReport",
+    "ReduceReport",
+    "ExportReport",
+    "StatusReport",
+    "VerifyReport",
+]
+
+
+@dataclass(frozen=True)
+class PlanReport:
+    """What :func:`~chorus_store.plan_store` did: the store (``url``), whether it was
+    written now (``created``) or an identical plan was found there, and the rows per
+    stratum of ``positions`` and ``variants`` (``planned``, ``usable``, and one
+    ``rejected_<reason>`` count per reason a window was refused)."""
+
+    url: str
+    created: bool
+    positions: dict[str, dict[str, int]]
+    variants: dict[str, dict[str, int]]
+
+    @classmethod
+    def from_plan(cls, url: str, plan: dict[str, Any], *, created: bool) -> PlanReport:
+        """The report of a store's ``plan`` attribute."""
+        return cls(url, created, plan["position_strata"], plan["variant_strata"])
+
+    def rows(self) -> list[tuple[str, str, int, int, dict[str, int]]]:
+        """One ``(set, stratum, planned, usable, {reason: rejected})`` per stratum."""
+        return [
+            (
+                kind,
+                stratum,
+                r["planned"],
+                r["usable"],
+                {k.removeprefix("rejected_"): v for k, v in r.items() if k.startswith("rejected_")},
+            )
+            for kind, strata in (("positions", self.positions), ("variants", self.variants))
+            for stratum, r in strata.items()
+        ]
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import shutil
@@ -253,17 +254,23 @@ def test_window_assessment_reports_rejections(demo_inputs: DemoInputs) -> None:
 def test_plan_is_written_first_and_rerun_is_a_noop(tmp_path: Path, demo_inputs: DemoInputs) -> None:
     recipe = small_recipe(tmp_path)
     path = tmp_path / "s.zarr"
-    store = plan_store(
+    report = plan_store(
         path, recipe, fasta=demo_inputs.fasta, ccre=demo_inputs.ccre, gtf=demo_inputs.gtf
     )
+    store = ChorusStore.open(report.url)
     p = store.attrs["plan"]
-    assert sum(r["planned"] for r in p["position_strata"].values()) == len(store.positions)
+    assert report.created and report.positions == p["position_strata"]
+    assert sum(r["planned"] for r in report.positions.values()) == len(store.positions)
+    assert sum(planned for _, _, planned, _, _ in report.rows()) == len(store.positions) + len(
+        store.variants
+    )
     assert store.attrs["oracle"]["fingerprint"] is None  # pinned by the first build
     mtime = (path / "zarr.json").stat().st_mtime_ns
     again = plan_store(
         path, recipe, fasta=demo_inputs.fasta, ccre=demo_inputs.ccre, gtf=demo_inputs.gtf
     )
-    assert again.attrs["plan"] == p and (path / "zarr.json").stat().st_mtime_ns == mtime
+    assert not again.created and again == dataclasses.replace(report, created=False)
+    assert (path / "zarr.json").stat().st_mtime_ns == mtime
 
 
 def test_plan_change_on_resume_is_refused(tmp_path: Path, demo_inputs: DemoInputs) -> None:
@@ -379,14 +386,14 @@ def test_a_capped_stratum_is_reported(
 ) -> None:
     n_bed = len(read_ccre_bed(demo_inputs.ccre))
     with caplog.at_level("WARNING", logger="chorus_store.plan.stage"):
-        store = plan_store(
+        report = plan_store(
             tmp_path / "s.zarr",
             small_recipe(tmp_path, sampling={"n_ccre": n_bed + 500}),
             fasta=demo_inputs.fasta,
             ccre=demo_inputs.ccre,
             gtf=demo_inputs.gtf,
         )
-    got = store.attrs["plan"]["position_strata"]["ccre"]["planned"]
+    got = report.positions["ccre"]["planned"]
     assert got < n_bed + 500
     assert f"ccre: {got:,} of {n_bed + 500:,}" in caplog.text
 
@@ -394,13 +401,14 @@ def test_a_capped_stratum_is_reported(
 def test_the_plan_draws_the_layouts_bin_sample_count(
     tmp_path: Path, demo_inputs: DemoInputs
 ) -> None:
-    store = plan_store(
+    report = plan_store(
         tmp_path / "s.zarr",
         small_recipe(tmp_path),
         fasta=demo_inputs.fasta,
         ccre=demo_inputs.ccre,
         gtf=demo_inputs.gtf,
     )
+    store = ChorusStore.open(report.url)
     bins = store.read("plan/positions/bin_index")
     assert bins.shape[-1] == store.layout.bin_samples == 32
     usable = store.positions["usable"].to_numpy()
@@ -411,17 +419,17 @@ def test_the_plan_draws_the_layouts_bin_sample_count(
 def test_a_mis_shaped_plan_array_is_refused_not_truncated(
     tmp_path: Path, demo_inputs: DemoInputs
 ) -> None:
-    import dataclasses
 
     from chorus_store.store import core as store_mod
 
-    src = plan_store(
+    planned = plan_store(
         tmp_path / "s.zarr",
         small_recipe(tmp_path),
         fasta=demo_inputs.fasta,
         ccre=demo_inputs.ccre,
         gtf=demo_inputs.gtf,
     )
+    src = ChorusStore.open(planned.url)
     plan = store_mod.PlanArrays(
         positions=src.positions,
         variants=src.variants,
@@ -459,14 +467,16 @@ def test_replanning_an_unbuilt_store_replaces_its_recipe(
     plan_store(path, small_recipe(tmp_path), **kw)
     assert ChorusStore.open(path).attrs["recipe"]["oracle"]["batch_size"] == 8
     with caplog.at_level("WARNING", logger="chorus_store.plan.stage"):
-        store = plan_store(path, small_recipe(tmp_path, oracle={"batch_size": 4}), **kw)
-    assert store.attrs["recipe"]["oracle"]["batch_size"] == 4
+        plan_store(path, small_recipe(tmp_path, oracle={"batch_size": 4}), **kw)
+    assert ChorusStore.open(path).attrs["recipe"]["oracle"]["batch_size"] == 4
     assert "recipe was replaced" in caplog.text and "batch_size" in caplog.text
     caplog.clear()
     build(path, oracle=composition_oracle(4), part="variants", progress=False)
     with caplog.at_level("WARNING", logger="chorus_store.plan.stage"):
-        store = plan_store(path, small_recipe(tmp_path, oracle={"batch_size": 2}), **kw)
-    assert store.attrs["recipe"]["oracle"]["batch_size"] == 4  # built with it: kept
+        plan_store(path, small_recipe(tmp_path, oracle={"batch_size": 2}), **kw)
+    assert (
+        ChorusStore.open(path).attrs["recipe"]["oracle"]["batch_size"] == 4
+    )  # built with it: kept
     assert "keeps the recipe it was built with" in caplog.text
 
 
@@ -547,13 +557,13 @@ def test_replanning_an_unbuilt_store_with_another_plan_or_tracks_lays_it_out_ane
     }
     plan_store(path, small_recipe(tmp_path, n_tracks=20), **kw)
     with caplog.at_level("WARNING", logger="chorus_store.plan.stage"):
-        store = plan_store(
+        report = plan_store(
             path, small_recipe(tmp_path, n_tracks=20, sampling={"n_random": 97}), **kw
         )
-    assert store.attrs["plan"]["position_strata"]["random"]["planned"] == 97
+    assert report.created and report.positions["random"]["planned"] == 97
     assert "planned anew" in caplog.text and "n_random" in caplog.text
-    store = plan_store(path, small_recipe(tmp_path), **kw)  # 40 tracks
-    assert len(store.tracks) == 40
+    plan_store(path, small_recipe(tmp_path), **kw)  # 40 tracks
+    assert len(ChorusStore.open(path).tracks) == 40
     ChorusStore.open(path).validate()
     assert not list(path.glob(".chorus-locks/*.json"))  # no claim left behind
     # once a row is built, the same change is refused and the store kept
@@ -576,13 +586,14 @@ def test_a_plan_reads_its_gtf_once(
         return read_gtf(path, features)
 
     monkeypatch.setattr(stage, "read_gtf", counting_read_gtf)
-    store = plan_store(
+    report = plan_store(
         tmp_path / "s.zarr",
         small_recipe(tmp_path),  # the demo table: RNA tracks, scored over exons
         fasta=demo_inputs.fasta,
         ccre=demo_inputs.ccre,
         gtf=demo_inputs.gtf,
     )
+    store = ChorusStore.open(report.url)
     assert "genes" in store.attrs["plan"] and len(calls) == 1
     assert (
         store.attrs["plan"]["genes"]["gtf_sha256"]

@@ -50,6 +50,7 @@ from chorus_store.plan.sampling import (
     table_sha256,
 )
 from chorus_store.recipes import Recipe, load_recipe
+from chorus_store.reports import PlanReport
 from chorus_store.store import claims as locks
 from chorus_store.store.core import DATA_GROUPS, ChorusStore, is_chorus_store
 from chorus_store.store.layout import BIN_SAMPLES, GeneRows, Layout, PlanArrays
@@ -547,8 +548,9 @@ def plan_store(
     sampling: SamplingConfig | None = None,
     assembly: str | None = None,
     layout: Layout | None = None,
-) -> ChorusStore:
-    """Write the plan of ``recipe`` into a new store at ``store_path``.
+) -> PlanReport:
+    """Write the plan of ``recipe`` into a new store at ``store_path``; returns what was
+    planned (:class:`~chorus_store.PlanReport`: rows per stratum, planned and usable).
 
     Positions and SNPs come from chorus's reference set (``reference_set``, with set
     names defaulting to the recipe's, and the recipe's ``drop_strata`` / ``add_dhs``
@@ -559,8 +561,9 @@ def plan_store(
     are usable and why the others are not.
 
     If the store already exists, the plan is recomputed and compared: identical → the
-    store is returned untouched (so re-running a pipeline is safe); different → refused
-    with :class:`PlanMismatchError` (or the genome/track-table error) naming what differs.
+    store is left untouched and ``created`` is false (so re-running a pipeline is safe);
+    different → refused with :class:`PlanMismatchError` (or the genome/track-table
+    error) naming what differs.
     """
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
@@ -619,7 +622,8 @@ def plan_store(
                 exc,
             )
         else:
-            return _update_recipe(store, recipe)
+            store = _update_recipe(store, recipe)
+            return PlanReport.from_plan(store.url, store.attrs["plan"], created=False)
     attrs = {
         "oracle": {"name": recipe.name, "fingerprint": None, "description": None},
         # the whole sequence is hashed here, once; resumes compare against it
@@ -637,7 +641,7 @@ def plan_store(
     else:
         position_genes = variant_genes = GeneRows.empty()
         gene_bins = np.full((len(positions), BIN_SAMPLES), -1, np.int32)
-    return ChorusStore.create(
+    store = ChorusStore.create(
         loc.url,
         attrs=attrs,
         tracks=tracks,
@@ -653,6 +657,7 @@ def plan_store(
         ),
         layout=layout,
     )
+    return PlanReport.from_plan(store.url, store.attrs["plan"], created=True)
 
 
 def _say_capped(positions: pd.DataFrame, variants: pd.DataFrame, cfg: SamplingConfig) -> None:
