@@ -3,9 +3,9 @@
 Keys, dtypes and shapes follow spec §6.1 and the checklist of §11; ``build_config`` is the
 schema-4 block of §6.2, filled from the store. The arrays are validated before anything
 is written (the guards chorus's writer applies, and a few it lacks), then written to a
-temporary file, fsynced, read back and renamed into place: a failed or interrupted
-export leaves the previous file untouched. The zip entries carry a fixed timestamp, so
-the file's bytes depend only on its contents.
+temporary file, read back, fsynced and renamed into place (an object store: one PUT): a
+failed or interrupted export leaves the previous file untouched. The zip entries carry a
+fixed timestamp, so the file's bytes depend only on its contents.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import datetime as dt
 import glob
 import json
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -207,62 +206,43 @@ def member_compression(arr: np.ndarray) -> int:
 
 def _write_npz_file(tmp: Path, arrays: dict[str, np.ndarray]) -> None:
     """The NPZ container (a zip of ``.npy`` members, fixed timestamps, see
-    :func:`member_compression`), fsynced and read back."""
-    with tmp.open("wb") as fh:
-        with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-            for key, arr in arrays.items():
-                info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_DATE)
-                info.compress_type = member_compression(np.asanyarray(arr))
-                info.external_attr = 0o644 << 16
-                with zf.open(info, "w", force_zip64=True) as member:
-                    np.lib.format.write_array(member, np.asanyarray(arr), allow_pickle=False)
-        fh.flush()
-        os.fsync(fh.fileno())
+    :func:`member_compression`), read back before it is installed."""
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for key, arr in arrays.items():
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=_ZIP_DATE)
+            info.compress_type = member_compression(np.asanyarray(arr))
+            info.external_attr = 0o644 << 16
+            with zf.open(info, "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(arr), allow_pickle=False)
     with np.load(tmp, allow_pickle=False) as check:
         if sorted(check.files) != sorted(arrays):
             raise WriteError(f"read-back of {tmp} lacks keys; not installed")
 
 
 def write_npz_atomic(path: Path | str, arrays: dict[str, np.ndarray]) -> None:
-    """Write ``arrays`` as an NPZ at ``path`` atomically and reproducibly.
+    """Write ``arrays`` as an NPZ at ``path`` (a local path or an object-store URL)
+    atomically and reproducibly.
 
     The container ``np.savez_compressed`` writes, but with fixed member timestamps and the
-    float arrays stored rather than deflated (:func:`member_compression`). A local
-    ``path`` is written to a temporary file in the same directory, fsynced, read back and
-    checked, then renamed over ``path``. An object-store URL (``s3://…/x.npz``) is written
-    to a local temporary file, checked, then uploaded in one PUT (multipart for large
-    files), which readers see whole or not at all.
+    float arrays stored rather than deflated (:func:`member_compression`), read back and
+    checked, then installed whole by :meth:`Location.write_file
+    <chorus_store.store.location.Location.write_file>`: readers see the previous file or
+    this one. The temporary's name carries the writer's host and pid, so the next export
+    removes what a killed one left.
     """
     if is_remote(path):
-        _upload_npz(str(path), arrays)
-        return
-    path = Path(path)
-    # the writer's host and pid in the name: the next export can prove a leftover stale
-    tmp = path.with_name(f".{path.name}.{locks.writer_tag()}.partial")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        parent, name = str(path).rsplit("/", 1)
+    else:
+        local = Path(path).expanduser().absolute()
+        parent, name = str(local.parent), local.name
         with contextlib.suppress(OSError):  # best effort: a read-only dir fails below, named
-            remove_stale_partials(path)
-        _write_npz_file(tmp, arrays)
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+            remove_stale_partials(local)
+    try:
+        Location.of(parent).write_file(
+            name, lambda tmp: _write_npz_file(tmp, arrays), tag=locks.writer_tag()
+        )
     except OSError as exc:
-        _discard(tmp)
         raise _write_failed(path, exc) from exc
-    except BaseException:
-        _discard(tmp)
-        raise
-
-
-def _discard(tmp: Path) -> None:
-    """Remove a temporary file if there is one; on a read-only or vanished directory the
-    unlink itself fails (EROFS, ENOENT of the parent), and that must not hide why."""
-    with contextlib.suppress(OSError):
-        tmp.unlink(missing_ok=True)
 
 
 def remove_stale_partials(path: Path) -> list[Path]:
@@ -276,17 +256,6 @@ def remove_stale_partials(path: Path) -> list[Path]:
         tmp.unlink(missing_ok=True)
         removed.append(tmp)
     return removed
-
-
-def _upload_npz(url: str, arrays: dict[str, np.ndarray]) -> None:
-    parent, name = url.rsplit("/", 1)
-    with tempfile.TemporaryDirectory(prefix="chorus-export-") as tmpdir:
-        tmp = Path(tmpdir) / name
-        try:
-            _write_npz_file(tmp, arrays)
-            Location.of(parent).upload(name, tmp)
-        except OSError as exc:
-            raise _write_failed(url, exc) from exc
 
 
 def _write_failed(path: Path | str, exc: OSError) -> Exception:

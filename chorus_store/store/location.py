@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -132,8 +132,16 @@ class Location:
         """Write ``key`` whole; a reader sees the old or the new bytes, never a mix."""
         raise NotImplementedError
 
-    def upload(self, key: str, path: Path) -> None:
-        """Write ``key`` whole from the local file ``path`` (streamed for large files)."""
+    def write_file(self, key: str, fill: Callable[[Path], None], *, tag: str = "") -> None:
+        """Write ``key`` whole from a local file that ``fill(tmp)`` writes (and may check).
+
+        Readers see the old object or the new one, never a part: here, the temporary is
+        ``.{name}.{tag}.partial`` beside ``key`` (``tag`` lets a later writer prove a
+        leftover's writer gone; a random one by default), fsynced, renamed over ``key``
+        and the directory fsynced; on an object store, a local temporary sent in one PUT
+        (multipart for large files). A failure or interruption removes the temporary and
+        leaves ``key`` as it was.
+        """
         raise NotImplementedError
 
     def create(self, key: str, data: bytes) -> bool:
@@ -214,14 +222,24 @@ class LocalLocation(Location):
         finally:
             tmp.unlink(missing_ok=True)
 
-    def upload(self, key: str, path: Path) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
-        tmp = self._file(key).with_name(f".{key}.{uuid.uuid4().hex}.partial")
+    def write_file(self, key: str, fill: Callable[[Path], None], *, tag: str = "") -> None:
+        path = self._file(key)
+        tmp = path.with_name(f".{path.name}.{tag or uuid.uuid4().hex}.partial")
         try:
-            shutil.copyfile(path, tmp)
-            os.replace(tmp, self._file(key))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fill(tmp)
+            with tmp.open("rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+            dir_fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
         finally:
-            tmp.unlink(missing_ok=True)
+            # on a read-only or vanished directory the unlink fails too: not to hide why
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
 
     def create(self, key: str, data: bytes) -> bool:
         # write to a private file, then hard-link it into place: the link either creates
@@ -328,10 +346,13 @@ class ObjectLocation(Location):
 
         obstore.put(self.store, key, data)  # one PUT: atomic for readers
 
-    def upload(self, key: str, path: Path) -> None:
+    def write_file(self, key: str, fill: Callable[[Path], None], *, tag: str = "") -> None:
         import obstore
 
-        obstore.put(self.store, key, path)  # multipart for large files; lands whole
+        with tempfile.TemporaryDirectory(prefix="chorus-store-") as tmpdir:
+            tmp = Path(tmpdir) / f"{tag or uuid.uuid4().hex}.partial"
+            fill(tmp)
+            obstore.put(self.store, key, tmp)  # multipart for large files; lands whole
 
     def create(self, key: str, data: bytes) -> bool:
         import obstore
