@@ -12,6 +12,20 @@ from chorus_store.testing.s3 import s3_bucket_fixture, s3_server_fixture
 # builds); with it fixed, two exports of the same content are byte-identical files.
 os.environ.setdefault("SOURCE_DATE_EPOCH", "1767225600")
 
+#: The most test processes ``-n auto`` starts: each imports torch and TensorFlow (~1 GiB)
+#: and builds the session fixtures, and the builds inside tests run threads of their own.
+MAX_TEST_WORKERS = 4
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto`` (pyproject's addopts): one test process per core, at most
+    :data:`MAX_TEST_WORKERS`."""
+    if hasattr(os, "sched_getaffinity"):  # the cores this process may use (Linux)
+        cores = len(os.sched_getaffinity(0))
+    else:
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, MAX_TEST_WORKERS))
+
 
 @pytest.fixture(scope="session")
 def demo_inputs(tmp_path_factory: pytest.TempPathFactory) -> DemoInputs:
