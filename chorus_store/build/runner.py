@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from chorus_store.arrays import HostCopy, as_host_view, is_accelerated
 from chorus_store.build.records import BlockIndex, GeneSlot, Records, TrackStats
@@ -146,22 +147,30 @@ def _sequences(ctx: RunContext, tasks: list[Task]) -> Iterator[_Batch | tuple[ob
         rows = ctx.store.plan_table(task.group).iloc[task.start : task.stop]
         pending: list[tuple[int, int, bytes, str]] = []
         usable = rows["usable"].to_numpy()
+        labels = row_labels(rows, alleles=task.group.has_alleles)
         for local, rec in enumerate(rows.itertuples(index=False)):
             if not usable[local]:
                 continue
-            label = f"{rec.chrom}:{rec.pos}"
             seq = ctx.genome.window(rec.chrom, int(rec.pos), L)
-            pending.append((local, 0, seq, label))
+            pending.append((local, 0, seq, labels[local]))
             if task.group.has_alleles:
                 i = L // 2 - 1
                 alt = seq[:i] + str(rec.alt).encode() + seq[i + 1 :]
-                pending.append((local, 1, alt, f"{label}{rec.ref}>{rec.alt}"))
+                pending.append((local, 1, alt, labels[local]))
             while len(pending) >= B:
                 yield _make_batch(ti, pending[:B], inputs)
                 pending = pending[B:]
         if pending:
             yield _make_batch(ti, pending, inputs)
         yield (_END, ti)
+
+
+def row_labels(rows: pd.DataFrame, *, alleles: bool) -> list[str]:
+    """How errors name plan rows: ``chrom:pos``, and ``chrom:posREF>ALT`` for a SNP."""
+    where = rows["chrom"].astype(str) + ":" + rows["pos"].astype(str)
+    if alleles:
+        where = where + rows["ref"].astype(str) + ">" + rows["alt"].astype(str)
+    return [str(label) for label in where]
 
 
 def _make_batch(ti: int, items: list[tuple[int, int, bytes, str]], inputs: _TaskInputs) -> _Batch:
@@ -347,10 +356,7 @@ def _finish(ctx: RunContext, st: _TaskState) -> dict[str, np.ndarray]:
         skip = stats.summary_mask(rows["stratum"].tolist())  # CAGE routing
         summary[np.broadcast_to(skip[:, None, :], summary.shape)] = np.nan
         return out
-    labels = [
-        f"{c}:{p}{r}>{a}"
-        for c, p, r, a in zip(rows["chrom"], rows["pos"], rows["ref"], rows["alt"], strict=True)
-    ]
+    labels = row_labels(rows, alleles=True)
     ref, alt = ctx.oracle.effect_inputs(buf["ref_summary"], buf["alt_summary"], stats.track_idx)
     genes = stats.gene_positions
     effect = stats.effects(ref, alt, labels, np.setdiff1d(np.arange(stats.n), genes))

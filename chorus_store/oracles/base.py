@@ -148,8 +148,11 @@ class Oracle(ABC):
     @property
     def fingerprint(self) -> str:
         """sha256 of :meth:`describe` plus the batch shape; recorded in the store."""
+        return self._fingerprint_of(self.describe())
+
+    def _fingerprint_of(self, description: dict[str, Any]) -> str:
         desc = {
-            **self.describe(),
+            **description,
             "batch_size": self.batch_size,
             "input_length": self.input_length,
             "heads": [h.as_dict() for h in self.heads],
@@ -158,11 +161,13 @@ class Oracle(ABC):
 
     def facts(self) -> dict[str, Any]:
         """What a build checks of this loaded oracle against the recipe and the store
-        (plain data: a cluster worker returns it to the coordinator)."""
+        (plain data: a cluster worker returns it to the coordinator); :meth:`describe`
+        runs once for both the fingerprint and the description."""
+        description = self.describe()
         return {
             "name": self.name,
-            "fingerprint": self.fingerprint,
-            "description": self.describe(),
+            "fingerprint": self._fingerprint_of(description),
+            "description": description,
             "per_model": bool(self.per_model),
             "joint_tracks": bool(self.joint_tracks),
         }
