@@ -5,9 +5,12 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import shlex
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,6 +22,7 @@ from rich.text import Text
 
 from chorus_store import __version__
 from chorus_store.errors import ChorusStoreError, os_reason
+from chorus_store.progress_log import configure_logging, interval_s
 
 app = typer.Typer(
     name="chorus-store",
@@ -29,7 +33,7 @@ app = typer.Typer(
 )
 console = Console(stderr=True)
 out = Console()
-log = logging.getLogger(__name__)
+log = logging.getLogger("chorus_store.cli")  # named, not __name__: `python -m` makes that __main__
 
 StorePath = Annotated[
     str,
@@ -70,29 +74,89 @@ def _signals() -> Iterator[list[int]]:
 def _run(fn: Any, *args: Any, on_interrupt: Callable[[], str] | None = None, **kwargs: Any) -> Any:
     """Call the API; print a chorus-store error as one clear line and exit 2.
 
-    An interrupt (SIGINT, SIGTERM) prints one line, ``on_interrupt()``: what was kept and
-    how to resume, and exits 128 + the signal's number.
+    An interrupt (SIGINT, SIGTERM) prints one line: ``on_interrupt()`` (what was kept) and
+    the command line that resumes (this one, :func:`_command_line`), and exits 128 + the
+    signal's number (130, 143). Each line is also logged (a ``--log-file`` keeps it).
     """
     try:
         with _signals() as received:
             return fn(*args, **kwargs)
     except ChorusStoreError as exc:
-        _say("error:", type(exc).__name__, str(exc))
+        _fail("error:", type(exc).__name__, str(exc))
         raise typer.Exit(2) from None
     except OSError as exc:
         # not anticipated where it happened, but still the machine's state, not a bug:
         # one line as well (-v logs where it came from)
         log.debug("unwrapped OSError", exc_info=True)
-        _say("error:", type(exc).__name__, f"{os_reason(exc)}: {exc}")
+        _fail("error:", type(exc).__name__, f"{os_reason(exc)}: {exc}")
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         signum = received[0] if received else int(signal.SIGINT)
         what = "nothing half-written is kept"
         if on_interrupt is not None:
             with contextlib.suppress(Exception):
-                what = on_interrupt()
-        _say(f"interrupted ({signal.Signals(signum).name}):", "", what)
+                what = f"{on_interrupt()}; resume with: {_command_line()}"
+        _fail(f"interrupted ({signal.Signals(signum).name}):", "", what)
         raise typer.Exit(128 + signum) from None
+
+
+def _fail(label: str, name: str, message: str) -> None:
+    """:func:`_say`, and the same line in the log (not twice on the console)."""
+    _say(label, name, message)
+    log.error("%s %s%s%s", label, name, ": " if name else "", message, extra={"printed": True})
+
+
+def _done(line: str) -> None:
+    """A stage's summary line: printed on stdout, and in the log file."""
+    out.print(line, highlight=False, soft_wrap=True)
+    log.info(line, extra={"printed": True})
+
+
+def _command_line() -> str:
+    """The command line running now, quoted for a shell: ``chorus-store`` and the words
+    it was given (``sys.argv``; called in-process, the words click parsed)."""
+    program = Path(sys.argv[0] if sys.argv else "")
+    # the entry point, or `python -m chorus_store.cli` (argv[0] is then this file)
+    if program.name == "chorus-store" or program.resolve() == Path(__file__).resolve():
+        return shlex.join(["chorus-store", *sys.argv[1:]])
+    return shlex.join(["chorus-store", *_parsed_words(_current_context())])
+
+
+def _current_context() -> Any:
+    """The click context of the running command (typer carries its own copy of click,
+    with its own context stack; older typer versions use click's)."""
+    try:
+        from typer._click.globals import get_current_context
+    except ImportError:  # pragma: no cover - a typer that does not vendor click
+        from click import get_current_context  # type: ignore[no-redef]
+    return get_current_context(silent=True)
+
+
+def _parsed_words(ctx: Any) -> list[str]:
+    """The words of the parameters given on the command line, root command first."""
+    if ctx is None:
+        return []
+    words = _parsed_words(ctx.parent)
+    if ctx.parent is not None and ctx.info_name:
+        words.append(ctx.info_name)
+    for param in ctx.command.params:
+        source = ctx.get_parameter_source(param.name)
+        if source is not None and source.name == "COMMANDLINE":
+            words += _param_words(param, ctx.params.get(param.name))
+    return words
+
+
+def _param_words(param: Any, value: Any) -> list[str]:
+    values = value if isinstance(value, list | tuple) else [value]
+    texts = [str(getattr(v, "value", v)) for v in values]  # an enum by its value
+    if param.param_type_name != "option":
+        return texts
+    name = max(param.opts, key=len)
+    if param.is_flag and param.secondary_opts and not value:
+        return [max(param.secondary_opts, key=len)]
+    if param.is_flag:
+        return [name]
+    return [w for text in texts for w in (name, text)]
 
 
 def _parse_shard(value: str | None) -> tuple[int, int] | None:
@@ -115,15 +179,31 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
+    ctx: typer.Context,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Log each stage's steps on stderr (INFO).")
+    ] = False,
+    log_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Append the log (INFO and above, timestamped, with or without -v) to this "
+            "file: a batch job's record, with a progress line every $CHORUS_STORE_PROGRESS_S "
+            "seconds (default 60)."
+        ),
+    ] = None,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
 ) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
+    """Progress shows as a bar on a terminal, and as a line every $CHORUS_STORE_PROGRESS_S
+    seconds (default 60) in a log (nohup, SLURM, a pipe)."""
+    try:
+        interval_s()  # a bad $CHORUS_STORE_PROGRESS_S is refused before any work
+        ctx.call_on_close(configure_logging(verbose=verbose, log_file=log_file))
+    except ChorusStoreError as exc:
+        _say("error:", type(exc).__name__, str(exc))
+        raise typer.Exit(2) from None
+    log.info("chorus-store %s, pid %d: %s", __version__, os.getpid(), _command_line())
 
 
 @app.command()
@@ -148,16 +228,14 @@ def plan(
     ] = None,
 ) -> None:
     """Write the sampling plan into a new store (or confirm it matches an existing one)."""
-    from chorus_store.plan.stage import plan_store
+    from chorus_store.plan.stage import plan_store, summary_line
 
+    t_start = time.perf_counter()
     report = _run(
         plan_store,
         store,
         recipe,
-        on_interrupt=lambda: (
-            "a plan is written whole or not at all, so nothing was kept; run the same "
-            "`chorus-store plan` again"
-        ),
+        on_interrupt=lambda: "a plan is written whole or not at all, so nothing was kept",
         fasta=fasta,
         reference_set=reference_set,
         positions_set=positions_set,
@@ -173,6 +251,7 @@ def plan(
         why = ", ".join(f"{reason} {n}" for reason, n in rejected.items())
         table.add_row(kind, stratum, str(planned), str(usable), why or "0")
     out.print(table)
+    _done(summary_line(report, time.perf_counter() - t_start))
 
 
 @app.command()
@@ -204,18 +283,14 @@ def build(
 ) -> None:
     """Run the oracle over every pending plan row (resumes; does nothing when done)."""
     from chorus_store.build.stage import build as run_build
+    from chorus_store.build.stage import summary_line
     from chorus_store.recipes import load_recipe
 
     r = _run(load_recipe, recipe) if recipe else None
-    resume = " ".join(
-        ["chorus-store build", store]
-        + ([f"--part {part}"] if part != "all" else [])
-        + ([f"--shard {shard}"] if shard else [])
-    )
     report = _run(
         run_build,
         store,
-        on_interrupt=lambda: f"{_kept_shards(store)}; resume with: {resume}",
+        on_interrupt=lambda: _kept_shards(store),
         part=part,
         shard=_parse_shard(shard),
         workers=workers,
@@ -227,14 +302,7 @@ def build(
         batch_size=batch_size,
         progress=progress,
     )
-    rows = sum(report.rows_built.values())
-    one_process = workers <= 1 and scheduler is None
-    share = 1 - report.oracle_seconds / report.seconds if report.seconds and one_process else None
-    out.print(
-        f"built {rows:,} rows ({report.rows_built}) in {report.tasks} tasks, "
-        f"{report.oracle_calls} oracle calls, {report.seconds:.1f} s"
-        + (f", {share:.0%} of the time outside the oracle" if share is not None and rows else "")
-    )
+    _done(summary_line(report, store, on_cluster=workers > 1 or scheduler is not None))
 
 
 def _kept_shards(store: str) -> str:
@@ -245,7 +313,7 @@ def _kept_shards(store: str) -> str:
     summary = pending_summary(ChorusStore.open(store))
     done = sum(g["shards_done"] for g in summary.values())
     total = sum(g["shards"] for g in summary.values())
-    return f"{done} of {total} row shards are built and kept"
+    return f"{done:,} of {total:,} row shards are built and kept; nothing written is lost"
 
 
 @app.command()
@@ -264,23 +332,34 @@ def reduce(
 ) -> None:
     """Compute exact per-track CDF grids of everything built (only stale blocks)."""
     from chorus_store.reduce import reduce as run_reduce
+    from chorus_store.reduce import summary_line
 
     chosen = tuple(x.strip() for x in layers.split(",")) if layers else None
     report = _run(
         run_reduce,
         store,
-        on_interrupt=lambda: (
-            f"every finished block is kept; resume with: chorus-store reduce {store}"
-        ),
+        on_interrupt=lambda: _kept_blocks(store),
         layers=chosen,
         scheduler=scheduler,
         workers=workers,
         progress=progress,
     )
-    out.print(
-        f"reduced {report.values_reduced:,} values; blocks recomputed "
-        f"{report.blocks_computed} of {report.blocks_total}; {report.seconds:.1f} s"
-    )
+    _done(summary_line(report, store))
+
+
+def _kept_blocks(store: str) -> str:
+    """What an interrupted reduce left: its finished blocks (each written whole,
+    fingerprint last)."""
+    from chorus_store.reduce import active_layers, layer_fingerprints, stale_blocks
+    from chorus_store.store.core import ChorusStore
+
+    opened = ChorusStore.open(store)
+    total = stale = 0
+    for layer in active_layers(opened):
+        want = layer_fingerprints(opened, layer)
+        total += len(want)
+        stale += len(stale_blocks(opened, layer, want))
+    return f"{total - stale:,} of {total:,} grid blocks are current and kept"
 
 
 @app.command()
@@ -301,18 +380,18 @@ def export(
     """Write the validated {oracle}_pertrack.npz that chorus loads (atomically)."""
     from chorus_store.export import export as run_export
 
+    t_start = time.perf_counter()
     report = _run(
         run_export,
         store,
         out=out_path,
         force=force,
-        on_interrupt=lambda: (
-            f"nothing was replaced (a previous NPZ is intact); run `chorus-store export "
-            f"{store}` again"
-        ),
+        on_interrupt=lambda: "nothing was replaced (a previous NPZ is intact)",
     )
-    for line in report.messages:
-        out.print(line, highlight=False, soft_wrap=True)  # paths whole, to copy
+    first, *more = report.messages
+    _done(f"{first} in {time.perf_counter() - t_start:.1f} s")  # paths whole, to copy
+    for line in more:
+        out.print(line, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -472,15 +551,13 @@ def demo(
         directory,
         workers=workers,
         progress=progress,
-        on_interrupt=lambda: (
-            f"finished work in {directory} is kept; resume with: chorus-store demo {directory}"
-        ),
+        on_interrupt=lambda: f"finished work in {directory} is kept",
     )
     rows = sum(result.build.rows_built.values())
-    out.print(
-        f"store {result.store}\nnpz   {result.npz}\n"
-        f"built {rows:,} rows in {result.build.seconds:.1f} s, reduced in "
-        f"{result.reduce.seconds:.1f} s"
+    out.print(f"store {result.store}\nnpz   {result.npz}")
+    _done(
+        f"demo: built {rows:,} rows in {result.build.seconds:.1f} s, reduced in "
+        f"{result.reduce.seconds:.1f} s; wrote {result.npz}"
     )
 
 

@@ -14,7 +14,9 @@ import contextlib
 import datetime as dt
 import glob
 import json
+import logging
 import os
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ import numpy as np
 from chorus_store._version import __version__
 from chorus_store.errors import ExportValidationError, WriteError, os_reason
 from chorus_store.genome.tracks import LAYER_CONFIGS
+from chorus_store.progress_log import Meter
 from chorus_store.reduce import GRID_RULES, active_layers, require_reduced
 from chorus_store.reports import ExportReport
 from chorus_store.store import claims as locks
@@ -43,6 +46,8 @@ __all__ = [
 #: ``build_config.schema_version`` chorus requires (``MIN_ARTEFACT_SCHEMA``).
 NPZ_SCHEMA_VERSION = 4
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+
+log = logging.getLogger(__name__)
 
 
 def default_backgrounds_dir() -> Path:
@@ -371,12 +376,15 @@ def collect_arrays(store: ChorusStore) -> dict[str, np.ndarray]:
     layers = active_layers(store)
     tracks = store.tracks
     arrays: dict[str, np.ndarray] = {"track_ids": np.asarray(tracks.track_ids, dtype=str)}
-    for layer in layers:
-        arrays[f"{layer}_cdfs"] = store.read(f"reductions/{layer}/grid").astype(np.float32)
-    for layer in layers:
-        arrays[f"{layer}_counts"] = store.read(f"reductions/{layer}/offered").astype(np.int64)
-    for layer in layers:
-        arrays[f"{layer}_retained"] = store.read(f"reductions/{layer}/retained").astype(np.int64)
+    reads = [
+        *((f"{layer}_cdfs", f"reductions/{layer}/grid", np.float32) for layer in layers),
+        *((f"{layer}_counts", f"reductions/{layer}/offered", np.int64) for layer in layers),
+        *((f"{layer}_retained", f"reductions/{layer}/retained", np.int64) for layer in layers),
+    ]
+    # the grids are tracks x 10,000 floats per layer: gigabytes for the largest oracles
+    with Meter("export", len(reads), unit="arrays") as meter:
+        for key, source, dtype in meter.iterate(reads):
+            arrays[key] = store.read(source).astype(dtype)
     arrays["signed_flags"] = np.asarray(tracks.signed, dtype=bool)
     arrays["layers_per_row"] = np.asarray(tracks.layers, dtype=str)
     cfg = build_config(store, arrays, layers)
@@ -406,10 +414,17 @@ def export(
         The file written (``.url``; ``.path`` for a local one), and where a different
         file already in chorus's backgrounds directory was kept (``.moved_aside``).
     """
+    t_start = time.perf_counter()
     store = ChorusStore.open(store_path)
     store.validate()
     require_complete(store)
     require_reduced(store)
+    log.info(
+        "export %s: %d track(s), layers %s",
+        store.url,
+        len(store.tracks),
+        ", ".join(active_layers(store)),
+    )
     arrays = collect_arrays(store)
     problems = validate_npz(arrays, n_points=store.layout.n_points)
     if problems:
@@ -422,6 +437,7 @@ def export(
         url = str(out).rstrip("/")
         url = url if url.endswith(".npz") else f"{url}/{name}"
         write_npz_atomic(url, arrays)
+        _log_written(url, arrays, t_start)
         return ExportReport(url)
     target = Path(out).expanduser() if out is not None else default_backgrounds_dir()
     path = target if target.suffix == ".npz" else target / name
@@ -436,7 +452,23 @@ def export(
             )
         moved = _move_aside(path)
     write_npz_atomic(path, arrays)
+    _log_written(str(path), arrays, t_start)
     return ExportReport(str(path), moved)
+
+
+def _log_written(url: str, arrays: dict[str, np.ndarray], t_start: float) -> None:
+    """The export's summary line: what was written, how much, in what time."""
+    layers = [key.removesuffix("_cdfs") for key in arrays if key.endswith("_cdfs")]
+    size = sum(a.nbytes for a in arrays.values())
+    log.info(
+        "export: wrote %s: %s tracks x %d layers (%s), %.1f MB of arrays, in %.1f s",
+        url,
+        f"{len(arrays['track_ids']):,}",
+        len(layers),
+        ", ".join(layers),
+        size / 1e6,
+        time.perf_counter() - t_start,
+    )
 
 
 def _is_chorus_dir(directory: Path) -> bool:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import math
 import time
 import uuid
@@ -28,8 +29,10 @@ from typing import Any
 
 import dask
 import numpy as np
+from dask.callbacks import Callback
 
 from chorus_store.errors import CorruptChunkError, IncompleteStageError, UsageError
+from chorus_store.progress_log import Meter, rate
 from chorus_store.reports import ReduceReport
 from chorus_store.scheduler import Scheduler, dashboard_link, is_client, local_or_client
 from chorus_store.scheduler import check as check_scheduler
@@ -50,7 +53,10 @@ __all__ = [
     "layer_fingerprints",
     "active_layers",
     "require_reduced",
+    "summary_line",
 ]
+
+log = logging.getLogger(__name__)
 
 #: Version tag of the grid rules; part of every block fingerprint.
 GRID_RULES = "chorus-spec-5.4/exact/v1"
@@ -285,12 +291,37 @@ def reduce(
         if busy:
             raise IncompleteStageError(f"{store.url} is being restructured by {busy[0]}")
         tasks = _block_tasks(store, layers, report)
+        log.info(
+            "reduce %s: %d of %d block(s) stale (%s), %d track(s), %d per block",
+            store.url,
+            len(tasks),
+            report.blocks_total,
+            ", ".join(f"{k} {v}" for k, v in report.blocks_computed.items()),
+            len(store.tracks),
+            store.layout.tracks_per_chunk,
+        )
         if tasks:
             with local_or_client(scheduler) as target:
                 counts = _compute(store, tasks, target, workers, progress)
             report.values_reduced = int(sum(counts))
     report.seconds = time.perf_counter() - t_start
+    log.info(summary_line(report, store.url))
     return report
+
+
+def summary_line(report: ReduceReport, store: str) -> str:
+    """The line that sums up a reduce: blocks, values, time, rate, what was written (the
+    reduce logs it, the CLI prints it)."""
+    blocks = sum(report.blocks_computed.values())
+    if not blocks:
+        return f"nothing to reduce in {store}: all {report.blocks_total} block(s) are current"
+    per_layer = ", ".join(f"{k} {v}" for k, v in report.blocks_computed.items() if v)
+    return (
+        f"reduced {report.values_reduced:,} values in {blocks} of {report.blocks_total} "
+        f"block(s) ({per_layer}), {report.seconds:.1f} s, "
+        f"{rate(report.values_reduced, report.seconds):,.0f} values/s; wrote {blocks} "
+        f"grid block(s) to {store}"
+    )
 
 
 def _chosen_layers(store: ChorusStore, layers: tuple[str, ...] | None) -> tuple[str, ...]:
@@ -328,24 +359,53 @@ def _block_tasks(store: ChorusStore, layers: tuple[str, ...], report: ReduceRepo
 def _compute(
     store: ChorusStore, tasks: list[Any], target: Any, workers: int | None, progress: bool
 ) -> tuple[int, ...]:
-    """Run the block tasks on ``target`` (a local scheduler's name or a client)."""
-    kwargs = {} if workers is None else {"num_workers": workers}
+    """Run the block tasks on ``target`` (a local scheduler's name or a client), counting
+    finished blocks on one :class:`~chorus_store.progress_log.Meter`."""
     try:
-        if is_client(target):
-            link = dashboard_link(target)
-            if progress and link:
-                _console().print(f"dask dashboard: {link}", highlight=False)
-            return tuple(dask.compute(*tasks, scheduler=target, **kwargs))
-        if progress:
-            from dask.diagnostics import ProgressBar
-
-            with ProgressBar(minimum=1.0):
+        with Meter("reduce", len(tasks), unit="blocks", show=progress) as meter:
+            if is_client(target):
+                return _compute_on_cluster(target, tasks, meter, progress)
+            kwargs = {} if workers is None else {"num_workers": workers}
+            with _BlocksDone({t.key for t in tasks}, meter):
                 return tuple(dask.compute(*tasks, scheduler=target, **kwargs))
-        return tuple(dask.compute(*tasks, scheduler=target, **kwargs))
     except ValueError as exc:
         if is_checksum_error(exc):
             raise as_corruption(store.url, "a reduced layer's source", exc) from exc
         raise
+
+
+class _BlocksDone(Callback):
+    """A dask callback (local schedulers) advancing ``meter`` as each block task ends."""
+
+    def __init__(self, keys: set[Any], meter: Meter) -> None:
+        super().__init__()
+        self.keys, self.meter = keys, meter
+
+    def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
+        if key in self.keys:
+            self.meter.advance()
+
+
+def _compute_on_cluster(
+    client: Any, tasks: list[Any], meter: Meter, progress: bool
+) -> tuple[int, ...]:
+    """The block tasks as futures on a dask.distributed cluster, counted as they finish;
+    an interrupt or a failure cancels those still running."""
+    from distributed import as_completed
+
+    link = dashboard_link(client)
+    if link:
+        log.info("reduce: dask dashboard %s", link)
+    if progress and link:
+        _console().print(f"dask dashboard: {link}", highlight=False)
+    futures = client.compute(tasks)
+    try:
+        for future in as_completed(futures):
+            future.result()  # raises the block's error here
+            meter.advance()
+        return tuple(int(f.result()) for f in futures)
+    finally:
+        client.cancel([f for f in futures if not f.done()])
 
 
 def _console() -> Any:

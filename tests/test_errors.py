@@ -398,7 +398,7 @@ def test_an_interrupted_build_says_what_was_kept_and_resumes_exactly(
     line = err.strip()
     assert line.startswith(f"interrupted ({sig.name}):")
     assert "row shards are built and kept" in line
-    assert line.endswith(f"resume with: chorus-store build {store}")
+    assert line.endswith(f"resume with: chorus-store build {store} --no-progress")  # argv
     kept = int(line.split(":")[1].split(" of ")[0])
     assert 1 <= kept < sum(g["shards"] for g in status(store).build.values())
     assert status(store).claims == []  # released on the way out

@@ -466,6 +466,7 @@ def run_tasks(
     tasks: list[Task],
     *,
     on_rows: Callable[[int], None] | None = None,
+    on_oracle: Callable[[float], None] | None = None,
     prefetch: int = 4,
 ) -> BuildReport:
     """Run ``tasks`` in this process, as a pipeline of four threads:
@@ -474,6 +475,8 @@ def run_tasks(
     also the records, queued on the device) → reducer (records to host buffers, effects)
     → writer (store, done marks last). Each hand-off is a bounded queue, so the model
     runs batch i+1 while batch i is reduced and written, and memory holds a few batches.
+    ``on_rows(n)`` is called as each task's rows are finished, ``on_oracle(seconds)``
+    after each forward pass (a progress meter's oracle share).
     """
     report = BuildReport()
     t_start = time.perf_counter()
@@ -494,7 +497,10 @@ def run_tasks(
                 batch: _Batch = item
                 t0 = time.perf_counter()
                 blocks = _predict(ctx, tasks[batch.task], batch)
-                report.oracle_seconds += time.perf_counter() - t0
+                forward_s = time.perf_counter() - t0
+                report.oracle_seconds += forward_s
+                if on_oracle is not None:
+                    on_oracle(forward_s)
                 report.sequences += len(batch.rows)
                 reducer.put((batch, blocks))
         finally:

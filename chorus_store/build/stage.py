@@ -12,7 +12,6 @@ import dataclasses
 import functools
 import logging
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from chorus_store.errors import (
 )
 from chorus_store.genome.fasta import Genome
 from chorus_store.oracles.base import Oracle
+from chorus_store.progress_log import Meter, rate
 from chorus_store.recipes import Recipe
 from chorus_store.reports import BuildReport
 from chorus_store.scheduler import Scheduler, dashboard_link
@@ -39,7 +39,7 @@ from chorus_store.scheduler import check as check_scheduler
 from chorus_store.store import claims as locks
 from chorus_store.store.core import DATA_GROUPS, ChorusStore
 
-__all__ = ["build"]
+__all__ = ["build", "summary_line"]
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,7 @@ def _check_oracle(
                 fresh.set_attrs(attrs)
                 fresh.consolidate()
                 store.attrs = attrs
+                log.info("build %s: pinned the oracle %s", store.url, facts["description"])
                 return
     if info["fingerprint"] != facts["fingerprint"] and _repin_unbuilt(store, facts, run_id):
         return
@@ -192,6 +193,7 @@ def build(
         joint_tracks=bool(recipe.oracle.get("joint_tracks", False)),
     )
     tasks = pending(store)
+    _log_start(store, tasks, part, shard)
     if tasks:
         claims = store.claim(
             sorted({c for t in tasks for c in t.claims(store.layout.tracks_per_shard)}),
@@ -201,18 +203,77 @@ def build(
             store = _reopen_claimed(store, claims)
             # claims taken: re-read what is pending, another build may have finished some
             tasks = pending(store)
+            log.info(
+                "build %s: claimed %d shard(s); %d task(s) to run",
+                store.url,
+                len(claims.names),
+                len(tasks),
+            )
             job = _Job(store, recipe, genome, fasta_path, tasks, claims.holder.run_id, progress)
             if on_cluster:
                 _build_on_cluster(job, report, scheduler, workers, weights, device, batch_size)
             else:
                 if oracle is None:
-                    # the store's track table, not the recipe's files (another machine's)
-                    oracle = recipe.load_oracle(weights=weights, device=device, tracks=store.tracks)
+                    oracle = _load_oracle(store, recipe, weights, device)
                 _build_here(job, report, oracle, batch_size, records_on)
         finally:
             claims.release()
     report.seconds = time.perf_counter() - t_start
+    log.info(summary_line(report, store.url, on_cluster=on_cluster))
     return report
+
+
+def _load_oracle(store: ChorusStore, recipe: Recipe, weights: str | None, device: str) -> Oracle:
+    """The recipe's oracle with the store's track table (not the recipe's files: another
+    machine's), its loading time logged (a large model takes minutes)."""
+    t_load = time.perf_counter()
+    oracle = recipe.load_oracle(weights=weights, device=device, tracks=store.tracks)
+    log.info(
+        "build %s: loaded the oracle %s (device %s) in %.1f s",
+        store.url,
+        oracle.name,
+        device,
+        time.perf_counter() - t_load,
+    )
+    return oracle
+
+
+def _log_start(
+    store: ChorusStore, tasks: list[Task], part: str, shard: tuple[int, int] | None
+) -> None:
+    rows: dict[str, int] = {}
+    for t in tasks:
+        rows[t.group.name] = rows.get(t.group.name, 0) + t.n_rows
+    what = ", ".join(f"{g} {n:,}" for g, n in rows.items()) or "none"
+    log.info(
+        "build %s: part %s%s, %d track(s); %d task(s) pending, rows: %s",
+        store.url,
+        part,
+        f", shard {shard[0]}/{shard[1]}" if shard else "",
+        len(store.tracks),
+        len(tasks),
+        what,
+    )
+
+
+def summary_line(report: BuildReport, store: str, *, on_cluster: bool = False) -> str:
+    """The line that sums up a build: rows, time, rate, the oracle's share, what was
+    written (the build logs it, the CLI prints it)."""
+    rows = sum(report.rows_built.values())
+    if not report.tasks:
+        return f"nothing to build in {store}: every row asked for is built"
+    per_group = ", ".join(f"{g} {n:,}" for g, n in report.rows_built.items() if n)
+    if on_cluster:  # the workers' forward passes overlap: their sum is no share of the wall
+        oracle = f"oracle {report.oracle_seconds:,.1f} s summed over the workers"
+    else:
+        share = report.oracle_seconds / report.seconds if report.seconds else 0.0
+        oracle = f"oracle {100 * share:.0f} % of wall time"
+    return (
+        f"built {rows:,} rows ({per_group}) in {report.tasks} tasks, "
+        f"{report.oracle_calls} oracle calls, {report.seconds:.1f} s, "
+        f"{rate(rows, report.seconds):,.1f} rows/s, {oracle}; wrote the records of "
+        f"{report.tasks} task(s) (a row shard's tracks each) to {store}"
+    )
 
 
 def _check_arguments(
@@ -284,9 +345,9 @@ def _build_here(
     job: _Job, report: BuildReport, oracle: Oracle, batch_size: int | None, records_on: str
 ) -> None:
     _check_oracle(job.store, job.recipe, oracle.facts(), job.run_id)
-    with _progress(job.progress, job.tasks) as advance:
+    with _meter(job, busy="oracle") as meter:
         ctx = RunContext(job.store, oracle, job.genome, batch_size, records_on)
-        report.merge(run_tasks(ctx, job.tasks, on_rows=advance))
+        report.merge(run_tasks(ctx, job.tasks, on_rows=meter.advance, on_oracle=meter.add_busy))
 
 
 def _build_on_cluster(
@@ -314,10 +375,12 @@ def _build_on_cluster(
         _check_oracle(store, job.recipe, probe_on_cluster(client, spec), job.run_id)
         spec = dataclasses.replace(spec, fingerprint=store.attrs["oracle"]["fingerprint"])
         link = dashboard_link(client)
+        if link:
+            log.info("build %s: dask dashboard %s", store.url, link)
         if job.progress and link:
             _console().print(f"dask dashboard: {link}", highlight=False)
-        with _progress(job.progress, job.tasks) as advance:
-            for part_report in run_on_cluster(client, spec, job.tasks, advance):
+        with _meter(job) as meter:
+            for part_report in run_on_cluster(client, spec, job.tasks, meter.advance):
                 report.merge(part_report)
 
 
@@ -327,39 +390,6 @@ def _console() -> Any:
     return Console(stderr=True)
 
 
-class _progress:
-    """A rich progress bar (rows, rows/s, ETA), or nothing."""
-
-    def __init__(self, enabled: bool, tasks: list[Task]) -> None:
-        self.enabled = enabled
-        self.total = sum(t.n_rows for t in tasks)
-        self.bar: Any = None
-
-    def __enter__(self) -> Callable[[int], None]:
-        if not self.enabled:
-            return lambda n: None
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.bar = Progress(
-            TextColumn("[bold]build[/]"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("rows"),
-            TimeElapsedColumn(),
-            TextColumn("ETA"),
-            TimeRemainingColumn(),
-        )
-        self.bar.start()
-        task_id = self.bar.add_task("build", total=self.total)
-        return lambda n: self.bar.advance(task_id, n)
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()
+def _meter(job: _Job, busy: str | None = None) -> Meter:
+    """The build's progress: rows of the claimed tasks (a bar, or a line in the log)."""
+    return Meter("build", sum(t.n_rows for t in job.tasks), show=job.progress, busy=busy)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,7 @@ from chorus_store.plan.sampling import (
     rows_sha256,
     table_sha256,
 )
+from chorus_store.progress_log import Meter
 from chorus_store.recipes import Recipe, load_recipe
 from chorus_store.reports import PlanReport
 from chorus_store.store import claims as locks
@@ -74,6 +76,7 @@ __all__ = [
     "add_positions",
     "add_variants",
     "read_rows_table",
+    "summary_line",
 ]
 
 # --------------------------------------------------------------------------------------
@@ -196,10 +199,12 @@ def assess_windows(
     #128: a wrong ref allele scored a synthetic sequence), never a silent skip.
     """
     genome.require_contigs(set(table["chrom"]), what="the plan")
-    reasons = [
-        genome.window_status(c, int(p), input_length, max_n_fraction)
-        for c, p in zip(table["chrom"], table["pos"], strict=True)
-    ]
+    unit = "SNP windows" if "ref" in table else "position windows"
+    with Meter("plan", len(table), unit=unit) as meter:  # reads every window: minutes on hg38
+        reasons = [
+            genome.window_status(c, int(p), input_length, max_n_fraction)
+            for c, p in meter.iterate(zip(table["chrom"], table["pos"], strict=True))
+        ]
     out = table.copy()
     out["reject_reason"] = reasons
     out["usable"] = out["reject_reason"] == ""
@@ -565,10 +570,12 @@ def plan_store(
     different → refused with :class:`PlanMismatchError` (or the genome/track-table
     error) naming what differs.
     """
+    t_start = time.perf_counter()
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
     plan_cfg = recipe.plan
     genome = Genome(fasta, assembly=assembly or plan_cfg.get("assembly"))
+    log.info("plan: recipe %s, FASTA %s", recipe.name, fasta)
     reference_set = reference_set or (
         plan_cfg.get("reference_set") if plan_cfg.get("source") == "reference" else None
     )
@@ -583,6 +590,12 @@ def plan_store(
         positions, variants, seed_perbin = _generated_plan(
             plan_cfg, genome, ccre, annotations if gtf is not None else None, dhs, sampling, meta
         )
+    log.info(
+        "plan: %s positions and %s SNPs drawn; checking their %s bp windows",
+        f"{len(positions):,}",
+        f"{len(variants):,}",
+        f"{recipe.input_length:,}",
+    )
     positions = assess_windows(positions, genome, recipe.input_length, recipe.max_n_fraction)
     variants = assess_windows(variants, genome, recipe.input_length, recipe.max_n_fraction)
     _refuse_empty_layers(positions, variants)
@@ -623,7 +636,9 @@ def plan_store(
             )
         else:
             store = _update_recipe(store, recipe)
-            return PlanReport.from_plan(store.url, store.attrs["plan"], created=False)
+            report = PlanReport.from_plan(store.url, store.attrs["plan"], created=False)
+            log.info(summary_line(report, time.perf_counter() - t_start))
+            return report
     attrs = {
         "oracle": {"name": recipe.name, "fingerprint": None, "description": None},
         # the whole sequence is hashed here, once; resumes compare against it
@@ -657,7 +672,24 @@ def plan_store(
         ),
         layout=layout,
     )
-    return PlanReport.from_plan(store.url, store.attrs["plan"], created=True)
+    report = PlanReport.from_plan(store.url, store.attrs["plan"], created=True)
+    log.info(summary_line(report, time.perf_counter() - t_start))
+    return report
+
+
+def summary_line(report: PlanReport, seconds: float) -> str:
+    """The line that sums up a plan: rows planned and usable, time, what was written
+    (the plan logs it, the CLI prints it)."""
+
+    def rows(strata: dict[str, dict[str, int]]) -> str:
+        planned = sum(r["planned"] for r in strata.values())
+        usable = sum(r["usable"] for r in strata.values())
+        return f"{planned:,} ({usable:,} usable)"
+
+    counts = f"{rows(report.positions)} positions and {rows(report.variants)} SNPs"
+    if not report.created:
+        return f"already planned, unchanged: {counts} in {report.url} ({seconds:.1f} s)"
+    return f"planned {counts} in {seconds:.1f} s; wrote the plan to {report.url}"
 
 
 def _say_capped(positions: pd.DataFrame, variants: pd.DataFrame, cfg: SamplingConfig) -> None:
