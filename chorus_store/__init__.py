@@ -20,11 +20,13 @@ from chorus_store.inspect.query import Backgrounds, open_store
 from chorus_store.inspect.status import status, verify
 from chorus_store.oracles.base import Oracle, OutputHead
 from chorus_store.oracles.callable import CallableOracle
+from chorus_store.plan.estimate import estimate
 from chorus_store.plan.stage import add_positions, add_tracks, add_variants, plan_store
 from chorus_store.recipes import Recipe, load_recipe
 from chorus_store.reduce import reduce
 from chorus_store.reports import (
     BuildReport,
+    EstimateReport,
     ExportReport,
     PlanReport,
     ReduceReport,
@@ -35,7 +37,8 @@ from chorus_store.store.upkeep import unlock
 
 __all__ = [
     "__version__",
-    # the stages, in order
+    # the stages, in order (and what a build of a recipe will take, before any)
+    "estimate",
     "plan_store",
     "add_tracks",
     "add_positions",
@@ -62,5 +65,6 @@ __all__ = [
     "ExportReport",
     "StatusReport",
     "VerifyReport",
+    "EstimateReport",
 ]
 __all__ += _errors.__all__  # the error classes, listed once in errors.py

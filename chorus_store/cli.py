@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -226,10 +227,32 @@ def plan(
     assembly: Annotated[
         str | None, typer.Option(help="Name of a genome chorus does not know by chr1 length.")
     ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(help="Print what the plan and its build take (`estimate`); write nothing."),
+    ] = False,
 ) -> None:
     """Write the sampling plan into a new store (or confirm it matches an existing one)."""
     from chorus_store.plan.stage import plan_store, summary_line
 
+    if dry_run:
+        from chorus_store.plan.estimate import estimate as run_estimate
+
+        report = _run(
+            run_estimate,
+            recipe,
+            fasta=fasta,
+            reference_set=reference_set,
+            positions_set=positions_set,
+            variants_set=variants_set,
+            ccre=ccre,
+            gtf=gtf,
+            dhs=dhs,
+            assembly=assembly,
+            measure=False,
+        )
+        _print_estimate(report)
+        return
     t_start = time.perf_counter()
     report = _run(
         plan_store,
@@ -252,6 +275,165 @@ def plan(
         table.add_row(kind, stratum, str(planned), str(usable), why or "0")
     out.print(table)
     _done(summary_line(report, time.perf_counter() - t_start))
+
+
+@app.command()
+def estimate(
+    recipe: Annotated[str, typer.Argument(help="Recipe name (builders/<name>) or recipe.toml.")],
+    fasta: Annotated[
+        Path | None, typer.Option(help="Reference FASTA: the plan is computed, rows are exact.")
+    ] = None,
+    reference_set: Annotated[
+        Path | None, typer.Option(help="chorus reference-positions NPZ.")
+    ] = None,
+    positions_set: Annotated[str | None, typer.Option(help="Region set in it.")] = None,
+    variants_set: Annotated[str | None, typer.Option(help="SNP set in it.")] = None,
+    ccre: Annotated[Path | None, typer.Option(help="SCREEN cCRE BED (generated plan).")] = None,
+    gtf: Annotated[
+        Path | None, typer.Option(help="GENCODE GTF (generated plan; RNA tracks).")
+    ] = None,
+    dhs: Annotated[Path | None, typer.Option(help="Meuleman DHS index.")] = None,
+    assembly: Annotated[
+        str | None, typer.Option(help="Name of a genome chorus does not know by chr1 length.")
+    ] = None,
+    rate: Annotated[
+        float | None,
+        typer.Option(help="Rows per second (as a build's progress bar shows): time = rows / rate."),
+    ] = None,
+    measure: Annotated[
+        bool, typer.Option(help="Time a forward pass of the model (when --rate is not given).")
+    ] = True,
+    weights: Annotated[str | None, typer.Option(help="Weights path for the timed pass.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, ...")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Before a long build: its rows, tasks, store and NPZ sizes and time; writes nothing."""
+    from chorus_store.plan.estimate import estimate as run_estimate
+
+    report = _run(
+        run_estimate,
+        recipe,
+        fasta=fasta,
+        reference_set=reference_set,
+        positions_set=positions_set,
+        variants_set=variants_set,
+        ccre=ccre,
+        gtf=gtf,
+        dhs=dhs,
+        assembly=assembly,
+        rate=rate,
+        measure=measure,
+        weights=weights,
+        device=device,
+    )
+    if as_json:
+        out.print_json(json.dumps(report.to_dict()))
+        return
+    _print_estimate(report)
+
+
+def _size(n: int | None) -> str:
+    """Bytes in decimal units (GB = 10⁹ bytes, as disks are sold)."""
+    if n is None:
+        return "unknown"
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:,.1f} {unit}"
+    return f"{n:,} B"
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:,.1f} h"
+    return f"{seconds / 60:,.1f} min" if seconds >= 60 else f"{seconds:.1f} s"
+
+
+def _print_estimate(report: Any) -> None:
+    """An :class:`~chorus_store.reports.EstimateReport` as tables and lines."""
+    rows = Table("set", "stratum", "rows", "usable", title=f"{report.recipe}: {report.rows_basis}")
+    for kind in ("positions", "variants"):
+        for stratum, r in getattr(report, kind).items():
+            usable = f"{r['usable']:,}" if "usable" in r else "?"
+            rows.add_row(kind, stratum, f"{r['rows']:,}", usable)
+    out.print(rows)
+    if report.layers:
+        out.print(_layers_table(report.layers, title=f"{report.tracks:,} tracks"))
+    else:
+        out.print(f"{report.tracks:,} tracks (from {report.tracks_basis})", highlight=False)
+    tasks, shards = report.tasks, report.shards
+    out.print(
+        f"build: {sum(tasks.values()):,} tasks ({_per_group(tasks)}), "
+        f"{sum(shards.values()):,} claimed shards ({_per_group(shards)})",
+        highlight=False,
+        soft_wrap=True,
+    )
+    _print_arrays(report)
+    out.print(
+        f"NPZ: ≈ {_size(report.npz_bytes)} ({', '.join(report.npz_layers)}: "
+        f"{_size(report.npz_grid_bytes)} of float32 grids, stored as they are)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    _print_build_time(report.build)
+    for note in report.notes:
+        out.print(f"note: {note}", highlight=False, soft_wrap=True)
+
+
+def _per_group(counts: dict[str, int]) -> str:
+    return ", ".join(f"{group} {n:,}" for group, n in counts.items())
+
+
+def _print_arrays(report: Any) -> None:
+    table = Table(title="store arrays: raw, and expected on disk", box=box.SIMPLE)
+    table.add_column("array", no_wrap=True)
+    for name in ("shape", "raw", "on disk", "filled"):
+        table.add_column(name, justify="right", no_wrap=True)
+    other_raw = other_expected = 0
+    for a in report.arrays:
+        if a.role not in ("data", "gene_data", "reduction") or a.dtype != "float32":
+            other_raw += a.raw_bytes or 0
+            other_expected += a.expected_bytes or a.raw_bytes or 0
+            continue
+        shape = "×".join(f"{n:,}" for n in a.shape)
+        table.add_row(
+            a.key, shape, _size(a.raw_bytes), _size(a.expected_bytes), f"{a.filled:.0%}"
+        )
+    table.add_row("other numeric arrays", "", _size(other_raw), _size(other_expected), "")
+    table.add_row("total", "", _size(report.raw_bytes), _size(report.expected_bytes), "")
+    out.print(table)
+    out.print(
+        f"on disk: {report.compression_basis}; filled: the share of cells that will hold "
+        f"values (the rest stays NaN)",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def _print_build_time(b: Any) -> None:
+    what = f"{b.rows:,} rows, {b.sequences:,} forward sequences"
+    if b.source == "unknown":
+        out.print(f"build time: unknown ({what}): {b.note}", highlight=False, soft_wrap=True)
+        return
+    how = (
+        f"measured {b.sequences_per_s:,.2f} sequences/s on {b.device} "
+        f"({b.batches_timed} timed batches of {b.batch_size} after one untimed; model loaded "
+        f"in {b.load_seconds:.1f} s)"
+        if b.source == "measured"
+        else f"at the given {b.rows_per_s:,.2f} rows/s"
+    )
+    out.print(
+        f"build time: ≈ {_duration(b.seconds)} for {what}, {how}"
+        + (f"; {b.note}" if b.note else ""),
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def _layers_table(layers: dict[str, int], *, title: str) -> Table:
+    table = Table("layer", "tracks", title=title)
+    for layer, n in layers.items():
+        table.add_row(layer, f"{n:,}")
+    return table
 
 
 @app.command()
@@ -398,8 +580,11 @@ def export(
 def status(
     store: StorePath,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    claims: Annotated[
+        bool, typer.Option("--claims", help="List every claimed shard, not one line per run.")
+    ] = False,
 ) -> None:
-    """Per-stage completion, counts per stratum, disk use, claims."""
+    """Per-stage completion, counts per stratum, disk use, the runs holding claims."""
     from chorus_store.inspect.status import status as get_status
 
     st = _run(get_status, store).to_dict()
@@ -408,9 +593,9 @@ def status(
         return
     out.print(
         f"[bold]{st['store']}[/]  oracle {st['oracle']} "
-        f"({'pinned' if st['oracle_pinned'] else 'not yet built'}), genome {st['genome']}, "
-        f"{st['tracks']} tracks {st['layers']}"
+        f"({'pinned' if st['oracle_pinned'] else 'not yet built'}), genome {st['genome']}"
     )
+    out.print(_layers_table(st["layers"], title=f"{st['tracks']:,} tracks"))
     t = Table("stage", "part", "done", "of", "complete")
     for group, b in st["build"].items():
         pct = b["cells_done"] / b["cells"] if b["cells"] else 1.0
@@ -435,9 +620,33 @@ def status(
         f"disk: {d['bytes'] / 1e6:,.1f} MB in {d['files']:,} files"
         + (f", {d['partial_files']} leftover *.partial files" if d["partial_files"] else "")
     )
-    for c in st["claims"]:
-        state = {True: "live", False: "stale", None: "unknown (other host)"}[c["alive"]]
-        out.print(f"claim {c['name']}: {c['holder']} [{state}]")
+    _print_claims(st, every_shard=claims)
+
+
+_CLAIM_STATE = {True: "live", False: "stale", None: "unknown (other host)"}
+
+
+def _print_claims(st: dict[str, Any], *, every_shard: bool) -> None:
+    """One line per run holding claims; with ``every_shard``, every claim as well."""
+    if every_shard:
+        for c in st["claims"]:
+            out.print(
+                f"claim {c['name']}: {c['holder']}, {_CLAIM_STATE[c['alive']]}", highlight=False
+            )
+    for run in st["runs"]:
+        shards = run["shards"]
+        held = [f"{sum(shards.values()):,} shards ({_per_group(shards)})"] if shards else []
+        held += run["holds"]
+        out.print(
+            Text.assemble(
+                f"run: pid {run['pid']} on {run['host']}, since {run['since']}, "
+                f"{_CLAIM_STATE[run['alive']]}, holds {', '.join(held)}: ",
+                run["command"],
+            ),
+            soft_wrap=True,  # the command whole, to copy
+        )
+    if st["runs"] and not every_shard:
+        out.print("(--claims lists every claimed shard)")
 
 
 @app.command("add-tracks")

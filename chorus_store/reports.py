@@ -23,6 +23,9 @@ __all__ = [
     "ExportReport",
     "StatusReport",
     "VerifyReport",
+    "ArrayEstimate",
+    "BuildTimeEstimate",
+    "EstimateReport",
 ]
 
 
@@ -121,7 +124,9 @@ class StatusReport:
     ``layers`` counts tracks per layer; ``plan`` holds ``positions``/``variants`` (per
     stratum: planned, usable) and ``additions``; ``build`` per data group: shards, done
     shards, cells, done cells; ``reductions`` per layer: blocks, stale blocks; ``disk``:
-    bytes, files, leftover ``*.partial`` files; ``claims``: name, holder, alive.
+    bytes, files, leftover ``*.partial`` files; ``claims``: name, holder, alive (one per
+    claimed shard); ``runs``: the claims summarised per run holding them (pid, host,
+    command, since, alive, build shards per data group, other claims).
     """
 
     store: str
@@ -137,6 +142,7 @@ class StatusReport:
     reductions: dict[str, dict[str, int]]
     disk: dict[str, int]
     claims: list[dict[str, Any]]
+    runs: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """The report as plain data (``chorus-store status --json`` prints it)."""
@@ -182,3 +188,94 @@ class VerifyReport:
     def to_dict(self) -> dict[str, Any]:
         """The report as plain data."""
         return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class ArrayEstimate:
+    """One array of the store an :class:`EstimateReport` sizes: its shape by the schema for
+    the recipe's plan, its raw bytes (shape × item size; ``None``: its size needs an input
+    not given), where a codec ratio is known for it its expected bytes on disk, and the
+    share of its cells that will hold values (``filled``; the rest stays NaN: e.g. the
+    per-bin record of an oracle without binned heads, written as NaN chunks)."""
+
+    key: str
+    role: str
+    shape: tuple[int, ...]
+    dtype: str
+    raw_bytes: int | None
+    expected_bytes: int | None = None
+    filled: float = 1.0
+
+
+@dataclass(frozen=True)
+class BuildTimeEstimate:
+    """How long a build's forward passes take. ``source``: ``"measured"`` (a timed forward
+    pass of the loaded model on ``device``), ``"given"`` (the user's rows per second) or
+    ``"unknown"`` (``note`` says why). ``rows`` are the rows the build's progress bar
+    counts (each row once per task it is in); ``sequences`` the model's inputs (a usable
+    position one, a usable SNP two: ref and alt)."""
+
+    source: str
+    rows: int
+    sequences: int
+    rows_per_s: float | None = None
+    sequences_per_s: float | None = None
+    seconds: float | None = None
+    device: str = ""
+    batch_size: int = 0
+    batches_timed: int = 0
+    load_seconds: float | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class EstimateReport:
+    """What building a recipe will take (:func:`chorus_store.estimate`), before a store
+    exists: rows per stratum (``positions``/``variants``: ``rows``, and ``usable`` when
+    the plan was computed), what they rest on (``rows_basis``), tracks, build tasks and
+    claimed shards per data group, every numeric array of the store (:class:`ArrayEstimate`),
+    the NPZ's bytes and the build time (:class:`BuildTimeEstimate`)."""
+
+    recipe: str
+    rows_basis: str
+    positions: dict[str, dict[str, int]]
+    variants: dict[str, dict[str, int]]
+    tracks: int
+    tracks_basis: str
+    layers: dict[str, int]
+    npz_layers: tuple[str, ...]
+    tasks: dict[str, int]
+    shards: dict[str, int]
+    arrays: list[ArrayEstimate]
+    npz_bytes: int
+    npz_grid_bytes: int
+    build: BuildTimeEstimate
+    compression_basis: str
+    notes: list[str] = field(default_factory=list)
+
+    def array(self, key: str) -> ArrayEstimate:
+        """The estimate of array ``group/name``."""
+        for a in self.arrays:
+            if a.key == key:
+                return a
+        raise UsageError(f"the store has no numeric array {key!r}")
+
+    @property
+    def raw_bytes(self) -> int:
+        """Raw bytes of every sized array."""
+        return sum(a.raw_bytes or 0 for a in self.arrays)
+
+    @property
+    def expected_bytes(self) -> int:
+        """Expected bytes on disk: the compressed estimate where a ratio is known, raw
+        bytes elsewhere."""
+        return sum(a.expected_bytes or a.raw_bytes or 0 for a in self.arrays)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The report as plain data (``chorus-store estimate --json`` prints it), with the
+        totals."""
+        return {
+            **dataclasses.asdict(self),
+            "raw_bytes": self.raw_bytes,
+            "expected_bytes": self.expected_bytes,
+        }

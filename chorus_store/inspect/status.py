@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from chorus_store.store.schema import schema
 from chorus_store.store.upkeep import BadChunk, Damage, repair_claims, restore_documents
 from chorus_store.store.upkeep import repair as mend
 
-__all__ = ["status", "verify", "disk_usage"]
+__all__ = ["status", "verify", "disk_usage", "claim_runs"]
 
 
 def disk_usage(loc: Location) -> tuple[int, int, int]:
@@ -56,6 +57,7 @@ def status(store_path: str | Path) -> StatusReport:
         total = len(layer_fingerprints(store, layer))
         reductions[layer] = {"blocks": total, "stale": len(stale_blocks(store, layer))}
     size, files, partial = disk_usage(store.location)
+    claims = list(locks.list_claims(store.location))
     return StatusReport(
         store=store.url,
         schema_version=attrs["schema_version"],
@@ -76,9 +78,41 @@ def status(store_path: str | Path) -> StatusReport:
         disk={"bytes": size, "files": files, "partial_files": partial},
         claims=[
             {"name": name, "holder": holder.describe(), "alive": alive}
-            for name, holder, alive in locks.list_claims(store.location)
+            for name, holder, alive in claims
         ],
+        runs=claim_runs(claims),
     )
+
+
+def claim_runs(claims: list[tuple[str, locks.Holder, bool | None]]) -> list[dict[str, Any]]:
+    """One entry per run holding claims (a build holds one claim per shard: ~1,000 for
+    Enformer): its pid, host, command line, start (``since``, local time, and
+    ``started_at``, seconds since the epoch), whether it is alive, the build shards it
+    holds per data group (``shards``) and its other claims (``holds``: ``store``,
+    ``reduce``, ...), oldest run first."""
+    runs: dict[str, dict[str, Any]] = {}
+    for name, holder, alive in claims:
+        run = runs.setdefault(
+            holder.run_id or name,
+            {
+                "run_id": holder.run_id,
+                "pid": holder.pid,
+                "host": holder.host,
+                "command": holder.command,
+                "since": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(holder.started_at)),
+                "started_at": holder.started_at,
+                "alive": alive,
+                "shards": {},
+                "holds": [],
+            },
+        )
+        kind, _, rest = name.partition("/")
+        if kind == "build" and "/" in rest:
+            group = rest.split("/", 1)[0]
+            run["shards"][group] = run["shards"].get(group, 0) + 1
+        else:
+            run["holds"].append(name)
+    return sorted(runs.values(), key=lambda r: (r["started_at"], r["pid"]))
 
 
 def _parse_doc(raw: bytes | None) -> dict[str, Any] | None:

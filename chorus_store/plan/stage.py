@@ -71,6 +71,8 @@ __all__ = [
     "draw_perbin_bins",
     "POSITION_FIELDS",
     "VARIANT_FIELDS",
+    "ComputedPlan",
+    "compute_plan",
     "plan_store",
     "add_tracks",
     "add_positions",
@@ -539,8 +541,54 @@ def _generated_plan(
     return positions, variants, seed_perbin
 
 
-def plan_store(
-    store_path: str | Path,
+@dataclass(frozen=True)
+class ComputedPlan:
+    """A plan as :func:`compute_plan` works it out, before anything is written: the rows
+    (assessed against the oracle's window), the plan attributes, the track table and what
+    the (row, gene) slots of RNA tracks are drawn from. :func:`plan_store` writes it;
+    ``chorus-store estimate`` sizes a store from it without writing anything."""
+
+    recipe: Recipe
+    genome: Genome
+    positions: pd.DataFrame
+    variants: pd.DataFrame
+    meta: dict[str, Any]
+    tracks: TrackTable
+    seed_perbin: int
+    gtf: str | Path | None = None
+    gene_head: OutputHead | None = None
+    gene_index: GeneIndex | None = None
+
+    def genes(self, layout: Layout) -> tuple[GeneRows, GeneRows]:
+        """The (row, gene) slots of the positions and of the variants under ``layout``."""
+        if self.gene_head is None or self.gene_index is None:
+            return GeneRows.empty(), GeneRows.empty()
+        args = (self.gene_index, self.gene_head, self.recipe.input_length)
+        return (
+            gene_slots(self.positions, 0, layout.position_shard_rows, *args),
+            gene_slots(self.variants, 0, layout.variant_shard_rows, *args),
+        )
+
+    def arrays(self, layout: Layout) -> PlanArrays:
+        """Everything the store holds of the plan besides its attributes."""
+        position_genes, variant_genes = self.genes(layout)
+        if self.gene_head is not None:
+            gene_bins = gene_bin_draws(position_genes, len(self.positions), 0, self.seed_perbin)
+        else:
+            gene_bins = np.full((len(self.positions), BIN_SAMPLES), -1, np.int32)
+        return PlanArrays(
+            positions=self.positions,
+            variants=self.variants,
+            resolutions=binned_resolutions(self.recipe),
+            bin_index=_bin_draws(self.recipe, self.positions, 0, self.seed_perbin),
+            gene_bin_index=gene_bins,
+            position_genes=position_genes,
+            variant_genes=variant_genes,
+            strands=self.recipe.strands,
+        )
+
+
+def compute_plan(
     recipe: Recipe | str | Path,
     *,
     fasta: str | Path,
@@ -552,25 +600,8 @@ def plan_store(
     dhs: str | Path | None = None,
     sampling: SamplingConfig | None = None,
     assembly: str | None = None,
-    layout: Layout | None = None,
-) -> PlanReport:
-    """Write the plan of ``recipe`` into a new store at ``store_path``; returns what was
-    planned (:class:`~chorus_store.PlanReport`: rows per stratum, planned and usable).
-
-    Positions and SNPs come from chorus's reference set (``reference_set``, with set
-    names defaulting to the recipe's, and the recipe's ``drop_strata`` / ``add_dhs``
-    derivations of the activity population) or are generated from ``fasta`` + ``ccre`` +
-    ``gtf`` (+ ``dhs`` for the accessibility populations) with ``sampling`` (default: the
-    recipe's ``[plan.sampling]``, else chorus's defaults).
-    Every row is checked against the oracle's input window; the store records which rows
-    are usable and why the others are not.
-
-    If the store already exists, the plan is recomputed and compared: identical → the
-    store is left untouched and ``created`` is false (so re-running a pipeline is safe);
-    different → refused with :class:`PlanMismatchError` (or the genome/track-table
-    error) naming what differs.
-    """
-    t_start = time.perf_counter()
+) -> ComputedPlan:
+    """The plan :func:`plan_store` would write (same arguments), computed in memory."""
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
     plan_cfg = recipe.plan
@@ -611,7 +642,7 @@ def plan_store(
     )
     tracks = recipe.track_table()
     head = _gene_head(recipe, tracks)
-    gtf = gtf or plan_cfg.get("gtf")
+    index = None
     if head is not None:
         index = _gene_index(recipe, annotations)
         assert annotations is not None  # _gene_index refused a missing GTF
@@ -622,10 +653,61 @@ def plan_store(
             "convention": index.convention,
             "gtf_sha256": annotations.sha256,
         }
+    return ComputedPlan(
+        recipe, genome, positions, variants, meta, tracks, seed_perbin, gtf_path, head, index
+    )
+
+
+def plan_store(
+    store_path: str | Path,
+    recipe: Recipe | str | Path,
+    *,
+    fasta: str | Path,
+    reference_set: str | Path | None = None,
+    positions_set: str | None = None,
+    variants_set: str | None = None,
+    ccre: str | Path | None = None,
+    gtf: str | Path | None = None,
+    dhs: str | Path | None = None,
+    sampling: SamplingConfig | None = None,
+    assembly: str | None = None,
+    layout: Layout | None = None,
+) -> PlanReport:
+    """Write the plan of ``recipe`` into a new store at ``store_path``; returns what was
+    planned (:class:`~chorus_store.PlanReport`: rows per stratum, planned and usable).
+
+    Positions and SNPs come from chorus's reference set (``reference_set``, with set
+    names defaulting to the recipe's, and the recipe's ``drop_strata`` / ``add_dhs``
+    derivations of the activity population) or are generated from ``fasta`` + ``ccre`` +
+    ``gtf`` (+ ``dhs`` for the accessibility populations) with ``sampling`` (default: the
+    recipe's ``[plan.sampling]``, else chorus's defaults).
+    Every row is checked against the oracle's input window; the store records which rows
+    are usable and why the others are not.
+
+    If the store already exists, the plan is recomputed and compared: identical → the
+    store is left untouched and ``created`` is false (so re-running a pipeline is safe);
+    different → refused with :class:`PlanMismatchError` (or the genome/track-table
+    error) naming what differs.
+    """
+    t_start = time.perf_counter()
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe)
+    planned = compute_plan(
+        recipe,
+        fasta=fasta,
+        reference_set=reference_set,
+        positions_set=positions_set,
+        variants_set=variants_set,
+        ccre=ccre,
+        gtf=gtf,
+        dhs=dhs,
+        sampling=sampling,
+        assembly=assembly,
+    )
     loc = Location.of(store_path)
     if is_chorus_store(loc):
         try:
-            store = _confirm_existing(loc.url, genome, meta, tracks)
+            store = _confirm_existing(loc.url, planned.genome, planned.meta, planned.tracks)
         except (PlanMismatchError, TrackTableMismatchError) as exc:
             if not discard_unbuilt(loc):
                 raise
@@ -642,34 +724,17 @@ def plan_store(
     attrs = {
         "oracle": {"name": recipe.name, "fingerprint": None, "description": None},
         # the whole sequence is hashed here, once; resumes compare against it
-        "genome": genome.record(),
-        "plan": meta,
+        "genome": planned.genome.record(),
+        "plan": planned.meta,
         "recipe": recipe.to_dict(),
-        "inputs": {"gtf": str(Path(gtf).resolve()) if gtf else None},
+        "inputs": {"gtf": str(Path(planned.gtf).resolve()) if planned.gtf else None},
     }
     layout = layout or recipe.layout
-    if head is not None:
-        args = (index, head, recipe.input_length)
-        position_genes = gene_slots(positions, 0, layout.position_shard_rows, *args)
-        variant_genes = gene_slots(variants, 0, layout.variant_shard_rows, *args)
-        gene_bins = gene_bin_draws(position_genes, len(positions), 0, seed_perbin)
-    else:
-        position_genes = variant_genes = GeneRows.empty()
-        gene_bins = np.full((len(positions), BIN_SAMPLES), -1, np.int32)
     store = ChorusStore.create(
         loc.url,
         attrs=attrs,
-        tracks=tracks,
-        plan=PlanArrays(
-            positions=positions,
-            variants=variants,
-            resolutions=binned_resolutions(recipe),
-            bin_index=_bin_draws(recipe, positions, 0, seed_perbin),
-            gene_bin_index=gene_bins,
-            position_genes=position_genes,
-            variant_genes=variant_genes,
-            strands=recipe.strands,
-        ),
+        tracks=planned.tracks,
+        plan=planned.arrays(layout),
         layout=layout,
     )
     report = PlanReport.from_plan(store.url, store.attrs["plan"], created=True)

@@ -21,6 +21,7 @@ __all__ = [
     "ROOT_COPY",
     "PRIMARY_DIMS",
     "StoreBase",
+    "dim_sizes",
     "is_checksum_error",
     "as_corruption",
     "locks_error",
@@ -52,6 +53,23 @@ _PRIMARY_ARRAYS = {
 }
 
 
+def dim_sizes(layout: Layout, primary: dict[str, int]) -> dict[str, int]:
+    """Every dim's size from the primary ones (:data:`PRIMARY_DIMS`) and ``layout``: what
+    an open store derives, and what ``chorus-store estimate`` sizes a store by before one
+    exists."""
+    sizes = {k: int(primary[k]) for k in PRIMARY_DIMS}
+    for group in schema().data_groups.values():
+        n_shards = math.ceil(sizes[group.row_dim] / layout.shard_rows(group))
+        sizes[group.shard_dim] = n_shards
+        sizes[group.gene_dim] = n_shards * layout.gene_rows(group)
+    return {
+        **sizes,
+        "bin_sample": layout.bin_samples,
+        "track_block": math.ceil(primary["track"] / layout.tracks_per_chunk),
+        "quantile": layout.n_points,
+    }
+
+
 class StoreBase:
     """An open store's root group and root attributes, and reads of its arrays."""
 
@@ -68,18 +86,7 @@ class StoreBase:
     # ---------------------------------------------------------------- sizes and arrays
     def _derive(self, primary: dict[str, int]) -> dict[str, int]:
         """Every dim's size from the primary ones (:data:`PRIMARY_DIMS`) and the layout."""
-        lay = self.layout
-        sizes = {k: int(primary[k]) for k in PRIMARY_DIMS}
-        for group in schema().data_groups.values():
-            n_shards = math.ceil(sizes[group.row_dim] / lay.shard_rows(group))
-            sizes[group.shard_dim] = n_shards
-            sizes[group.gene_dim] = n_shards * lay.gene_rows(group)
-        return {
-            **sizes,
-            "bin_sample": lay.bin_samples,
-            "track_block": math.ceil(primary["track"] / lay.tracks_per_chunk),
-            "quantile": lay.n_points,
-        }
+        return dim_sizes(self.layout, primary)
 
     @property
     def sizes(self) -> dict[str, int]:

@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import os
+import shlex
 import socket
 import sys
 import threading
@@ -39,6 +40,7 @@ __all__ = [
     "LockSet",
     "LOCK_DIR",
     "acquire",
+    "command_line",
     "list_claims",
     "clear_claims",
     "clear_stale",
@@ -86,7 +88,7 @@ class Holder:
             host=socket.gethostname(),
             boot_id=_boot_id(),
             pid=os.getpid(),
-            command=command or " ".join(sys.argv[:4]),
+            command=command_line(command),
             started_at=time.time(),
             run_id=uuid.uuid4().hex,
             lease_s=lease_seconds() if lease_s is None else lease_s,
@@ -104,6 +106,18 @@ class Holder:
         if self.boot_id and self.boot_id != _boot_id():
             return False  # the machine rebooted since the claim was taken
         return pid_alive(self.pid)
+
+
+def command_line(label: str | None = None) -> str:
+    """What a claim says its holder runs: the whole command line when this process is the
+    ``chorus-store`` command (every option, so that two builds of one store, ``--part
+    baselines`` and ``--part variants``, are told apart), else ``label`` (what a Python
+    caller is doing, e.g. ``chorus-store build STORE``), else the process's first words."""
+    argv = sys.argv
+    program = Path(argv[0]) if argv else Path()
+    if program.name == "chorus-store" or program.parts[-2:] == ("chorus_store", "cli.py"):
+        return shlex.join(["chorus-store", *argv[1:]])
+    return label or " ".join(argv[:4])
 
 
 def pid_alive(pid: int) -> bool:
