@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -768,6 +769,151 @@ def demo(
         f"demo: built {rows:,} rows in {result.build.seconds:.1f} s, reduced in "
         f"{result.reduce.seconds:.1f} s; wrote {result.npz}"
     )
+
+
+@app.command()
+def report(
+    source: Annotated[
+        str, typer.Argument(help="The background: an {oracle}_pertrack.npz, or a reduced store.")
+    ],
+    out_path: Annotated[Path, typer.Option("--out", "-o", help="The HTML file to write.")] = Path(
+        "report.html"
+    ),
+    tracks_per_layer: Annotated[
+        int, typer.Option(min=0, help="Tracks drawn per layer for the CDF plots.")
+    ] = 12,
+    seed: Annotated[int, typer.Option(help="Seed of that draw.")] = 0,
+    compare_with: Annotated[
+        str | None,
+        typer.Option("--compare", help="A second background (B) to compare SOURCE (A) with."),
+    ] = None,
+    top: Annotated[int, typer.Option(min=0, help="Tracks that moved most, per layer.")] = 10,
+) -> None:
+    """One self-contained HTML page: CDFs, per-track quantiles, strata, flagged tracks."""
+    from chorus_store.inspect.report import report as write_report
+
+    result = _run(
+        write_report,
+        source,
+        out=out_path,
+        tracks_per_layer=tracks_per_layer,
+        seed=seed,
+        compare=compare_with,
+        top=top,
+    )
+    for line in result.messages:
+        out.print(line, highlight=False, soft_wrap=True)
+
+
+class Gate(StrEnum):
+    """What ``compare --fail-if`` checks (chorus_store.inspect.compare.GATES)."""
+
+    body_moves = "body-moves"
+    ceiling_falls = "ceiling-falls"
+
+
+@app.command()
+def compare(
+    a: Annotated[str, typer.Argument(help="Background A (the reference): an NPZ or a store.")],
+    b: Annotated[str, typer.Argument(help="Background B, compared against A.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (schema_version 1).")] = False,
+    fail_if: Annotated[
+        list[Gate] | None,
+        typer.Option("--fail-if", help="Exit 1 when this gate fails (repeatable)."),
+    ] = None,
+    body_ratio: Annotated[
+        float,
+        typer.Option(min=1.0, help="body-moves: median p50 ratio must be in [1/R, R]."),
+    ] = 1.25,
+    ceiling_ratio: Annotated[
+        float,
+        typer.Option(min=1.0, help="ceiling-falls: median p99 and max ratios must be >= 1/R."),
+    ] = 1.25,
+    ceiling_min_tracks: Annotated[
+        int | None,
+        typer.Option(help="Fewer tracks: a fallen max only advises (default 25, chorus's)."),
+    ] = None,
+    top: Annotated[int, typer.Option(min=0, help="Tracks that moved most, per layer.")] = 10,
+) -> None:
+    """Per layer, medians of per-track ratios B/A (p50, p90, p99, max) and KS distances."""
+    from chorus_store.inspect.compare import compare as run_compare
+
+    extra: dict[str, Any] = {}
+    if ceiling_min_tracks is not None:
+        extra["ceiling_min_tracks"] = ceiling_min_tracks
+    result = _run(
+        run_compare,
+        a,
+        b,
+        fail_if=[g.value for g in fail_if or []],
+        body_ratio=body_ratio,
+        ceiling_ratio=ceiling_ratio,
+        **extra,
+    )
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(top=top), indent=1))
+    else:
+        _print_comparison(result, top)
+    for finding in result.failures:
+        _say("failed:", finding.gate, finding.message)
+    if result.failures:
+        raise typer.Exit(1)
+
+
+def _fmt_ratio(x: float | None) -> str:
+    return "-" if x is None or x != x else f"{x:.3f}"  # None, NaN: no value
+
+
+def _print_comparison(result: Any, top: int) -> None:
+    """The terminal view of a CompareReport."""
+    t = Table(
+        "layer", "tracks", "p50", "p90", "p99", "max", "higher ceiling", "KS median", "KS max",
+        title=f"B/A, medians of per-track ratios\nA {result.a}\nB {result.b}",
+    )
+    for layer, lc in result.layers.items():
+        t.add_row(
+            layer,
+            str(len(lc.track_ids)),
+            *(_fmt_ratio(v) for v in lc.median_ratio.values()),
+            _fmt_ratio(lc.higher_ceiling_fraction),
+            _fmt_ratio(lc.ks_median),
+            _fmt_ratio(lc.ks_max),
+        )
+    out.print(t)
+    for lc in result.layers.values():
+        _print_moved(lc, top)
+    for label, items in (
+        ("tracks only in A", result.tracks_only_in_a),
+        ("tracks only in B", result.tracks_only_in_b),
+        ("layers only in A", result.layers_only_in_a),
+        ("layers only in B", result.layers_only_in_b),
+    ):
+        if items:
+            out.print(f"{label} ({len(items)}): {', '.join(items)}", highlight=False)
+    if result.track_order_changed:
+        out.print("the common tracks are in another order (queries look tracks up by id)")
+    for finding in result.gates:
+        if finding.outcome != "fail":
+            out.print(f"{finding.outcome}: {finding.message}", highlight=False, soft_wrap=True)
+
+
+def _print_moved(lc: Any, top: int) -> None:
+    """One layer's tracks that moved most, and those left out for zero counts."""
+    moved = [i for i in lc.top_moved(top) if lc.ks[i] > 0]
+    if moved:
+        m = Table("track", "KS", "p50", "p99", "max", title=f"{lc.layer}: moved most (by KS)")
+        for i in moved:
+            m.add_row(
+                lc.track_ids[i],
+                f"{lc.ks[i]:.4f}",
+                *(_fmt_ratio(float(lc.ratios[k][i])) for k in ("p50", "p99", "max")),
+            )
+        out.print(m)
+    elif top:
+        out.print(f"{lc.layer}: no track moved (every KS distance is 0)")
+    if lc.excluded_zero_counts:
+        left = ", ".join(lc.excluded_zero_counts)
+        out.print(f"{lc.layer}: left out (count 0 in A or B): {left}", highlight=False)
 
 
 @app.command()

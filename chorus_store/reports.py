@@ -2,7 +2,8 @@
 
 ``plan_store`` → :class:`PlanReport`, ``build`` → :class:`BuildReport`, ``reduce`` →
 :class:`ReduceReport`, ``export`` → :class:`ExportReport`, ``status`` →
-:class:`StatusReport`, ``verify`` → :class:`VerifyReport`. The CLI prints them;
+:class:`StatusReport`, ``verify`` → :class:`VerifyReport`, ``compare`` →
+:class:`CompareReport`, ``report`` → :class:`HtmlReport`. The CLI prints them;
 ``to_dict()`` gives plain JSON-able data.
 """
 
@@ -11,7 +12,9 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+import numpy as np
 
 from chorus_store.errors import UsageError
 from chorus_store.store.core import DATA_GROUPS
@@ -26,6 +29,10 @@ __all__ = [
     "ArrayEstimate",
     "BuildTimeEstimate",
     "EstimateReport",
+    "LayerComparison",
+    "GateFinding",
+    "CompareReport",
+    "HtmlReport",
 ]
 
 
@@ -188,6 +195,179 @@ class VerifyReport:
     def to_dict(self) -> dict[str, Any]:
         """The report as plain data."""
         return dataclasses.asdict(self)
+
+
+def _number(x: float) -> float | None:
+    """A float for JSON: NaN (no value) is null."""
+    return None if np.isnan(x) else float(x)
+
+
+@dataclass(frozen=True)
+class LayerComparison:
+    """One layer of a :class:`CompareReport`: per compared track (``track_ids``, the tracks
+    of both files with samples in both, in A's order) the ratios B/A of p50, p90, p99
+    and max of ``|grid|`` (``ratios[stat]``, NaN where A's statistic is 0), the KS
+    distance between the two grids (``ks``) and whether the ceiling rose by more than
+    0.1 % (``higher_ceiling``); the tracks left out for a zero count in either file."""
+
+    layer: str
+    track_ids: tuple[str, ...]
+    ratios: dict[str, np.ndarray]
+    ks: np.ndarray
+    higher_ceiling: np.ndarray
+    excluded_zero_counts: tuple[str, ...]
+
+    @property
+    def median_ratio(self) -> dict[str, float]:
+        """Per statistic, the median of the per-track ratios (NaN: no ratio)."""
+        return {
+            k: float(np.nanmedian(r)) if np.isfinite(r).any() else float("nan")
+            for k, r in self.ratios.items()
+        }
+
+    @property
+    def higher_ceiling_fraction(self) -> float:
+        """The share of compared tracks whose max rose (chorus's "% with a higher ceiling")."""
+        return float(self.higher_ceiling.mean()) if len(self.track_ids) else float("nan")
+
+    @property
+    def ks_median(self) -> float:
+        """The median KS distance over the compared tracks (NaN: none)."""
+        return float(np.median(self.ks)) if len(self.ks) else float("nan")
+
+    @property
+    def ks_max(self) -> float:
+        """The largest KS distance (NaN: no track compared)."""
+        return float(self.ks.max()) if len(self.ks) else float("nan")
+
+    def top_moved(self, n: int) -> list[int]:
+        """Indices of the ``n`` tracks with the largest KS distance (ties: by track id)."""
+        order = sorted(range(len(self.track_ids)), key=lambda i: (-self.ks[i], self.track_ids[i]))
+        return order[: max(n, 0)]
+
+    def track_row(self, i: int) -> dict[str, Any]:
+        """Track ``i`` as plain data: id, KS, ratios."""
+        return {
+            "track_id": self.track_ids[i],
+            "ks": float(self.ks[i]),
+            "ratio": {k: _number(r[i]) for k, r in self.ratios.items()},
+            "higher_ceiling": bool(self.higher_ceiling[i]),
+        }
+
+    def to_dict(self, *, top: int = 10) -> dict[str, Any]:
+        """The layer as plain data (see :meth:`CompareReport.to_dict`)."""
+        return {
+            "tracks_compared": len(self.track_ids),
+            "median_ratio": {k: _number(v) for k, v in self.median_ratio.items()},
+            "higher_ceiling_fraction": _number(self.higher_ceiling_fraction),
+            "ks": {"median": _number(self.ks_median), "max": _number(self.ks_max)},
+            "excluded_zero_counts": list(self.excluded_zero_counts),
+            "top_moved": [self.track_row(i) for i in self.top_moved(top)],
+            "tracks": [self.track_row(i) for i in range(len(self.track_ids))],
+        }
+
+
+@dataclass(frozen=True)
+class GateFinding:
+    """One gate (``body-moves``, ``ceiling-falls``) on one layer: ``pass``, ``fail``, or
+    ``advisory`` (it would fail, but too few tracks carry it), and the line saying why."""
+
+    gate: str
+    layer: str
+    outcome: Literal["pass", "fail", "advisory"]
+    message: str
+
+
+@dataclass(frozen=True)
+class CompareReport:
+    """What :func:`~chorus_store.inspect.compare.compare` found between background ``a``
+    and background ``b`` (B is compared against A): per layer present in both a
+    :class:`LayerComparison`; the tracks and layers in one only; whether the common
+    tracks are in another order (harmless for queries, which look tracks up by id, fatal
+    to any splice of rows between the files); the gates' findings."""
+
+    a: str
+    b: str
+    layers: dict[str, LayerComparison]
+    tracks_only_in_a: tuple[str, ...]
+    tracks_only_in_b: tuple[str, ...]
+    layers_only_in_a: tuple[str, ...]
+    layers_only_in_b: tuple[str, ...]
+    track_order_changed: bool
+    gates: tuple[GateFinding, ...] = ()
+
+    #: ``schema_version`` of :meth:`to_dict` (``chorus-store compare --json``)
+    SCHEMA_VERSION = 1
+
+    @property
+    def failures(self) -> list[GateFinding]:
+        """The gates that failed (``chorus-store compare`` exits 1 when there are any)."""
+        return [g for g in self.gates if g.outcome == "fail"]
+
+    def to_dict(self, *, top: int = 10) -> dict[str, Any]:
+        """The report as plain JSON-able data (``chorus-store compare --json``); NaN is null.
+
+        Schema (``schema_version`` 1; keys are only ever added)::
+
+            {"schema_version": 1, "a": str, "b": str, "stats": ["p50", "p90", "p99", "max"],
+             "tracks_only_in_a": [id], "tracks_only_in_b": [id],
+             "layers_only_in_a": [layer], "layers_only_in_b": [layer],
+             "track_order_changed": bool,
+             "layers": {layer: {
+                 "tracks_compared": int,
+                 "median_ratio": {stat: float | null},   # median of per-track B/A
+                 "higher_ceiling_fraction": float | null,
+                 "ks": {"median": float | null, "max": float | null},
+                 "excluded_zero_counts": [id],
+                 "top_moved": [track], "tracks": [track]}},   # top: by KS, descending
+             "gates": [{"gate": str, "layer": str,
+                        "outcome": "pass" | "fail" | "advisory", "message": str}]}
+
+        where each ``track`` is ``{"track_id": str, "ks": float, "ratio": {stat: float |
+        null}, "higher_ceiling": bool}`` and ``tracks`` lists every compared track in A's
+        order.
+        """
+        return {
+            "schema_version": self.SCHEMA_VERSION,
+            "a": self.a,
+            "b": self.b,
+            "stats": ["p50", "p90", "p99", "max"],
+            "tracks_only_in_a": list(self.tracks_only_in_a),
+            "tracks_only_in_b": list(self.tracks_only_in_b),
+            "layers_only_in_a": list(self.layers_only_in_a),
+            "layers_only_in_b": list(self.layers_only_in_b),
+            "track_order_changed": self.track_order_changed,
+            "layers": {k: v.to_dict(top=top) for k, v in self.layers.items()},
+            "gates": [dataclasses.asdict(g) for g in self.gates],
+        }
+
+
+@dataclass(frozen=True)
+class HtmlReport:
+    """What :func:`~chorus_store.inspect.report.report` wrote: the HTML file (``path``),
+    the background it describes (``source``, and ``compared_with`` when a second one was
+    given), and the flagged tracks per layer by reason (``flags[layer][reason]``)."""
+
+    path: Path
+    source: str
+    tracks: int
+    flags: dict[str, dict[str, int]]
+    compared_with: str | None = None
+
+    @property
+    def flagged(self) -> int:
+        """Flags over all layers (a track flagged in two layers counts twice)."""
+        return sum(sum(by.values()) for by in self.flags.values())
+
+    @property
+    def messages(self) -> list[str]:
+        """Lines for the user (the CLI prints them)."""
+        lines = [f"{self.source}: {self.tracks} tracks, {self.flagged} flag(s)"]
+        for layer, by in self.flags.items():
+            found = ", ".join(f"{reason} {n}" for reason, n in by.items() if n)
+            lines.append(f"  {layer}: {found or 'nothing flagged'}")
+        lines.append(f"wrote {self.path}")
+        return lines
 
 
 @dataclass(frozen=True)
