@@ -81,7 +81,12 @@ def _check_oracle(
                 fresh.set_attrs(attrs)
                 fresh.consolidate()
                 store.attrs = attrs
-                log.info("build %s: pinned the oracle %s", store.url, facts["description"])
+                log.info(
+                    "build %s: pinned the oracle's fingerprint %s (%s)",
+                    store.url,
+                    str(facts["fingerprint"])[:12],
+                    facts["description"].get("adapter", facts["name"]),
+                )
                 return
     if info["fingerprint"] != facts["fingerprint"] and _repin_unbuilt(store, facts, run_id):
         return
