@@ -106,28 +106,6 @@ def test_chorus_loads_it_without_warning(small_build: tuple[Path, Path]) -> None
     assert cfg["reference_sets"]["seeds"]["perbin"] == 999
 
 
-def test_percentile_of_a_rows_median_is_one_half(small_build: tuple[Path, Path]) -> None:
-    bg = Backgrounds.load(small_build[1])
-    for layer in ("effect", "summary", "perbin"):
-        for t, track in enumerate(bg.track_ids):
-            row = bg.cdfs[layer][t]
-            if row[4999] == row[4998] or row[4999] == row[5000]:
-                continue  # a tie: chorus spreads the rank by hash, not checked here
-            q = bg.percentile(layer, track, float(row[4999]))
-            signed = layer == "effect" and bool(bg.signed[t])
-            assert q == pytest.approx(0.0 if signed else 0.5), (layer, track)  # 2q - 1 when signed
-    top = bg.cdfs["summary"][0][-1]
-    assert bg.percentile("summary", bg.track_ids[0], float(top) * 2) == 1.0
-    untied = [
-        t
-        for i, t in enumerate(bg.track_ids)
-        if bg.signed[i] and len(set(bg.cdfs["effect"][i][4998:5001].tolist())) == 3
-    ]
-    i = bg.row(untied[0])
-    median = float(bg.cdfs["effect"][i][4999])
-    assert bg.percentile("effect", untied[0], median) == pytest.approx(0.0)  # signed: 2q - 1
-
-
 def _padded(n: int) -> np.ndarray:
     """A row gridded at width n and padded with its maximum: the #143 shape."""
     return np.concatenate([np.arange(n, dtype=np.float32), np.full(10_000 - n, n - 1, np.float32)])

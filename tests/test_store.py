@@ -12,12 +12,11 @@ import warnings
 from pathlib import Path
 from typing import Any, cast
 
-import numpy as np
 import pytest
 import xarray as xr
 import zarr
 
-from chorus_store import open_store, reduce, status, verify
+from chorus_store import reduce, status, verify
 from chorus_store.build.stage import build
 from chorus_store.demo import DemoInputs
 from chorus_store.errors import CorruptChunkError, SchemaError
@@ -109,28 +108,6 @@ def test_a_store_written_with_the_old_codec_reads_and_grows_with_it(
     for name in ("baselines/perbin", "variants/effect", "reductions/summary/grid"):
         blosc = _inner_codecs(store, name)[1]
         assert blosc["name"] == "blosc" and blosc["configuration"]["cname"] == "zstd", name
-
-
-def test_open_store_gives_named_dims_and_coords(small_build: tuple[Path, Path]) -> None:
-    ds = open_store(small_build[0])
-    assert isinstance(ds, xr.DataTree)  # one tree: its nodes are the store's groups
-    assert ds.attrs["chorus_store"]["oracle"]["name"] == "demo"
-    base = ds["baselines"]
-    assert base.summary.dims == ("position", "strand", "track")
-    assert base.perbin.dims == ("position", "strand", "bin_sample", "track")
-    assert base.gene_summary.dims == ("position_gene", "track")
-    assert {"chrom", "pos", "stratum", "track"} <= set(base.coords)
-    liver = base.summary.sel(track="DEMO-DNASE-liver", strand=".")
-    assert liver.dims == ("position",) and np.isfinite(liver.values).sum() > 100
-    cage = base.summary.sel(track="CNhsDEMO01", strand=".")
-    cage_at_ccre = cage.where(base.stratum == "ccre", drop=True)
-    assert np.isnan(cage_at_ccre.values).all()  # CAGE routing (spec 4.4)
-    var = ds["variants"]
-    assert {"chrom", "pos", "ref", "alt", "stratum"} <= set(var.coords)
-    assert ds["reductions/effect"].grid.dims == ("track", "quantile")
-    assert ds["plan/positions"].bin_index.dims == ("position", "resolution", "bin_sample")
-    rna = base.gene_summary.sel(track="DEMO-RNA-liver")
-    assert {"gene_name", "gene_row"} <= set(rna.coords) and np.isfinite(rna.values).sum() > 50
 
 
 def test_raw_xarray_open_zarr_works_without_warnings(small_build: tuple[Path, Path]) -> None:

@@ -49,6 +49,10 @@ class ArraySpec:
     coordinates: str | None = None
     derived_from: tuple[str, ...] = ()
     source: str | None = None
+    # what a reader is told (open_store's variable attrs); the store itself never holds them
+    long_name: str = ""
+    units: str = ""
+    sign: str = ""
 
     @property
     def key(self) -> str:
@@ -230,6 +234,9 @@ def _array(group: str, name: str, raw: dict[str, Any], source: str | None = None
         coordinates=raw.get("coordinates"),
         derived_from=tuple(raw.get("derived_from", ())),
         source=source,
+        long_name=raw.get("long_name", ""),
+        units=raw.get("units", ""),
+        sign=raw.get("sign", ""),
     )
 
 
