@@ -138,6 +138,7 @@ def test_a_store_compares_equal_to_its_export(files: dict[str, Path]) -> None:
     assert set(r.layers) == {"effect", "summary", "perbin"}
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # scipy's p-value, not the statistic
 @settings(max_examples=200, deadline=None)
 @given(
     st.lists(st.integers(-5, 5), min_size=1, max_size=60),
