@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from chorus_store.build.stage import build
+from chorus_store.errors import require_module
 from chorus_store.export import export
 from chorus_store.plan.stage import plan_store
 from chorus_store.recipes import Recipe, load_recipe
@@ -253,6 +254,7 @@ def run_demo(
     The store is ``directory/demo.zarr`` and the NPZ ``directory/demo_pertrack.npz``.
     Re-running resumes: a finished stage does nothing.
     """
+    require_module("torch", "the demo's model", "demo")
     directory = Path(directory).expanduser().resolve()
     recipe = load_recipe(recipe) if isinstance(recipe, str) else recipe
     inputs = make_demo_inputs(directory / "inputs")

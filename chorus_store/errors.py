@@ -28,6 +28,7 @@ __all__ = [
     "LocationError",
     "OracleError",
     "UsageError",
+    "MissingDependencyError",
 ]
 
 
@@ -111,6 +112,31 @@ class OracleError(ChorusStoreError, RuntimeError):
 class UsageError(ChorusStoreError, ValueError):
     """An argument names something that does not exist (``--part foo``) or conflicts with
     another."""
+
+
+class MissingDependencyError(ChorusStoreError, ImportError):
+    """An optional package the command needs is not installed; the message names the
+    extra that installs it (``pip install "chorus-store[enformer]"``)."""
+
+    @classmethod
+    def of(cls, what: str, exc: ModuleNotFoundError, extra: str) -> MissingDependencyError:
+        """``what`` (e.g. "the enformer adapter") needs the module ``exc`` did not find."""
+        module = (exc.name or "a module").split(".")[0]
+        return cls(
+            f"{what} needs {module}, which is not installed: "
+            f'pip install "chorus-store[{extra}]"'
+        )
+
+
+def require_module(module: str, what: str, extra: str) -> None:
+    """Import ``module`` now, or raise the one-line :class:`MissingDependencyError` that
+    names ``extra`` (before a command has done any work it would then stop in)."""
+    import importlib
+
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        raise MissingDependencyError.of(what, exc, extra) from exc
 
 
 def os_reason(exc: OSError) -> str:

@@ -42,6 +42,7 @@ from chorus_store.testing.models.chrombpnet import (
     FILTERS,
     FIRST,
     JASPAR,
+    keras2_layout,
     tiny_recipe,
     write_models,
 )
@@ -65,7 +66,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def tiny_oracle(tiny: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """The 11-model registry slice loaded through ``load()`` (tf_keras), shared."""
+    """The 11-model registry slice loaded through ``load()`` (Keras on TensorFlow), shared."""
     registry, weights = tiny
     return tiny_recipe(tmp_path_factory.mktemp("recipe"), registry, weights).load_oracle()
 
@@ -77,11 +78,13 @@ def _onehot(n: int, seed: int = 1) -> np.ndarray:
 
 
 def _direct(path: Path, onehot: np.ndarray, kind: str) -> np.ndarray:
-    """The saved model, loaded whole by tf_keras and called directly; counts by numpy."""
+    """The saved model, loaded whole by Keras and called directly; counts by numpy."""
+    import keras
     import tensorflow as tf
-    import tf_keras
 
-    model = tf_keras.models.load_model(str(path), compile=False, custom_objects={"tf": tf})
+    # the tiny BPNet's Lambda is a named function, which Keras 3 saves by name
+    named = {"tf": tf, "_logsumexp_strands": cbm._logsumexp_strands}
+    model = keras.models.load_model(str(path), compile=False, custom_objects=named, safe_mode=False)
     if kind == "chrombpnet":
         logits, log_counts = (t.numpy() for t in model(onehot, training=False))
         logits, total = logits[:, :, None], np.expm1(log_counts[:, 0])
@@ -305,7 +308,9 @@ def test_models_of_the_wrong_shape_are_refused(
     models = chrombpnet_models(registry)
     for column, (make, _) in WRONG[framework].items():
         m = models[column]
-        make().save(bad / (f"{m['accession']}.h5" if column < 9 else f"{m['accession']}_model.h5"))
+        path = bad / (f"{m['accession']}.h5" if column < 9 else f"{m['accession']}_model.h5")
+        make().save(path)
+        keras2_layout(path)
     oracle = tiny_recipe(tmp_path, registry, bad, framework=framework).load_oracle()
     x = _onehot(16)
     for column, (_, match) in WRONG[framework].items():
@@ -327,9 +332,11 @@ def test_full_size_architectures(tmp_path: Path) -> None:
     weights.mkdir()
     models = chrombpnet_models(registry)
     cbm.chrombpnet_architecture().save(weights / f"{models[0]['accession']}.h5")
+    keras2_layout(weights / f"{models[0]['accession']}.h5")
     for m in models[1:9]:  # the same bytes under the other accessibility names
         (weights / f"{m['accession']}.h5").symlink_to(weights / f"{models[0]['accession']}.h5")
     cbm.bpnet_architecture().save(weights / f"{models[9]['accession']}_model.h5")
+    keras2_layout(weights / f"{models[9]['accession']}_model.h5")
     recipe = tiny_recipe(tmp_path, registry, weights, bpnet_filters=64, batch_size=64)
     x = _onehot(64)
     cols = {"profile": np.array([0, 9])}
@@ -356,7 +363,7 @@ def test_a_stored_registry_path_of_another_install_finds_this_installs_file() ->
 
 
 class TestChromBPNetAdapter(AdapterTests):
-    """The shared adapter tests on the tiny models, through tf_keras (what chorus runs)."""
+    """The shared adapter tests on the tiny models, through Keras on TensorFlow (as chorus)."""
 
     adapter = "chrombpnet"
     download_hint = "needs the ChromBPNet/BPNet weights"

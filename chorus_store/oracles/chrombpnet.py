@@ -284,8 +284,13 @@ class _KerasModel:
 
 
 class ChromBPNetKeras(ChromBPNetOracle):
-    """The models through ``tf_keras``, as chorus runs them: ChromBPNet files loaded whole,
-    BPNet files as weights into :func:`bpnet_architecture` (docs/oracles.md)."""
+    """The models through Keras on TensorFlow, as chorus runs them: ChromBPNet files loaded
+    whole, BPNet files as weights into :func:`bpnet_architecture` (docs/oracles.md).
+
+    The framework keeps its recipe name ``tf_keras`` (Keras on TensorFlow); since
+    TensorFlow 2.16 that Keras is Keras 3, which reads chorus's Keras 2 ``.h5`` files, so
+    no second TensorFlow (``tf-keras`` requires ``tensorflow`` beside ``tensorflow-cpu``)
+    is needed."""
 
     framework = "tf_keras"
 
@@ -316,15 +321,16 @@ class ChromBPNetKeras(ChromBPNetOracle):
         return self._device_type
 
     def _load(self, spec: ModelSpec, path: Path) -> Any:
-        tf_keras = keras()
+        k = keras()
         import tensorflow as tf
 
         try:
             if spec.kind == "chrombpnet":
                 # compile=False: the saved loss (multinomial_nll) is not needed to predict;
-                # "tf" for the Lambda layers of chrombpnet's bias-aware models
-                model = tf_keras.models.load_model(
-                    str(path), compile=False, custom_objects={"tf": tf}
+                # "tf" for the Lambda layers of chrombpnet's bias-aware models, which
+                # Keras 3 deserialises only outside safe mode (the files are the user's own)
+                model = k.models.load_model(
+                    str(path), compile=False, custom_objects={"tf": tf}, safe_mode=False
                 )
             else:
                 model = bpnet_architecture(self.bpnet_filters, self.bpnet_dil_layers)
@@ -371,12 +377,10 @@ class ChromBPNetKeras(ChromBPNetOracle):
         return run
 
     def _numerics(self) -> dict[str, Any]:
-        return {
-            "framework": (
-                f"tf_keras {package_version('tf_keras')}, "
-                f"tensorflow {package_version('tensorflow')}"
-            )
-        }
+        import tensorflow as tf
+
+        # the module's version: tensorflow-cpu and tensorflow are one module, two names
+        return {"framework": f"keras {keras().__version__}, tensorflow {tf.__version__}"}
 
 
 class ChromBPNetTorch(ChromBPNetOracle):

@@ -8,7 +8,7 @@ import importlib.metadata
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from chorus_store.errors import RecipeError
+from chorus_store.errors import MissingDependencyError, RecipeError
 
 if TYPE_CHECKING:
     from chorus_store.oracles.base import Oracle
@@ -19,6 +19,7 @@ __all__ = [
     "BUILT_IN",
     "AdapterLoad",
     "adapters",
+    "extra_for",
     "find_adapter",
     "load_oracle",
 ]
@@ -112,14 +113,28 @@ def find_adapter(name: str, *, recipe: str = "") -> AdapterLoad:
     return load
 
 
-def missing_dependency(name: str, exc: ModuleNotFoundError, value: str) -> RecipeError:
+def extra_for(adapter: str, module: str) -> str:
+    """The package extra that installs ``module`` for built-in ``adapter``: one per
+    oracle, and per framework where an adapter has two (pyproject.toml)."""
+    if adapter == "enformer" and module in ("tensorflow", "keras"):
+        return "enformer-tf"
+    if adapter == "chrombpnet":
+        return "chrombpnet" if module in ("tensorflow", "keras", "h5py") else "chrombpnet-torch"
+    return {"pytorch": "torch", "callable": "torch"}.get(adapter, adapter)
+
+
+def missing_dependency(
+    name: str, exc: ModuleNotFoundError, value: str
+) -> MissingDependencyError | RecipeError:
     """The error for adapter ``name`` (``value``, its ``module:load``) needing a module
     that is not installed: a built-in one's framework is one of the package's extras."""
     if BUILT_IN.get(name) == value:
-        fix = "install chorus-store with its oracle extras (pip install -e '.[oracles]')"
-    else:
-        fix = f"install it, or the package that provides the adapter {value!r}"
-    return RecipeError(f"the {name} adapter needs {exc.name!r}, which is not installed; {fix}")
+        module = (exc.name or "").split(".")[0]
+        return MissingDependencyError.of(f"the {name} adapter", exc, extra_for(name, module))
+    return RecipeError(
+        f"the {name} adapter needs {exc.name!r}, which is not installed; install it, or the "
+        f"package that provides the adapter {value!r}"
+    )
 
 
 def load_oracle(recipe: Recipe, *, weights: str | None, device: str) -> Oracle:

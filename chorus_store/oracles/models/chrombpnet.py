@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from chorus_store.errors import RecipeError
+from chorus_store.errors import MissingDependencyError, RecipeError
 
 __all__ = [
     "BPNET_DIL_LAYERS",
@@ -94,17 +94,29 @@ def expected_counts(logits: np.ndarray, log_counts: np.ndarray) -> np.ndarray:
 
 
 def keras() -> Any:
-    """``tf_keras``, imported quietly; a RecipeError naming the extra when absent."""
+    """Keras 3 on its TensorFlow backend (what ``tensorflow`` >= 2.16 installs as
+    ``tf.keras``), imported quietly; it reads the Keras 2 ``.h5`` files chorus downloads.
+
+    Raises
+    ------
+    MissingDependencyError
+        TensorFlow is not installed (the message names the extra).
+    RecipeError
+        ``KERAS_BACKEND`` selects another backend than TensorFlow.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF's start-up chatter
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     try:
-        import tf_keras
-    except ImportError as exc:  # pragma: no cover - an extra of the package
+        import keras as keras3
+        import tensorflow  # noqa: F401  (Keras alone runs another backend, or none)
+    except ModuleNotFoundError as exc:
+        raise MissingDependencyError.of("the chrombpnet adapter", exc, "chrombpnet") from exc
+    if keras3.backend.backend() != "tensorflow":
         raise RecipeError(
-            "the chrombpnet adapter's tf_keras framework needs tensorflow and tf-keras; "
-            "install chorus-store with its oracle extras (pip install -e '.[oracles]') or "
-            "set framework = 'bpnet-lite'"
-        ) from exc
-    return tf_keras
+            f"the chrombpnet adapter runs Keras on TensorFlow, but KERAS_BACKEND is "
+            f"{keras3.backend.backend()!r}; unset it or set KERAS_BACKEND=tensorflow"
+        )
+    return keras3
 
 
 def chrombpnet_architecture(
@@ -121,8 +133,8 @@ def chrombpnet_architecture(
     flattened, and a dense count head on the global average. Layer names are upstream's
     (``wo_bias_bpnet_*``), which bpnet-lite's loader reads.
     """
-    tf_keras = keras()
-    layers = tf_keras.layers
+    k = keras()
+    layers = k.layers
     sequence = layers.Input(shape=(input_length, 4), name="sequence")
     x = layers.Conv1D(
         filters, 21, padding="valid", activation="relu", name="wo_bias_bpnet_1st_conv"
@@ -147,7 +159,7 @@ def chrombpnet_architecture(
     profile = layers.Flatten(name="wo_bias_bpnet_logits_profile_predictions")(profile)
     pooled = layers.GlobalAveragePooling1D(name="gap")(x)
     counts = layers.Dense(1, name="wo_bias_bpnet_logcount_predictions")(pooled)
-    return tf_keras.Model(inputs=[sequence], outputs=[profile, counts], name="model_wo_bias")
+    return k.Model(inputs=[sequence], outputs=[profile, counts], name="model_wo_bias")
 
 
 def _logsumexp_strands(t: Any) -> Any:
@@ -174,8 +186,8 @@ def bpnet_architecture(
     the logsumexp of the count control and mixed by a dense layer. Inputs:
     ``[sequence (L, 4), profile control (output_length, 2), count control (2,)]``.
     """
-    tf_keras = keras()
-    layers = tf_keras.layers
+    k = keras()
+    layers = k.layers
     sequence = layers.Input(shape=(input_length, 4), name="sequence")
     x = layers.Conv1D(filters, 21, padding="valid", name="main_conv_0")(sequence)
     for i in range(1, n_dil_layers + 1):
@@ -206,7 +218,7 @@ def bpnet_architecture(
         [counts, pooled_bias], axis=-1, name="main_concat_with_counts_bias_0"
     )
     counts = layers.Dense(1, name="logcounts_predictions")(counts)
-    return tf_keras.Model(
+    return k.Model(
         inputs=[sequence, profile_bias, counts_bias], outputs=[profile, counts], name="bpnet"
     )
 

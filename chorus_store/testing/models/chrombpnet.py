@@ -24,6 +24,7 @@ __all__ = [
     "FILTERS",
     "FIRST",
     "ADDED",
+    "keras2_layout",
     "write_models",
     "tiny_recipe",
 ]
@@ -50,6 +51,27 @@ def _randomise(model: Any, rng: np.random.Generator, counts_layer: str, log_tota
     layer.set_weights([kernel * 0.1, np.full((1,), log_total, np.float32)])
 
 
+def keras2_layout(path: Path) -> None:
+    """Rewrite a Keras 3 ``.h5`` into the layout of the Keras 2 files chorus downloads:
+    weights named ``kernel:0``/``bias:0`` (bpnet-lite and :func:`fused_profile_bias` read
+    those names) and a 2.x ``keras_version``. Keras 3 writes the same tensors without the
+    ``:0`` suffix; its legacy loader reads both."""
+    import h5py
+
+    with h5py.File(path, "r+") as f:
+        f.attrs["keras_version"] = "2.8.0"  # what ENCODE's ChromBPNet files carry
+        weights = f["model_weights"]
+        for layer in weights.attrs["layer_names"]:
+            group = weights[layer]
+            stored = group.attrs["weight_names"]
+            names = [n.decode() if isinstance(n, bytes) else str(n) for n in stored]
+            renamed = [n if n.endswith(":0") else f"{n}:0" for n in names]
+            for old, new in zip(names, renamed, strict=True):
+                if old != new:
+                    group.move(old, new)
+            group.attrs["weight_names"] = [n.encode() for n in renamed]
+
+
 def write_models(directory: Path, registry: Path, seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
     accessibility = cbm.chrombpnet_architecture(filters=FILTERS)
@@ -62,6 +84,7 @@ def write_models(directory: Path, registry: Path, seed: int = 0) -> None:
         else:
             _randomise(chip, rng, "logcounts_predictions", 4.0 + 0.1 * i)
             chip.save(directory / spec.filename)  # whole model, like the JASPAR files
+        keras2_layout(directory / spec.filename)
 
 
 def tiny_recipe(
