@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shlex
 import signal
 import sys
@@ -30,7 +31,7 @@ app = typer.Typer(
     name="chorus-store",
     help="Resumable, exact per-track background nulls for sequence-to-function oracles.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
 console = Console(stderr=True)
@@ -208,6 +209,70 @@ def main(
     log.info("chorus-store %s, pid %d: %s", __version__, os.getpid(), _command_line())
 
 
+def _refuse(option: str, value: str, known: list[str]) -> None:
+    """A bad value of an enumerated option: one line, as every other refusal, exit 2."""
+    _fail("error:", "UsageError", f"{option} {value!r} is not one of {', '.join(known)}")
+    raise typer.Exit(2)
+
+
+def _choice(option: str, known: list[str], *, comma: bool = False) -> Any:
+    """A parser-time check of an enumerated option (a comma list when ``comma``)."""
+
+    def check(value: str | list[str] | None) -> Any:
+        values = value if isinstance(value, list) else [value] if value else []
+        for item in values:
+            for part in item.split(",") if comma else [item]:
+                if part.strip() not in known:
+                    _refuse(option, part.strip(), known)
+        return value
+
+    return check
+
+
+PARTS = ["all", "baselines", "variants"]
+LAYERS = ["effect", "summary", "perbin"]
+
+
+def _track_layers() -> list[str]:
+    from chorus_store.genome.tracks import LAYER_CONFIGS
+
+    return sorted(LAYER_CONFIGS)
+
+
+def _chosen_tracks(recipe: str, tracks: str | None, layers: list[str]) -> Any:
+    """The recipe over the tracks ``--tracks`` and ``--layer`` keep."""
+    from chorus_store.errors import InputFileError
+    from chorus_store.recipes import load_recipe
+
+    ids: list[str] | None = None
+    if tracks and tracks.startswith("@"):
+        path = Path(tracks[1:]).expanduser()
+        if not path.is_file():
+            raise InputFileError(f"--tracks {tracks}: {path} is not a file of track ids")
+        ids = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    elif tracks:
+        ids = [t.strip() for t in tracks.split(",") if t.strip()]
+    return load_recipe(recipe).select_tracks(ids, layers or None)
+
+
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+
+
+def _device(value: str) -> str:
+    """``--device``: a device name, checked before anything loads (whether this machine
+    has it is the adapter's check, when the model loads)."""
+    if not _DEVICE.fullmatch(value):
+        _refuse("--device", value, ["auto", "cpu", "cuda", "cuda:N", "mps"])
+    return value
+
+
+DeviceOption = typer.Option(
+    help="auto, cpu, cuda, cuda:1, mps",
+    callback=_device,
+    autocompletion=lambda: ["auto", "cpu", "cuda", "mps"],
+)
+
+
 @app.command()
 def plan(
     store: StorePath,
@@ -232,9 +297,24 @@ def plan(
         bool,
         typer.Option(help="Print what the plan and its build take (`estimate`); write nothing."),
     ] = False,
+    tracks: Annotated[
+        str | None,
+        typer.Option(help="Only these track ids (comma list, or @file with one per line)."),
+    ] = None,
+    layer: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Only tracks of this layer (repeatable): tss, chromatin_accessibility, ...",
+            callback=lambda v: _choice("--layer", _track_layers())(v),
+            autocompletion=_track_layers,
+        ),
+    ] = None,
 ) -> None:
     """Write the sampling plan into a new store (or confirm it matches an existing one)."""
     from chorus_store.plan.stage import plan_store, summary_line
+
+    if tracks or layer:
+        recipe = _run(_chosen_tracks, recipe, tracks, layer or [])
 
     if dry_run:
         from chorus_store.plan.estimate import estimate as run_estimate
@@ -305,7 +385,7 @@ def estimate(
         bool, typer.Option(help="Time a forward pass of the model (when --rate is not given).")
     ] = True,
     weights: Annotated[str | None, typer.Option(help="Weights path for the timed pass.")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, ...")] = "auto",
+    device: Annotated[str, DeviceOption] = "auto",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Before a long build: its rows, tasks, store and NPZ sizes and time; writes nothing."""
@@ -440,7 +520,14 @@ def _layers_table(layers: dict[str, int], *, title: str) -> Table:
 @app.command()
 def build(
     store: StorePath,
-    part: Annotated[str, typer.Option(help="all, baselines or variants.")] = "all",
+    part: Annotated[
+        str,
+        typer.Option(
+            help="all, baselines or variants.",
+            callback=_choice("--part", PARTS),
+            autocompletion=lambda: PARTS,
+        ),
+    ] = "all",
     shard: Annotated[
         str | None, typer.Option(help="K/N: only every N-th row shard from K.")
     ] = None,
@@ -455,7 +542,7 @@ def build(
     fasta: Annotated[Path | None, typer.Option(help="FASTA, if moved since planning.")] = None,
     recipe: Annotated[str | None, typer.Option(help="Recipe to check against the store.")] = None,
     weights: Annotated[str | None, typer.Option(help="Weights path, if moved.")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, ...")] = "auto",
+    device: Annotated[str, DeviceOption] = "auto",
     batch_size: Annotated[
         int | None,
         typer.Option(
@@ -502,7 +589,14 @@ def _kept_shards(store: str) -> str:
 @app.command()
 def reduce(
     store: StorePath,
-    layers: Annotated[str | None, typer.Option(help="Comma list of effect,summary,perbin.")] = None,
+    layers: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma list of effect, summary, perbin.",
+            callback=_choice("--layers", LAYERS, comma=True),
+            autocompletion=lambda: LAYERS,
+        ),
+    ] = None,
     scheduler: Annotated[
         str,
         typer.Option(
@@ -914,6 +1008,32 @@ def _print_moved(lc: Any, top: int) -> None:
     if lc.excluded_zero_counts:
         left = ", ".join(lc.excluded_zero_counts)
         out.print(f"{lc.layer}: left out (count 0 in A or B): {left}", highlight=False)
+
+
+@app.command()
+def where(
+    oracle: Annotated[str, typer.Argument(help="The oracle, as chorus names it (enformer).")],
+) -> None:
+    """The NPZ chorus loads for ORACLE's backgrounds: the path alone on stdout (for
+    scripts), whether it is there on stderr."""
+    from chorus_store.export import default_backgrounds_dir
+
+    path = default_backgrounds_dir() / f"{oracle}_pertrack.npz"
+    out.print(str(path), highlight=False, soft_wrap=True)
+    import importlib.util
+
+    if importlib.util.find_spec("chorus") is not None:
+        how = "chorus's own CHORUS_BACKGROUNDS_DIR"
+    elif os.environ.get("CHORUS_DATA_DIR"):
+        how = "$CHORUS_DATA_DIR/backgrounds (chorus is not installed here)"
+    else:
+        how = "~/.chorus/backgrounds, chorus's default (chorus is not installed here)"
+    state = "present" if path.is_file() else "absent"
+    console.print(
+        f"{state}; from {how}; `chorus-store export STORE` writes it there",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 @app.command()

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from chorus_store.errors import RecipeError
 from chorus_store.genome.track_tables import read_tracks
 from chorus_store.genome.tracks import TrackTable
@@ -218,6 +220,40 @@ class Recipe:
     def with_track_table(self, tracks: TrackTable) -> Recipe:
         """This recipe with its track table given as data (see :attr:`table`)."""
         return dataclasses.replace(self, table=tracks)
+
+    def select_tracks(
+        self, track_ids: list[str] | None = None, layers: list[str] | None = None
+    ) -> Recipe:
+        """This recipe over a subset of its tracks: those in ``track_ids`` and/or whose
+        layer is in ``layers`` (both given: both must hold). Each kept track keeps its
+        model output column, so no recipe or column number is copied by hand; the store
+        planned from the result holds only these tracks.
+
+        Raises
+        ------
+        RecipeError
+            An id or layer the track table lacks (the message lists some that exist),
+            or a selection that keeps no track.
+        """
+        frame = self.track_table().frame
+        keep = pd.Series(True, index=frame.index)
+        for column, wanted, what in (("track_id", track_ids, "track"), ("layer", layers, "layer")):
+            if not wanted:
+                continue
+            known = set(frame[column])
+            unknown = [w for w in wanted if w not in known]
+            if unknown:
+                some = ", ".join(sorted(known)[:6])
+                raise RecipeError(
+                    f"recipe {self.name!r} has no {what} {', '.join(map(repr, unknown[:5]))}"
+                    f"{' and more' if len(unknown) > 5 else ''}; its {what}s include {some}"
+                )
+            keep &= frame[column].isin(wanted)
+        if not keep.any():
+            raise RecipeError(
+                f"recipe {self.name!r}: no track is both in the ids and the layers chosen"
+            )
+        return self.with_track_table(TrackTable.from_frame(frame.loc[keep]))
 
     # ---------------------------------------------------------------- parts
     @property

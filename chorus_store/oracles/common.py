@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from chorus_store.errors import RecipeError
+from chorus_store.errors import RecipeError, UsageError
 
 __all__ = [
     "from_pretrained",
@@ -87,7 +87,7 @@ def select_device(device: str, *, tf32: bool = False) -> Any:
 
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    resolved = torch.device(device)
+    resolved = _torch_device(torch, device)
     if resolved.type == "cpu":
         torch.backends.mkldnn.enabled = False  # type: ignore[assignment]
     if resolved.type == "cuda":
@@ -97,6 +97,30 @@ def select_device(device: str, *, tf32: bool = False) -> Any:
         torch.backends.cudnn.allow_tf32 = tf32
     torch.backends.cudnn.benchmark = False  # autotuned kernels differ run to run
     torch.use_deterministic_algorithms(True)
+    return resolved
+
+
+def _torch_device(torch: Any, device: str) -> Any:
+    """``torch.device(device)``, refused in one line when this torch cannot run on it (a
+    CPU build asked for CUDA, a GPU index past the last) instead of torch's assertion."""
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as exc:
+        raise UsageError(
+            f"--device {device!r} is not a torch device ({exc}); use cpu or cuda:N"
+        ) from exc
+    if resolved.type == "cuda":
+        if torch.version.cuda is None:
+            raise UsageError(
+                f"--device {device}: this torch ({torch.__version__}) is a CPU build; install "
+                f"a CUDA build of torch (https://pytorch.org/get-started/locally/) or use "
+                f"--device cpu"
+            )
+        n = torch.cuda.device_count()
+        if n == 0 or (resolved.index or 0) >= n:
+            raise UsageError(f"--device {device}: torch sees {n} GPU(s); use --device cpu or auto")
+    elif resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise UsageError(f"--device {device}: MPS is not available here; use --device cpu")
     return resolved
 
 
