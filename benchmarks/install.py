@@ -14,6 +14,7 @@ theirs.
 
     python benchmarks/install.py                   # every extra, about 15 minutes here
     python benchmarks/install.py --extras core,demo
+    python benchmarks/install.py --extras demo --pin numpy==1.26.4   # the numpy floor
 """
 
 from __future__ import annotations
@@ -106,13 +107,15 @@ def _problems(extra: str, dists: dict[str, str]) -> list[str]:
     return found
 
 
-def install(extra: str, torch: str, python: str, core: set[str]) -> tuple[Installed, set[str]]:
+def install(
+    extra: str, torch: str, python: str, core: set[str], pins: tuple[str, ...] = ()
+) -> tuple[Installed, set[str]]:
     with tempfile.TemporaryDirectory(prefix=f"install-{extra}-") as tmp:
         venv = Path(tmp) / "venv"
         subprocess.run([python, "-m", "venv", str(venv)], check=True)
         py = _venv_python(venv)
         spec = str(ROOT) if extra == "core" else f"{ROOT}[{extra}]"
-        wanted = [spec, *([torch] if extra in WITH_TORCH and torch else [])]
+        wanted = [spec, *([torch] if extra in WITH_TORCH and torch else []), *pins]
         start = time.perf_counter()
         res = subprocess.run(
             [str(py), "-m", "pip", "install", "-q", *wanted], capture_output=True, text=True
@@ -154,6 +157,12 @@ def main() -> None:
     parser.add_argument("--extras", default=",".join(SMOKE), help="comma-separated, or 'core'")
     parser.add_argument("--torch", default="torch==2.13.0", help="installed beside torch extras")
     parser.add_argument("--python", default=sys.executable, help="the interpreter of the venvs")
+    parser.add_argument(
+        "--pin",
+        action="append",
+        default=[],
+        help="a requirement installed beside every extra, e.g. numpy==1.26.4 (the declared floor)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     extras = [e.strip() for e in args.extras.split(",") if e.strip()]
@@ -163,7 +172,7 @@ def main() -> None:
     results: list[Installed] = []
     core: set[str] = set()
     for extra in ["core", *[e for e in extras if e != "core"]]:
-        result, dists = install(extra, args.torch, args.python, core)
+        result, dists = install(extra, args.torch, args.python, core, tuple(args.pin))
         if extra == "core":
             core = dists
             if "core" not in extras:
